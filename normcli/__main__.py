@@ -1,0 +1,4 @@
+"""``python -m normcli``."""
+from normcli.cli import run
+
+run()

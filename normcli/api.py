@@ -1,0 +1,196 @@
+"""The Python API: fit, transform, inverse, load and merge over DataFrames, Arrow tables and files.
+
+The CLI is a thin layer over these functions; notebooks and services call them directly.
+``data`` may be a pandas DataFrame, a pyarrow Table or RecordBatch, or a path; results come back
+in the same kind.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+
+from normcli import engine, statsfile
+from normcli.errors import UsageError
+from normcli.model import FitPlan, Stats, merge_partials, plan_fit
+from normcli.stats import ColumnStats
+
+BATCH_ROWS = 65536
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _as_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
+
+
+def _is_path(data: Any) -> bool:
+    return isinstance(data, (str, os.PathLike))
+
+
+def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[str] | None = None,
+        exclude: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
+        sketch_k: int | None = None, progress: engine.Progress | None = None,
+        **options: Any) -> Stats:
+    """Fit normalization statistics.
+
+    Parameters
+    ----------
+    data : DataFrame, pyarrow Table, path, or list of paths
+        The training data. Paths are streamed in bounded memory.
+    method : str or list of str
+        Method specs: ``"zscore"`` (default for every numeric column), or ``"minmax:a,b"`` for
+        named columns; see the README's method table.
+    columns, exclude : list of str
+        Restrict, or remove from, the default selection of numeric columns.
+    **options
+        Method options: ``ddof``, ``range``, ``eps``, ``eps_mode``, ``gamma``, ``beta``,
+        ``clip``, ``clip_sigma``, ``constant``, ``fill_missing``, ``quantile_range``.
+
+    Returns
+    -------
+    Stats
+        The fitted statistics; ``stats.transform(df)`` applies them.
+
+    Examples
+    --------
+    >>> import pandas as pd, normcli
+    >>> stats = normcli.fit(pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
+    >>> stats.transform(pd.DataFrame({"x": [2.0]}))["x"].tolist()
+    [0.0]
+    """
+    methods = [method] if isinstance(method, str) else list(method)
+    if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
+        paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
+        return fit_paths(paths, methods, columns=columns, exclude=exclude, fmt=fmt, delimiter=delimiter,
+                         sketch_k=sketch_k, progress=progress, options=options)
+    table = _as_table(data)
+    plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
+                    options=options, sketch_k=sketch_k)
+    acc = plan.empty()
+    for batch in table.select(plan.numeric).to_batches(max_chunksize=BATCH_ROWS):
+        acc = merge_partials(acc, plan.partial(batch))
+    return plan.finish(acc, {"created": _now(), "inputs": [{"path": "<memory>", "rows": table.num_rows,
+                                                             "bytes": None}], "rows": table.num_rows})
+
+
+def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
+              sketch_k: int | None = None, progress: engine.Progress | None = None,
+              options: Mapping[str, Any] | None = None) -> Stats:
+    """Fit over one or more files (or ``-`` for stdin), streaming; the plan comes from the first."""
+    from normcli import io
+
+    plan: FitPlan | None = None
+    acc: dict[str, ColumnStats] = {}
+    inputs = []
+    for path in paths:
+        source = io.open_source(path, fmt=fmt, delimiter=delimiter)
+        try:
+            if plan is None:
+                plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
+                                options=options, sketch_k=sketch_k)
+                acc = plan.empty()
+            else:
+                _require_columns(plan.numeric, source.columns, path)
+            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge_partials, acc, progress)
+        finally:
+            source.close()
+        inputs.append({"path": path, "rows": summary.rows, "bytes": summary.bytes})
+    assert plan is not None
+    return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+
+
+def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> None:
+    from normcli.errors import DataError
+
+    missing = [c for c in needed if c not in set(have)]
+    if missing:
+        raise DataError(f"'{path}' has no column '{missing[0]}'")
+
+
+def transform(stats: Stats, data: Any, *, inverse: bool = False, **overrides: Any) -> Any:
+    """Apply (or with ``inverse=True`` undo) ``stats`` to in-memory ``data``, returning the same kind.
+
+    Fitted columns become float64; every other column is returned untouched.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        stats.check_columns(data.columns)
+        table = pa.Table.from_pandas(data[stats.needed_columns], preserve_index=False)
+        done = _map_table(stats, table, inverse, overrides)
+        out = data.copy()
+        for name in stats.needed_columns:
+            out[name] = done.column(name).to_numpy(zero_copy_only=False)
+        return out
+    table = _as_table(data)
+    done = _map_table(stats, table, inverse, overrides)
+    return done.to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
+
+
+def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[str, Any]) -> pa.Table:
+    batches = table.to_batches(max_chunksize=BATCH_ROWS)
+    if inverse:
+        out = [stats.inverse_batch(b) for b in batches]
+    else:
+        out = [stats.transform_batch(b, overrides) for b in batches]
+    if not out:
+        empty = pa.RecordBatch.from_pylist([], schema=table.schema)
+        out = [stats.inverse_batch(empty) if inverse else stats.transform_batch(empty, overrides)]
+    return pa.Table.from_batches(out)
+
+
+def transform_file(stats: Stats, input: str, output: str | None, *, fmt: str | None = None,
+                   to: str | None = None, delimiter: str | None = None, inverse: bool = False,
+                   progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
+                   stdout_is_tty: bool = False) -> engine.InputSummary:
+    """Stream ``input`` through ``stats`` into ``output`` (``None`` or ``-``: stdout), atomically."""
+    from normcli import io
+
+    source = io.open_source(input, fmt=fmt, delimiter=delimiter)
+    try:
+        stats.check_columns(source.columns)
+        if inverse and stats.rows:
+            stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
+        out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
+        schema = _output_schema(source, stats, out_fmt)
+        fn = stats.inverse_batch if inverse else (lambda b: stats.transform_batch(b, overrides))
+        with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
+                          input_path=input) as sink:
+            return engine.pipe(source, sink, stats.needed_columns, fn, progress)
+    finally:
+        source.close()
+
+
+def _output_schema(source: Any, stats: Stats, out_fmt: str) -> pa.Schema:
+    types = source.sample_types() if source.format == "parquet" else {}
+    fields = []
+    for name in source.columns:
+        if name in stats.columns:
+            fields.append(pa.field(name, pa.float64()))
+        else:
+            fields.append(pa.field(name, types.get(name, pa.string())))
+    return pa.schema(fields)
+
+
+def load(path: str) -> Stats:
+    """Read and validate a stats file."""
+    return statsfile.load(path)

@@ -1,0 +1,158 @@
+"""The local streaming engine: source -> fit or transform -> sink, in bounded memory.
+
+Pieces of the input are read in order by a producer thread, decoded and processed by a small
+pool of worker threads (pyarrow, NumPy and Polars release the GIL, so both cores work), and
+their results consumed in input order. At most a fixed number of pieces are in flight, so
+memory does not grow with the input.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+
+import pyarrow as pa
+
+T = TypeVar("T")
+R = TypeVar("R")
+_DONE = object()
+
+
+class Progress(Protocol):
+    """Receives one call per finished piece (input bytes it covered and rows it held)."""
+
+    def advance(self, nbytes: int, rows: int) -> None: ...
+
+
+class _NoProgress:
+    def advance(self, nbytes: int, rows: int) -> None:
+        pass
+
+
+def default_workers() -> int:
+    """Worker threads: one per core, at least one (``NORMCLI_THREADS`` overrides)."""
+    env = os.environ.get("NORMCLI_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = None) -> Iterator[R]:
+    """``fn`` over ``items`` in a thread pool, yielding results in input order.
+
+    ``items`` is iterated in its own thread; at most ``2 * workers + 1`` results and ``workers``
+    unstarted items are held at any time. An exception in ``items`` or ``fn`` is re-raised here;
+    closing the generator early stops the producer and drops pending work.
+    """
+    workers = workers or default_workers()
+    pending: queue.Queue = queue.Queue(maxsize=workers)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        pending.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            pending.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            pending.put(exc)
+
+    producer = threading.Thread(target=produce, name="normcli-reader", daemon=True)
+    producer.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normcli-worker")
+    inflight: deque[Future] = deque()
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) <= 2 * workers:
+                item = pending.get()
+                if item is _DONE:
+                    exhausted = True
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    inflight.append(pool.submit(fn, item))
+            if not inflight:
+                return
+            yield inflight.popleft().result()
+    finally:
+        stop.set()
+        for f in inflight:
+            f.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Source(Protocol):
+    """What the engine needs of an input (see :mod:`normcli.io`)."""
+
+    path: str
+    size: int | None
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Any]: ...
+    def decode(self, piece: Any) -> pa.RecordBatch: ...
+
+
+class Sink(Protocol):
+    """What the engine needs of an output (see :mod:`normcli.io`)."""
+
+    def encode(self, batch: pa.RecordBatch) -> Any: ...
+    def write(self, encoded: Any) -> None: ...
+
+
+@dataclass
+class InputSummary:
+    """What a pass over one input saw."""
+
+    path: str
+    rows: int = 0
+    bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBatch], T],
+         merge: Callable[[T, T], T], start: T, progress: Progress | None = None,
+         workers: int | None = None) -> tuple[T, InputSummary]:
+    """Reduce ``source`` to one value: ``partial`` per batch (in threads), ``merge`` in order.
+
+    Merging in input order keeps the result independent of thread timing.
+    """
+    progress = progress or _NoProgress()
+    summary = InputSummary(source.path, 0, source.size)
+
+    def work(piece: Any) -> tuple[T, int, int]:
+        batch = source.decode(piece)
+        return partial(batch), batch.num_rows, piece.nbytes
+
+    acc = start
+    for value, rows, nbytes in ordered_map(source.pieces(numeric, False), work, workers):
+        acc = merge(acc, value)
+        summary.rows += rows
+        progress.advance(nbytes, rows)
+    return acc, summary
+
+
+def pipe(source: Source, sink: Sink, numeric: Sequence[str], fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+         progress: Progress | None = None, workers: int | None = None) -> InputSummary:
+    """Stream ``source`` through ``fn`` into ``sink``, keeping every column and the row order."""
+    progress = progress or _NoProgress()
+    summary = InputSummary(source.path, 0, source.size)
+
+    def work(piece: Any) -> tuple[Any, int, int]:
+        batch = fn(source.decode(piece))
+        return sink.encode(batch), batch.num_rows, piece.nbytes
+
+    for encoded, rows, nbytes in ordered_map(source.pieces(numeric, True), work, workers):
+        sink.write(encoded)
+        summary.rows += rows
+        progress.advance(nbytes, rows)
+    return summary

@@ -1,0 +1,57 @@
+"""The one error hierarchy of normcli and the exit codes it maps to.
+
+Library code raises these; only the CLI turns them into a message and an exit code.
+"""
+from __future__ import annotations
+
+# The documented exit codes (README, "Exit codes"). Keep this table and the README in step.
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_STATS = 4
+EXIT_IO = 5
+EXIT_DRIFT = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class NormcliError(Exception):
+    """Base class: an error a user can act on, reported as one line and an exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(NormcliError):
+    """Invalid options or arguments: an unknown method, a bad range, output equal to input."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(NormcliError):
+    """The input data cannot be used: unparsable CSV, a non-numeric value in a fitted column."""
+
+    exit_code = EXIT_DATA
+
+
+class StatsFileError(NormcliError):
+    """The stats file is not valid JSON, of another version, damaged, or does not fit the data."""
+
+    exit_code = EXIT_STATS
+
+
+class IOFailure(NormcliError):
+    """A file could not be read or written: missing, permission denied, disk full."""
+
+    exit_code = EXIT_IO
+
+
+class Interrupted(NormcliError):
+    """The run was stopped by SIGINT or SIGTERM; the exit code follows the signal."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}")
+        self.exit_code = 128 + signum

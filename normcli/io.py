@@ -1,0 +1,850 @@
+"""Batch sources and sinks: CSV/TSV/Parquet files and stdin/stdout, with atomic commit.
+
+Arrow record batches are the currency; this module knows nothing of normalization methods.
+
+Reading CSV is split in two so that parsing can use every core: :meth:`Source.pieces` cuts
+the raw bytes at record boundaries (cheap, sequential, one producer thread) and
+:meth:`Source.decode` parses one piece with ``pyarrow.csv.read_csv`` (heavy, thread-safe, a
+worker pool). pyarrow's own streaming reader parses on one core only (see MEASUREMENTS.md).
+
+Writing CSV goes through Polars' ``write_csv`` because pyarrow's CSV writer cannot quote only
+where needed, which byte-exact pass-through of text columns requires, and formats floats
+about 1.8x slower.
+"""
+from __future__ import annotations
+
+import io as _pyio
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import DataError, IOFailure, UsageError
+
+FORMATS = ("csv", "tsv", "parquet")
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".tsv": "tsv",
+    ".tsv.gz": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_BOM = b"\xef\xbb\xbf"
+_QUOTE = b'"'
+_NL = b"\n"
+_PARQUET_BATCH_ROWS = 65536
+
+
+def detect_format(path: str, fmt: str | None) -> str:
+    """Return the format of ``path``: ``fmt`` if given, else from the extension.
+
+    ``.csv``/``.csv.gz`` -> csv, ``.tsv``/``.tsv.gz`` -> tsv, ``.parquet``/``.pq`` -> parquet.
+    Stdin (``"-"``) and unknown extensions default to csv. An unknown ``fmt`` is a UsageError.
+    """
+    if fmt is not None:
+        name = fmt.lower()
+        if name not in FORMATS:
+            raise UsageError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})")
+        return name
+    lower = path.lower()
+    for ext, name in _EXTENSIONS.items():
+        if lower.endswith(ext):
+            return name
+    return "csv"
+
+
+def _display(path: str) -> str:
+    return "standard input" if path == "-" else f"'{path}'"
+
+
+def _read_failure(path: str, exc: OSError) -> IOFailure:
+    reason = exc.strerror or str(exc)
+    return IOFailure(f"cannot read {_display(path)}: {reason}")
+
+
+@dataclass
+class Piece:
+    """One unit of work for :meth:`Source.decode`.
+
+    ``nbytes`` is the input bytes it covers (for progress); ``first_line`` is the file line
+    number of its first record (CSV, header = line 1) or its first row number, 1-based
+    (Parquet). ``data`` holds the raw CSV bytes or the Parquet record batch.
+    """
+
+    data: bytes | pa.RecordBatch
+    nbytes: int
+    first_line: int
+    numeric: tuple[str, ...] = ()
+    keep_others: bool = True
+
+
+class Source:
+    """A tabular input opened by :func:`open_source`.
+
+    Attributes: ``path`` (as given, ``"-"`` is stdin), ``format``, ``columns`` (header names in
+    file order), ``size`` (bytes of the file, None for stdin).
+    """
+
+    path: str
+    format: str
+    columns: list[str]
+    size: int | None
+
+    def sample_types(self) -> dict[str, pa.DataType]:
+        """Types pyarrow infers from the first block (CSV) or the schema (Parquet).
+
+        Does not consume the stream.
+        """
+        raise NotImplementedError
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
+        """Yield the input as pieces, sequentially and cheaply. Single use."""
+        raise NotImplementedError
+
+    def decode(self, piece: Piece) -> pa.RecordBatch:
+        """Turn a piece into a record batch (thread-safe).
+
+        The batch holds the ``numeric`` columns as float64 and, if ``keep_others``, every other
+        column too, all in file order (without ``keep_others``: ``numeric`` in the order given).
+        CSV pass-through columns are strings exactly as read; Parquet ones keep their type.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the underlying file or stream."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_columns(self, numeric: Sequence[str]) -> tuple[str, ...]:
+        known = set(self.columns)
+        missing = [c for c in numeric if c not in known]
+        if missing:
+            names = ", ".join(f"'{c}'" for c in missing)
+            raise DataError(f"{_display(self.path)} has no column {names}")
+        return tuple(dict.fromkeys(numeric))
+
+    def _output_columns(self, piece: Piece) -> list[str]:
+        if piece.keep_others:
+            return list(self.columns)
+        return list(piece.numeric)
+
+
+def _record_boundary(buf: bytes, end: int | None = None) -> int:
+    """Return the index just past the last newline outside quotes in ``buf[:end]``, or -1.
+
+    ``buf`` must start at a record boundary. A newline is outside quotes when the number of
+    quote characters before it is even (RFC 4180 doubling keeps the parity right).
+    """
+    end = len(buf) if end is None else end
+    pos = buf.rfind(_NL, 0, end)
+    if pos < 0:
+        return -1
+    before = buf.count(_QUOTE, 0, pos)
+    while before % 2:
+        prev = buf.rfind(_NL, 0, pos)
+        if prev < 0:
+            return -1
+        before -= buf.count(_QUOTE, prev, pos)
+        pos = prev
+    return pos + 1
+
+
+def _record_lines(data: bytes, first_line: int) -> np.ndarray:
+    """File line number of every non-empty record in ``data`` (error path only).
+
+    Mirrors pyarrow, which skips empty lines and numbers only the records it keeps.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == ord("\n"))
+    quotes_before = np.cumsum(arr == ord('"'))
+    # Quotes strictly before each newline; a newline is a record end when that count is even.
+    counts = quotes_before[newlines] if len(newlines) else newlines
+    ends = newlines[counts % 2 == 0]
+    if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
+        ends = np.append(ends, len(data))  # a last record without a trailing newline
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    length = ends - starts
+    cr_only = np.zeros(len(starts), dtype=bool)
+    one = length == 1
+    cr_only[one] = arr[starts[one]] == ord("\r")
+    keep = (length > 0) & ~cr_only
+    line_of_start = first_line + np.searchsorted(newlines, starts)
+    return line_of_start[keep]
+
+
+class _CsvSource(Source):
+    def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str):
+        self.path = path
+        self.format = fmt
+        self._delimiter = delimiter
+        self._block_size = block_size
+        self._encoding = encoding
+        self._raw = None  # the file whose position measures progress (compressed for .gz)
+        self._used = False
+        if path == "-":
+            self.size = None
+            self._stream = sys.stdin.buffer
+        else:
+            try:
+                with open(path, "rb"):
+                    pass
+                self.size = os.path.getsize(path)
+                if path.lower().endswith(".gz"):
+                    self._raw = pa.OSFile(path, "rb")
+                    self._stream = pa.CompressedInputStream(self._raw, "gzip")
+                else:
+                    self._stream = open(path, "rb")
+            except OSError as exc:
+                raise _read_failure(path, exc) from exc
+        self._consumed = 0
+        self._read_header()
+
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self._stream.read(n)
+        except OSError as exc:
+            raise _read_failure(self.path, exc) from exc
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+        data = bytes(data)
+        if self._raw is None:
+            self._consumed += len(data)
+        return data
+
+    def _position(self) -> int:
+        """Input bytes consumed so far (compressed bytes for gzip)."""
+        return self._raw.tell() if self._raw is not None else self._consumed
+
+    def _read_header(self) -> None:
+        buf = self._read(self._block_size)
+        if buf.startswith(_BOM):
+            buf = buf[len(_BOM):]
+        line = 1
+        while True:
+            cut = self._first_boundary(buf)
+            while cut < 0:
+                more = self._read(self._block_size)
+                if not more:
+                    cut = len(buf)  # a header without a trailing newline
+                    break
+                buf += more
+                cut = self._first_boundary(buf)
+            header, buf = buf[:cut], buf[cut:]
+            if header.strip(b"\r\n"):
+                break
+            if not buf:
+                raise DataError(f"{_display(self.path)} is empty")
+            line += header.count(_NL)  # blank lines before the header, skipped like pyarrow
+        if not header.endswith(_NL):
+            header += _NL
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(header),
+                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding),
+                parse_options=self._parse_options(),
+            )
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{_display(self.path)}: cannot parse the header: {exc}") from exc
+        self.columns = table.column_names
+        seen: set[str] = set()
+        dupes = [c for c in self.columns if c in seen or seen.add(c)]
+        if dupes:
+            names = ", ".join(f"'{c}'" for c in dict.fromkeys(dupes))
+            raise DataError(f"{_display(self.path)} has duplicate column names: {names}")
+        self._first_line = line + header.count(_NL)
+        self._pending = buf
+
+    @staticmethod
+    def _first_boundary(buf: bytes) -> int:
+        quotes, start = 0, 0
+        pos = buf.find(_NL)
+        while pos >= 0:
+            quotes += buf.count(_QUOTE, start, pos)
+            if quotes % 2 == 0:
+                return pos + 1
+            start, pos = pos, buf.find(_NL, pos + 1)
+        return -1
+
+    def _parse_options(self, handler=None) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(delimiter=self._delimiter, invalid_row_handler=handler)
+
+    def sample_types(self) -> dict[str, pa.DataType]:
+        buf = self._pending[: self._block_size]
+        cut = _record_boundary(buf)
+        if cut < 0:
+            cut = len(buf) if len(self._pending) <= self._block_size else 0
+        if not buf[:cut].strip(b"\r\n"):
+            return {name: pa.null() for name in self.columns}
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(buf[:cut]),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.columns,
+                    use_threads=False,
+                    block_size=max(cut, 1 << 16),
+                    encoding=self._encoding,
+                ),
+                # Bad rows are reported by decode(), with their line numbers.
+                parse_options=self._parse_options(lambda row: "skip"),
+            )
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
+        return {name: table.schema.field(name).type for name in self.columns}
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
+        if self._used:
+            raise RuntimeError("Source.pieces() can be used only once")
+        self._used = True
+        numeric = self._check_columns(numeric)
+        carry, self._pending = self._pending, b""
+        line = self._first_line
+        mark = 0  # input position at the start of the next piece
+        eof = False
+        while carry or not eof:
+            # Gather at least block_size bytes, or a whole record if one is longer than that.
+            while not eof and len(carry) < self._block_size:
+                chunk = self._read(self._block_size - len(carry))
+                eof = not chunk
+                carry += chunk
+            cut = len(carry) if eof else _record_boundary(carry)
+            if cut < 0:
+                chunk = self._read(self._block_size)
+                eof = not chunk
+                carry += chunk
+                continue
+            data, carry = carry[:cut], carry[cut:]
+            newlines = data.count(_NL)
+            # Only blank lines (or nothing): no record to parse. Checking the first byte first
+            # avoids copying a whole piece in strip().
+            if data[:1] in (b"", b"\n", b"\r") and not data.strip(b"\r\n"):
+                line += newlines
+                continue
+            pos = self._position()
+            yield Piece(data, pos - mark, line, numeric, keep_others)
+            mark = pos
+            line += newlines
+
+    def _convert_options(self, piece: Piece) -> pacsv.ConvertOptions:
+        wanted = set(piece.numeric)
+        types = {name: pa.float64() if name in wanted else pa.string() for name in self.columns}
+        return pacsv.ConvertOptions(
+            column_types=types,
+            include_columns=self._output_columns(piece),
+            # Pass-through text is kept as read; numeric columns still get pyarrow's default
+            # null values (empty, NA, NaN, null, ...) because they are float-typed.
+            strings_can_be_null=False,
+        )
+
+    def _read_piece(self, piece: Piece, convert: pacsv.ConvertOptions, handler=None) -> pa.Table:
+        return pacsv.read_csv(
+            pa.BufferReader(piece.data),
+            read_options=pacsv.ReadOptions(
+                column_names=self.columns,
+                use_threads=False,
+                block_size=max(len(piece.data) + 1, 1 << 16),
+                encoding=self._encoding,
+            ),
+            parse_options=self._parse_options(handler),
+            convert_options=convert,
+        )
+
+    def decode(self, piece: Piece) -> pa.RecordBatch:
+        bad: list = []
+
+        def on_invalid(row) -> str:
+            bad.append(row)
+            return "error"
+
+        try:
+            table = self._read_piece(piece, self._convert_options(piece), on_invalid)
+        except pa.ArrowInvalid as exc:
+            if bad:
+                row = bad[0]
+                line = _record_lines(piece.data, piece.first_line)[row.number - 1]
+                raise DataError(
+                    f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
+                    f"fields, found {row.actual_columns}"
+                ) from exc
+            raise self._conversion_error(piece, exc) from exc
+        return _as_batch(table)
+
+    def _conversion_error(self, piece: Piece, exc: Exception) -> DataError:
+        """Find the value behind a failed conversion by re-reading the piece (error path)."""
+        # Numeric columns as text, with the same null values the float parse accepts.
+        convert = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in self.columns},
+            include_columns=list(piece.numeric),
+            strings_can_be_null=True,
+        )
+        try:
+            text = self._read_piece(piece, convert)
+            found = [(i, name) for name in piece.numeric
+                     if (i := _first_bad_float(text.column(name))) is not None]
+        except pa.ArrowInvalid:
+            found = []
+        if not found:  # not a number problem (say, invalid UTF-8): report pyarrow's message
+            message = str(exc)
+            where = re.search(r"Row #(\d+)", message)
+            if where:  # pyarrow counts records within the piece; say the file line instead
+                lines = _record_lines(piece.data, piece.first_line)
+                number = int(where.group(1))
+                if 0 < number <= len(lines):
+                    message = message.replace(where.group(0), f"line {lines[number - 1]}")
+            return DataError(f"cannot parse {_display(self.path)}: {message}")
+        index, name = min(found, key=lambda item: item[0])
+        line = _record_lines(piece.data, piece.first_line)[index]
+        value = text.column(name)[index].as_py()
+        return DataError(f"column '{name}': value '{value}' on line {line} is not a number")
+
+    def close(self) -> None:
+        if self._stream is not sys.stdin.buffer:
+            self._stream.close()
+        if self._raw is not None:
+            self._raw.close()
+
+
+def _first_bad_float(column: pa.ChunkedArray) -> int | None:
+    """Index of the first value that does not cast to float64, by bisection; None if all do."""
+
+    def ok(lo: int, hi: int) -> bool:
+        try:
+            pc.cast(column.slice(lo, hi - lo), pa.float64())
+            return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False
+
+    lo, hi = 0, len(column)
+    if ok(lo, hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if not ok(lo, mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _as_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.combine_chunks().to_batches()
+    if batches:
+        return batches[0]
+    return pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+class _ParquetSource(Source):
+    def __init__(self, path: str):
+        self.path = path
+        self.format = "parquet"
+        self._spool = None
+        self._used = False
+        try:
+            if path == "-":
+                # Parquet needs random access: spool stdin to an anonymous temp file.
+                self._spool = tempfile.TemporaryFile(prefix="normcli-stdin-")
+                shutil.copyfileobj(sys.stdin.buffer, self._spool, 1 << 20)
+                self._spool.seek(0)
+                self.size = None
+                target = self._spool
+            else:
+                with open(path, "rb"):
+                    pass
+                self.size = os.path.getsize(path)
+                target = path
+            if self.size == 0 or (self._spool is not None and not self._spool_size()):
+                raise DataError(f"{_display(path)} is empty")
+            self._file = pq.ParquetFile(target, pre_buffer=False, buffer_size=1 << 20)
+        except OSError as exc:
+            self._close_spool()
+            raise _read_failure(path, exc) from exc
+        except pa.ArrowInvalid as exc:
+            self._close_spool()
+            raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
+        except DataError:
+            self._close_spool()
+            raise
+        self._schema = self._file.schema_arrow
+        self.columns = list(self._schema.names)
+        dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if dupes:
+            names = ", ".join(f"'{c}'" for c in dupes)
+            raise DataError(f"{_display(path)} has duplicate column names: {names}")
+
+    def sample_types(self) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in self._schema}
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
+        if self._used:
+            raise RuntimeError("Source.pieces() can be used only once")
+        self._used = True
+        numeric = self._check_columns(numeric)
+        total_rows = max(self._file.metadata.num_rows, 1)
+        size = self.size if self.size is not None else self._spool_size()
+        columns = None if keep_others else list(numeric)
+        row = 1
+        try:
+            for batch in self._file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+                yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others)
+                row += batch.num_rows
+        except OSError as exc:
+            raise _read_failure(self.path, exc) from exc
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+
+    def decode(self, piece: Piece) -> pa.RecordBatch:
+        batch = piece.data
+        arrays = []
+        names = self._output_columns(piece)
+        wanted = set(piece.numeric)
+        for name in names:
+            column = batch.column(name)
+            if name in wanted and column.type != pa.float64():
+                column = self._to_float(name, column, piece.first_line)
+            arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def _to_float(self, name: str, column: pa.Array, first_row: int) -> pa.Array:
+        try:
+            # Unsafe: a large int64 rounds to the nearest double rather than failing.
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                return pc.cast(column, pa.float64())
+            return pc.cast(column, pa.float64(), safe=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                index = _first_bad_float(pa.chunked_array([column]))
+                if index is not None:
+                    value = column[index].as_py()
+                    raise DataError(
+                        f"column '{name}': value '{value}' on row {first_row + index} "
+                        "is not a number"
+                    ) from exc
+            raise DataError(f"column '{name}' of type {column.type} is not numeric") from exc
+
+    def _spool_size(self) -> int:
+        return os.fstat(self._spool.fileno()).st_size
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def close(self) -> None:
+        self._file.close()
+        self._close_spool()
+
+
+def open_source(
+    path: str,
+    fmt: str | None = None,
+    delimiter: str | None = None,
+    block_size: int = 4 << 20,
+    encoding: str = "utf8",
+) -> Source:
+    """Open ``path`` (``"-"`` for stdin) and read its header.
+
+    Missing or unreadable input raises IOFailure; empty input or duplicate column names raise
+    DataError. ``tsv`` means a tab delimiter unless ``delimiter`` says otherwise. A UTF-8 BOM is
+    stripped. ``block_size`` is the approximate size of a CSV piece.
+    """
+    fmt = detect_format(path, fmt)
+    if fmt == "parquet":
+        return _ParquetSource(path)
+    if delimiter is None:
+        delimiter = "\t" if fmt == "tsv" else ","
+    if len(delimiter) != 1:
+        raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
+    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding)
+
+
+class Sink:
+    """An output opened by :func:`open_sink`: ``encode`` in workers, ``write`` in order.
+
+    Output goes to a temporary file beside the target, renamed into place by ``commit``. As a
+    context manager it commits on success and aborts on any exception.
+    """
+
+    def __init__(self, path: str | None, fmt: str, schema: pa.Schema):
+        self.path = path
+        self.format = fmt
+        self.schema = schema
+        self._tmp: str | None = None
+        self._done = False
+
+    def encode(self, batch: pa.RecordBatch) -> object:
+        """Prepare a batch for :meth:`write` (thread-safe)."""
+        raise NotImplementedError
+
+    def write(self, encoded: object) -> None:
+        """Write an encoded batch; call in input order."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Finish the output: flush, fsync and rename into place (stdout: flush)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Discard the output: close and delete the temporary file."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+    def _write_failure(self, exc: OSError) -> IOFailure:
+        reason = exc.strerror or str(exc)
+        where = f"'{self.path}'" if self.path else "standard output"
+        return IOFailure(f"cannot write {where}: {reason}")
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def _install(self) -> None:
+        """fsync the temporary file and rename it over the target."""
+        try:
+            fd = os.open(self._tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._tmp = None
+
+
+def _quote_field(name: str, sep: str) -> str:
+    if any(ch in name for ch in (sep, '"', "\n", "\r")):
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+class _CsvSink(Sink):
+    def __init__(self, path, fmt, schema, delimiter, out, tmp):
+        super().__init__(path, fmt, schema)
+        self._sep = delimiter
+        self._out = out
+        self._tmp = tmp
+        self._header = (
+            delimiter.join(_quote_field(name, delimiter) for name in schema.names) + "\n"
+        ).encode()
+        self._header_written = False
+
+    def encode(self, batch: pa.RecordBatch) -> bytes:
+        """CSV bytes of the rows, no header. Empty strings are written as empty fields."""
+        frame = pl.from_arrow(batch)
+        if not isinstance(frame, pl.DataFrame):
+            frame = frame.to_frame()
+        strings = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+        if strings:
+            # Polars writes "" as `""` but null as nothing; CSV input read with
+            # strings_can_be_null=False has "" for an empty field, which must stay empty.
+            frame = frame.with_columns(
+                pl.when(pl.col(name) != "").then(pl.col(name)).alias(name) for name in strings
+            )
+        buf = _pyio.BytesIO()
+        try:
+            frame.write_csv(
+                buf, include_header=False, quote_style="necessary", separator=self._sep
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"cannot write this data as CSV: {exc}") from exc
+        return buf.getvalue()
+
+    def _emit(self, data: bytes) -> None:
+        try:
+            self._out.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._write_failure(exc) from exc
+
+    def write(self, encoded: bytes) -> None:
+        if not self._header_written:
+            self._header_written = True
+            self._emit(self._header)
+        if encoded:
+            self._emit(encoded)
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if not self._header_written:
+            self.write(b"")
+        self._done = True
+        try:
+            if self._tmp is None:
+                self._out.flush()
+                return
+            self._out.close()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._install()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._tmp is None:
+            try:
+                self._out.flush()
+            except OSError:
+                pass
+            return
+        try:
+            self._out.close()
+        except OSError:
+            pass
+        self._remove_tmp()
+
+
+class _ParquetSink(Sink):
+    def __init__(self, path, schema, out, tmp):
+        super().__init__(path, "parquet", schema)
+        self._tmp = tmp
+        self._out = out
+        dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+        try:
+            self._writer = pq.ParquetWriter(
+                tmp if tmp is not None else out,
+                schema,
+                use_dictionary=dictionary,
+                compression="snappy",
+            )
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+
+    def encode(self, batch):
+        """Parquet batches are written as they are."""
+        return batch
+
+    def write(self, encoded) -> None:
+        try:
+            if isinstance(encoded, pa.Table):
+                self._writer.write_table(encoded)
+            else:
+                self._writer.write_batch(encoded)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._write_failure(exc) from exc
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._writer.close()
+            if self._tmp is None:
+                self._out.flush()
+                return
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._install()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the output is being thrown away anyway
+            pass
+        self._remove_tmp()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def open_sink(
+    path: str | None,
+    fmt: str,
+    schema: pa.Schema,
+    delimiter: str | None = None,
+    input_path: str | None = None,
+) -> Sink:
+    """Open an output for batches of ``schema``.
+
+    ``path`` None or ``"-"`` is stdout (Parquet only when stdout is not a terminal). Files are
+    written to a temporary file in the target's directory and renamed into place on commit. An
+    output equal to ``input_path`` is a UsageError; an unwritable location an IOFailure.
+    """
+    fmt = detect_format(path or "-", fmt)
+    if delimiter is None:
+        delimiter = "\t" if fmt == "tsv" else ","
+    if path is None or path == "-":
+        out = sys.stdout.buffer
+        if fmt == "parquet":
+            if sys.stdout.isatty():
+                raise UsageError("refusing to write Parquet to a terminal; use -o FILE")
+            return _ParquetSink(None, schema, out, None)
+        return _CsvSink(None, fmt, schema, delimiter, out, None)
+
+    if input_path not in (None, "-") and _same_file(path, input_path):
+        raise UsageError(f"the output '{path}' is the input; choose another output path")
+    if os.path.isdir(path):
+        raise IOFailure(f"cannot write '{path}': Is a directory")
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
+    except OSError as exc:
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+    try:
+        # mkstemp creates the file 0600; give the output the mode a plain create would.
+        os.fchmod(fd, _default_mode())
+    except OSError:
+        pass
+    if fmt == "parquet":
+        os.close(fd)
+        return _ParquetSink(path, schema, None, tmp)
+    out = os.fdopen(fd, "wb", buffering=1 << 20)
+    return _CsvSink(path, fmt, schema, delimiter, out, tmp)

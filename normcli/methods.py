@@ -1,0 +1,174 @@
+"""The normalization methods: per column (parameters from statistics, apply, inverse) and per row.
+
+Every per-column method is an affine map ``y = (x - center) / scale * gain + offset`` whose
+parameters come from a column's :class:`~normcli.stats.ColumnStats` and options; the row-wise
+methods need no statistics at all. Nothing here reads files or knows about columns' names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from normcli import sketch as _sketch
+from normcli.errors import DataError, UsageError
+from normcli.stats import ColumnStats
+
+PER_COLUMN = ("zscore", "minmax", "maxabs", "robust")
+PER_ROW = ("layer", "l1", "l2", "max")
+METHODS = PER_COLUMN + PER_ROW
+CONSTANT_POLICIES = ("scale1", "zero", "passthrough", "error")
+EPS_MODES = ("inside", "std")
+
+# Options each method takes, with their defaults. The stats file records them per column.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "zscore": {"ddof": 0, "eps": 0.0, "gamma": 1.0, "beta": 0.0, "clip_sigma": None},
+    "minmax": {"range": [0.0, 1.0], "clip": False},
+    "maxabs": {},
+    "robust": {"quantile_range": [25.0, 75.0], "clip_sigma": None},
+    "layer": {"eps": 1e-5, "eps_mode": "inside", "gamma": None, "beta": None},
+    "l1": {},
+    "l2": {},
+    "max": {},
+}
+COMMON_DEFAULTS: dict[str, Any] = {"constant": "scale1", "fill_missing": False}
+
+
+def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The full option set of ``method``: its defaults updated with the ``given`` ones it knows."""
+    if method not in DEFAULTS:
+        raise UsageError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    out = dict(DEFAULTS[method])
+    if method in PER_COLUMN:
+        out.update(COMMON_DEFAULTS)
+    out.update({k: v for k, v in given.items() if k in out and v is not None})
+    return out
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``y = (x - center - center_lo) / scale * gain + offset``, optionally clipped and filled.
+
+    ``center`` and ``scale`` may be arrays with one entry per row (per-group statistics).
+    ``const_zero`` marks a constant column under the ``zero`` policy: every value maps to 0.
+    """
+
+    center: Any = 0.0
+    center_lo: Any = 0.0
+    scale: Any = 1.0
+    gain: float = 1.0
+    offset: float = 0.0
+    clip: tuple[float, float] | None = None
+    fill: float | None = None
+    const_zero: Any = False
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalize ``x`` (float64, NaN as null) into a new array."""
+        y = np.subtract(x, self.center)
+        if np.any(self.center_lo):
+            y -= self.center_lo
+        y /= self.scale
+        if self.gain != 1.0:
+            y *= self.gain
+        if self.offset != 0.0:
+            y += self.offset
+        if np.any(self.const_zero):
+            y = np.where(np.isnan(x), np.nan, np.where(self.const_zero, 0.0, y))
+        if self.clip is not None:
+            np.clip(y, self.clip[0], self.clip[1], out=y)
+        if self.fill is not None:
+            y[np.isnan(y)] = self.fill
+        return y
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Undo :meth:`apply` (clipping and the ``zero`` policy cannot be undone)."""
+        x = np.subtract(y, self.offset) if self.offset != 0.0 else np.array(y, dtype=np.float64)
+        if self.gain != 1.0:
+            x /= self.gain
+        x *= self.scale
+        if np.any(self.center_lo):
+            x += self.center_lo
+        x += self.center
+        return x
+
+
+def column_params(method: str, stats: ColumnStats, options: Mapping[str, Any]) -> Affine:
+    """The affine map of a per-column ``method`` fitted to ``stats`` with ``options``."""
+    constant = stats.is_constant()
+    policy = options.get("constant", "scale1")
+    clip = None
+    if method == "zscore":
+        center, center_lo = stats.mean, stats.mean_lo
+        scale = math.sqrt(stats.var(options["ddof"]) + options["eps"])
+        gain, offset = float(options["gamma"]), float(options["beta"])
+        if options.get("clip_sigma"):
+            s = float(options["clip_sigma"])
+            clip = (offset - s * abs(gain), offset + s * abs(gain))
+    elif method == "minmax":
+        a, b = (float(v) for v in options["range"])
+        center, center_lo, scale = stats.min, 0.0, stats.max - stats.min
+        gain, offset = b - a, a
+        if options.get("clip"):
+            clip = (a, b)
+    elif method == "maxabs":
+        center, center_lo, scale, gain, offset = 0.0, 0.0, stats.maxabs, 1.0, 0.0
+        constant = scale == 0.0  # a constant non-zero column has a perfectly good max-abs
+    elif method == "robust":
+        if stats.sketch is None:
+            raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
+        q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
+        center, center_lo = _sketch.quantile(stats.sketch, 0.5), 0.0
+        scale = _sketch.quantile(stats.sketch, q_hi) - _sketch.quantile(stats.sketch, q_lo)
+        constant = scale == 0.0  # like scikit-learn: only a zero IQR is degenerate
+        gain, offset = 1.0, 0.0
+        if options.get("clip_sigma"):
+            clip = (-float(options["clip_sigma"]), float(options["clip_sigma"]))
+    else:
+        raise UsageError(f"'{method}' is not a per-column method")
+    if stats.count == 0:
+        center, center_lo = 0.0, 0.0
+    const_zero = False
+    if constant or scale == 0.0 or not math.isfinite(scale):
+        if policy == "passthrough":
+            return Affine()
+        scale = 1.0
+        const_zero = policy == "zero"
+    fill = None
+    if options.get("fill_missing"):
+        centre = stats.mean if method in ("minmax", "maxabs") else center
+        fill = 0.0 if const_zero else float(
+            Affine(center, center_lo, scale, gain, offset, clip).apply(np.array([centre]))[0])
+    return Affine(center, center_lo, scale, gain, offset, clip, fill, const_zero)
+
+
+def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
+    """Apply the row-wise ``method`` to ``x`` of shape (rows, columns), NaN as null.
+
+    Row statistics are taken over each row's non-null values; nulls stay null.
+    """
+    has_nan = bool(np.isnan(x).any())
+    if method == "layer":
+        mean = (np.nanmean if has_nan else np.mean)(x, axis=1, keepdims=True)
+        var = (np.nanvar if has_nan else np.var)(x, axis=1, keepdims=True)
+        if options["eps_mode"] == "std":
+            y = (x - mean) / (np.sqrt(var) + options["eps"])
+        else:
+            y = (x - mean) / np.sqrt(var + options["eps"])
+        if options.get("gamma") is not None:
+            y *= np.asarray(options["gamma"], dtype=np.float64)
+        if options.get("beta") is not None:
+            y += np.asarray(options["beta"], dtype=np.float64)
+        return y
+    ax = np.abs(x)
+    if method == "l1":
+        norm = (np.nansum if has_nan else np.sum)(ax, axis=1, keepdims=True)
+    elif method == "l2":
+        norm = np.sqrt((np.nansum if has_nan else np.sum)(x * x, axis=1, keepdims=True))
+    elif method == "max":
+        norm = np.nanmax(ax, axis=1, keepdims=True) if has_nan else np.max(ax, axis=1, keepdims=True)
+    else:
+        raise UsageError(f"'{method}' is not a row-wise method")
+    norm[~(norm > 0)] = 1.0  # zero (or all-null) rows are left as they are, like scikit-learn
+    return x / norm

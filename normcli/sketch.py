@@ -1,0 +1,79 @@
+"""The mergeable quantile sketch behind ``robust`` (Apache DataSketches' KLL, float64).
+
+While a sketch has seen no more values than it can hold it keeps them all and quantiles are
+exact (linear interpolation between order statistics, as NumPy's and scikit-learn's); beyond
+that they are within the sketch's normalized rank error.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+DEFAULT_K = 200
+
+
+def new(k: int = DEFAULT_K) -> Any:
+    """An empty KLL sketch with accuracy parameter ``k`` (8 to 65535)."""
+    from datasketches import kll_doubles_sketch
+
+    return kll_doubles_sketch(k)
+
+
+def merge(a: Any, b: Any) -> Any:
+    """A new sketch holding both ``a`` and ``b``; the inputs are left unchanged."""
+    out = copy(a)
+    out.merge(b)
+    return out
+
+
+def copy(sk: Any) -> Any:
+    """An independent copy of ``sk``."""
+    from datasketches import kll_doubles_sketch
+
+    return kll_doubles_sketch.deserialize(sk.serialize())
+
+
+def rank_error(sk: Any) -> float:
+    """The normalized rank error bound of ``sk`` (0 while it is exact)."""
+    return 0.0 if is_exact(sk) else float(sk.normalized_rank_error(False))
+
+
+def is_exact(sk: Any) -> bool:
+    """True while the sketch still holds every value it was given."""
+    return not sk.is_estimation_mode()
+
+
+def quantile(sk: Any, q: float) -> float:
+    """The ``q`` quantile (0 <= q <= 1); exact with linear interpolation while the sketch is."""
+    if sk.is_empty():
+        return float("nan")
+    if is_exact(sk):
+        values = np.fromiter((item for item, _ in sk), dtype=np.float64, count=sk.num_retained)
+        return float(np.quantile(values, q))
+    return float(sk.get_quantile(q, True))
+
+
+def to_dict(sk: Any) -> dict[str, Any]:
+    """JSON form: accuracy, count, rank-error bound and the serialized sketch in base64."""
+    return {
+        "kind": "kll_doubles",
+        "k": int(sk.k),
+        "n": int(sk.n),
+        "rank_error": rank_error(sk),
+        "data": base64.b64encode(sk.serialize()).decode("ascii"),
+    }
+
+
+def from_dict(d: dict[str, Any]) -> Any:
+    """Inverse of :func:`to_dict`. Raises ValueError on a damaged sketch."""
+    from datasketches import kll_doubles_sketch
+
+    try:
+        sk = kll_doubles_sketch.deserialize(base64.b64decode(d["data"], validate=True))
+    except Exception as exc:  # the C++ deserializer raises various types on bad bytes
+        raise ValueError(f"damaged sketch: {exc}") from None
+    if sk.n != d["n"] or sk.k != d["k"]:
+        raise ValueError("sketch 'n' or 'k' does not match its data")
+    return sk

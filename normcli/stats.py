@@ -1,0 +1,155 @@
+"""Mergeable sufficient statistics of one numeric column.
+
+Moments are accumulated the numerically stable way: within a batch, two passes over the values
+taken relative to the batch's first value (so a column like 1e9 + N(0, 1e-3) loses nothing to
+cancellation); across batches, Chan et al.'s pairwise update. The mean is kept as an
+unevaluated sum ``mean + mean_lo`` of two float64 (the nearest double and its exact remainder),
+so the shift survives merging and saving: it is the reason z-scores of badly offset data come
+out right to ~1e-13 instead of ~1e-4.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def two_sum(a: float, b: float) -> tuple[float, float]:
+    """Return ``(s, e)`` with ``s = fl(a + b)`` and ``a + b == s + e`` exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """Count, nulls, mean, M2 (sum of squared deviations), min and max of one column.
+
+    ``count`` counts the non-null values, ``nulls`` the null or NaN ones. The mean is
+    ``mean + mean_lo`` exactly; ``mean`` alone is the nearest float64. ``sketch`` is an optional
+    mergeable quantile sketch (see :mod:`normcli.sketch`), ``None`` when not requested.
+    """
+
+    count: int = 0
+    nulls: int = 0
+    mean: float = 0.0
+    mean_lo: float = 0.0
+    m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    sketch: Any = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, values: np.ndarray, sketch: Any = None) -> ColumnStats:
+        """Statistics of one batch of float64 values, NaN meaning null.
+
+        ``sketch`` is an empty sketch to fill with the non-null values, or ``None``.
+        """
+        total = int(values.size)
+        if total == 0:
+            return cls(sketch=sketch)
+        lo, hi = float(np.min(values)), float(np.max(values))
+        if math.isnan(lo):  # NaN propagates through min: only then pay for the mask
+            values = values[~np.isnan(values)]
+            if values.size == 0:
+                return cls(nulls=total, sketch=sketch)
+            lo, hi = float(np.min(values)), float(np.max(values))
+        n = int(values.size)
+        shift = float(values[0])
+        d = values - shift  # exact when values lie within a factor 2 of the shift (Sterbenz)
+        dmean = float(d.mean())
+        d -= dmean
+        np.square(d, out=d)
+        m2 = float(d.sum())
+        mean, mean_lo = two_sum(shift, dmean)
+        if sketch is not None:
+            # the binding takes only a writable C-contiguous array
+            sketch.update(values if values.flags.writeable and values.flags.c_contiguous else values.copy())
+        return cls(n, total - n, mean, mean_lo, m2, lo, hi, sketch)
+
+    def merge(self, other: ColumnStats) -> ColumnStats:
+        """The statistics of both inputs together (Chan, Golub and LeVeque's pairwise update)."""
+        sketch = _merge_sketches(self.sketch, other.sketch)
+        nulls = self.nulls + other.nulls
+        if other.count == 0:
+            return replace(self, nulls=nulls, sketch=sketch)
+        if self.count == 0:
+            return replace(other, nulls=nulls, sketch=sketch)
+        n = self.count + other.count
+        frac = other.count / n
+        delta = (other.mean - self.mean) + (other.mean_lo - self.mean_lo)
+        mean, mean_lo = two_sum(self.mean, self.mean_lo + delta * frac)
+        m2 = self.m2 + other.m2 + delta * delta * (self.count * frac)
+        return ColumnStats(n, nulls, mean, mean_lo, m2,
+                           min(self.min, other.min), max(self.max, other.max), sketch)
+
+    def var(self, ddof: int = 0) -> float:
+        """Variance with ``ddof`` delta degrees of freedom; 0 when fewer than ``ddof + 1`` values."""
+        if self.count <= ddof:
+            return 0.0
+        return self.m2 / (self.count - ddof)
+
+    def std(self, ddof: int = 0) -> float:
+        """Standard deviation, ``sqrt(var(ddof))``."""
+        return math.sqrt(self.var(ddof))
+
+    @property
+    def maxabs(self) -> float:
+        """Largest absolute value, 0 for an empty column."""
+        return max(abs(self.min), abs(self.max)) if self.count else 0.0
+
+    def is_constant(self) -> bool:
+        """True when the column holds one distinct value (or none).
+
+        scikit-learn's bound ``var <= n*eps*var + (n*mean*eps)**2`` covers the rounding of an
+        unshifted accumulation; ours is shifted, so the mean term is measured from the minimum.
+        For an exactly constant column M2 is exactly 0.
+        """
+        if self.count == 0 or self.max == self.min:
+            return True
+        n, var = self.count, self.var()
+        spread = (self.mean - self.min) + self.mean_lo
+        return var <= n * _EPS * var + (n * spread * _EPS) ** 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-ready dict (no NaN or infinity: an empty column has nulls for the floats)."""
+        empty = self.count == 0
+        out: dict[str, Any] = {
+            "count": self.count,
+            "nulls": self.nulls,
+            "mean": None if empty else self.mean,
+            "mean_lo": None if empty else self.mean_lo,
+            "m2": None if empty else self.m2,
+            "min": None if empty else self.min,
+            "max": None if empty else self.max,
+        }
+        if self.sketch is not None:
+            from normcli import sketch as _sketch
+
+            out["sketch"] = _sketch.to_dict(self.sketch)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnStats:
+        """Inverse of :meth:`to_dict`; ``d`` has been validated against the schema."""
+        sk = None
+        if d.get("sketch") is not None:
+            from normcli import sketch as _sketch
+
+            sk = _sketch.from_dict(d["sketch"])
+        if d["count"] == 0:
+            return cls(nulls=d["nulls"], sketch=sk)
+        return cls(d["count"], d["nulls"], d["mean"], d["mean_lo"], d["m2"],
+                   d["min"], d["max"], sk)
+
+
+def _merge_sketches(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return a if b is None else b
+    from normcli import sketch as _sketch
+
+    return _sketch.merge(a, b)

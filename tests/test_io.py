@@ -1,0 +1,452 @@
+"""Tests of normcli.io on real files: sources, pieces, decoding, sinks and atomic commit."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from normcli.errors import DataError, IOFailure, UsageError
+from normcli.io import detect_format, open_sink, open_source
+
+TRICKY = (
+    b'id,x,note\n'
+    b'007,1.5,plain\n'
+    b'008,2.25,"has, comma"\n'
+    b'009,-3.5,"say ""hi"""\n'
+    b'010,4,"line one\nline two, with ""quotes"""\n'
+    b'011,,NA\n'
+    b'012,6.75,\n'
+) + b"".join(b"%03d,%d.5,row %d\n" % (i, i, i) for i in range(13, 40))
+
+
+def read_all(src, numeric, keep_others=True):
+    batches = [src.decode(p) for p in src.pieces(numeric, keep_others)]
+    return pa.Table.from_batches(batches) if batches else None
+
+
+def write_csv(path, batches, schema, **kw):
+    with open_sink(str(path), "csv", schema, **kw) as sink:
+        for b in batches:
+            sink.write(sink.encode(b))
+
+
+@pytest.mark.parametrize(
+    "path,fmt,expected",
+    [
+        ("a.csv", None, "csv"),
+        ("a.CSV.gz", None, "csv"),
+        ("a.tsv", None, "tsv"),
+        ("a.tsv.gz", None, "tsv"),
+        ("a.parquet", None, "parquet"),
+        ("a.pq", None, "parquet"),
+        ("-", None, "csv"),
+        ("a.txt", None, "csv"),
+        ("a.csv", "parquet", "parquet"),
+    ],
+)
+def test_detect_format(path, fmt, expected):
+    assert detect_format(path, fmt) == expected
+
+
+def test_detect_format_unknown():
+    with pytest.raises(UsageError, match="xlsx"):
+        detect_format("a.csv", "xlsx")
+
+
+def test_csv_tiny_blocks_match_whole_file_read(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(TRICKY)
+    with open_source(str(path), block_size=64) as src:
+        assert src.columns == ["id", "x", "note"]
+        assert src.size == len(TRICKY)
+        pieces = list(src.pieces(["x"], keep_others=True))
+        assert len(pieces) > 3
+        assert max(len(p.data) for p in pieces) <= 64  # bounded by block_size
+        # Every piece parses alone into whole records: together they are the data lines.
+        assert b"".join(p.data for p in pieces) == TRICKY[TRICKY.index(b"\n") + 1 :]
+        assert sum(p.nbytes for p in pieces) == len(TRICKY)
+        assert pieces[0].first_line == 2
+        for p in pieces:
+            assert p.data.endswith(b"\n")
+            assert p.data.count(b'"') % 2 == 0
+        table = pa.Table.from_batches([src.decode(p) for p in pieces])
+    expected = pacsv.read_csv(
+        str(path),
+        convert_options=pacsv.ConvertOptions(
+            column_types={"id": pa.string(), "x": pa.float64(), "note": pa.string()},
+            strings_can_be_null=False,
+        ),
+    )
+    assert table.equals(expected)
+    assert table.schema.field("id").type == pa.string()
+    assert table.column("note")[3].as_py() == 'line one\nline two, with "quotes"'
+
+
+def test_piece_first_line_counts_physical_lines(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(TRICKY)
+    with open_source(str(path), block_size=16) as src:
+        pieces = list(src.pieces(["x"], keep_others=True))
+    # Re-derive: each piece starts on the line after all newlines before it.
+    offset = TRICKY.index(b"\n") + 1
+    for p in pieces:
+        assert p.first_line == TRICKY[:offset].count(b"\n") + 1
+        offset += len(p.data)
+
+
+def test_numeric_only_and_sample_types(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(TRICKY)
+    with open_source(str(path), block_size=64) as src:
+        types = src.sample_types()
+        assert types["x"] == pa.float64()
+        assert types["id"] == pa.int64()  # inference, only for choosing columns
+        assert types["note"] == pa.string()
+        table = read_all(src, ["x"], keep_others=False)
+    assert table.column_names == ["x"]
+    assert table.column("x").to_pylist()[:6] == [1.5, 2.25, -3.5, 4.0, None, 6.75]
+
+
+def test_byte_exact_pass_through(tmp_path):
+    data = (
+        b"id,date,x,label,empty\n"
+        b"007,2012/01/01,1.5,NA,\n"
+        b'008,2012/01/02,-0.25,"a,b",z\n'
+        b'009,2012-01-03,2.5,"q""q",\n'
+        b"010, 2012/01/04 ,1e-7,null,\n"
+    )
+    src_path, out_path = tmp_path / "in.csv", tmp_path / "out.csv"
+    src_path.write_bytes(data)
+    with open_source(str(src_path), block_size=32) as src:
+        batches = [src.decode(p) for p in src.pieces(["x"], keep_others=True)]
+        schema = batches[0].schema
+        assert schema.field("x").type == pa.float64()
+        assert schema.field("empty").type == pa.string()
+        write_csv(out_path, batches, schema, input_path=str(src_path))
+    assert out_path.read_bytes() == data
+
+
+def test_header_quoted_only_where_needed(tmp_path):
+    schema = pa.schema([("a,b", pa.float64()), ("c", pa.string())])
+    out = tmp_path / "out.csv"
+    write_csv(out, [pa.record_batch([[1.0, None], ["x", ""]], schema=schema)], schema)
+    assert out.read_bytes() == b'"a,b",c\n1.0,x\n,\n'
+
+
+def test_empty_output_has_header(tmp_path):
+    schema = pa.schema([("a", pa.float64())])
+    out = tmp_path / "out.csv"
+    write_csv(out, [], schema)
+    assert out.read_bytes() == b"a\n"
+
+
+def test_gzip_input(tmp_path):
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(gzip.compress(TRICKY))
+    with open_source(str(path), block_size=64) as src:
+        assert src.format == "csv"
+        pieces = list(src.pieces(["x"], keep_others=True))
+        table = pa.Table.from_batches([src.decode(p) for p in pieces])
+    assert table.num_rows == 33
+    assert b"".join(p.data for p in pieces) == TRICKY[TRICKY.index(b"\n") + 1 :]
+
+
+def test_tsv_round_trip(tmp_path):
+    data = b"k\tv\ta b\n1\t0.5\thello, world\n2\t1.5\t\n"
+    src_path, out_path = tmp_path / "in.tsv", tmp_path / "out.tsv"
+    src_path.write_bytes(data)
+    with open_source(str(src_path)) as src:
+        assert src.format == "tsv"
+        assert src.columns == ["k", "v", "a b"]
+        batches = [src.decode(p) for p in src.pieces(["v"], keep_others=True)]
+    with open_sink(str(out_path), "tsv", batches[0].schema) as sink:
+        for b in batches:
+            sink.write(sink.encode(b))
+    assert out_path.read_bytes() == data
+
+
+def test_bom_is_stripped(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\n1,2\n")
+    with open_source(str(path)) as src:
+        assert src.columns == ["a", "b"]
+        assert read_all(src, ["a", "b"]).column("a").to_pylist() == [1.0]
+
+
+class _Stdin:
+    def __init__(self, data: bytes):
+        self.buffer = io.BufferedReader(io.BytesIO(data))
+
+
+def test_stdin_csv_sample_does_not_consume(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", _Stdin(TRICKY))
+    with open_source("-", block_size=64) as src:
+        assert src.size is None
+        assert src.sample_types()["x"] == pa.float64()
+        table = read_all(src, ["x"])
+    assert table.num_rows == 33
+    assert table.column("id")[0].as_py() == "007"
+
+
+def test_stdin_to_stdout_subprocess(tmp_path):
+    code = (
+        "import sys\n"
+        "from normcli.io import open_source, open_sink\n"
+        "src = open_source('-', block_size=64)\n"
+        "batches = [src.decode(p) for p in src.pieces(['x'], True)]\n"
+        "with open_sink(None, 'csv', batches[0].schema) as sink:\n"
+        "    for b in batches: sink.write(sink.encode(b))\n"
+    )
+    data = b'id,x\n007,1.5\n"a\nb",2.5\n'
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=data, capture_output=True, cwd=root, check=True
+    )
+    assert result.stdout == data
+
+
+def test_stdin_parquet(tmp_path, monkeypatch):
+    table = pa.table({"a": [1, 2, 3], "s": ["x", "y", "z"]})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    monkeypatch.setattr(sys, "stdin", _Stdin(buf.getvalue().to_pybytes()))
+    with open_source("-", fmt="parquet") as src:
+        assert src.columns == ["a", "s"]
+        out = read_all(src, ["a"])
+    assert out.column("a").type == pa.float64()
+    assert out.column("s").to_pylist() == ["x", "y", "z"]
+
+
+def test_parquet_round_trip(tmp_path):
+    n = 200_000
+    table = pa.table(
+        {
+            "k": pa.array([f"k{i % 7}" for i in range(n)]),
+            "i": pa.array(range(n), pa.int64()),
+            "f": pa.array([i / 3 for i in range(n)], pa.float64()),
+        }
+    )
+    src_path, out_path = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, src_path)
+    with open_source(str(src_path)) as src:
+        assert src.format == "parquet"
+        assert src.sample_types()["i"] == pa.int64()
+        pieces = list(src.pieces(["i", "f"], keep_others=True))
+        assert [p.first_line for p in pieces[:2]] == [1, 65537]
+        assert abs(sum(p.nbytes for p in pieces) - src.size) < len(pieces)
+        batches = [src.decode(p) for p in pieces]
+    schema = batches[0].schema
+    assert schema.names == ["k", "i", "f"]
+    assert schema.field("i").type == pa.float64()
+    assert schema.field("k").type == pa.string()
+    with open_sink(str(out_path), "parquet", schema, input_path=str(src_path)) as sink:
+        for b in batches:
+            sink.write(sink.encode(b))
+    back = pq.read_table(out_path)
+    assert back.column("f").equals(table.column("f"))
+    assert back.column("k").equals(table.column("k"))
+    meta = pq.ParquetFile(out_path).metadata
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        encodings = {rg.column(c).path_in_schema: rg.column(c).encodings for c in range(3)}
+        assert not any("DICTIONARY" in e for e in encodings["f"])
+        assert not any("DICTIONARY" in e for e in encodings["i"])
+        assert any("DICTIONARY" in e for e in encodings["k"])
+
+
+def test_parquet_numeric_only_reads_only_those(tmp_path):
+    path = tmp_path / "in.pq"
+    pq.write_table(pa.table({"a": [1.0], "b": ["x"], "c": [2]}), path)
+    with open_source(str(path)) as src:
+        pieces = list(src.pieces(["c", "a"], keep_others=False))
+        assert sorted(pieces[0].data.schema.names) == ["a", "c"]
+        assert src.decode(pieces[0]).schema.names == ["c", "a"]
+
+
+def test_parquet_string_column_not_a_number(tmp_path):
+    path = tmp_path / "in.pq"
+    pq.write_table(pa.table({"a": ["1", "2", "zz"]}), path)
+    with open_source(str(path)) as src:
+        with pytest.raises(DataError, match=r"column 'a': value 'zz' on row 3 is not a number"):
+            read_all(src, ["a"])
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_ragged_row_line_number(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4\n5\n")
+    with open_source(str(path)) as src:
+        with pytest.raises(DataError, match=r"line 4: expected 2 fields, found 1"):
+            read_all(src, ["a"])
+
+
+def test_ragged_row_in_later_piece_after_multiline_field(tmp_path):
+    lines = [b"a,b,c"] + [b'%d,"x\ny",%d' % (i, i) for i in range(50)]
+    lines.insert(31, b"1,2,3,4")  # a 4-field record, line 1 + 30*2 + 1 = 62
+    lines.insert(20, b"")  # a blank line before it, skipped by the parser
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with open_source(str(path), block_size=64) as src:
+        with pytest.raises(DataError, match=r"line 63: expected 3 fields, found 4"):
+            read_all(src, ["a"])
+
+
+def test_not_a_number_names_column_value_line(tmp_path):
+    rows = [b"%d,%d.5,t" % (i, i) for i in range(40)]
+    rows[25] = b'25,"4\n2",t'  # a quoted newline moves later lines down by one
+    rows[30] = b"30,abc,t"
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,x,s\n" + b"\n".join(rows) + b"\n")
+    with pytest.raises(DataError) as info:
+        with open_source(str(path), block_size=50) as src:
+            read_all(src, ["id", "x"])
+    assert str(info.value) == "column 'x': value '4\n2' on line 27 is not a number"
+
+
+def test_not_a_number_later_line(tmp_path):
+    rows = [b"%d,%d.5" % (i, i) for i in range(40)]
+    rows[30] = b"30,abc"
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,x\n" + b"\n".join(rows) + b"\n")
+    with open_source(str(path), block_size=50) as src:
+        with pytest.raises(DataError, match=r"^column 'x': value 'abc' on line 32 is not a number$"):
+            read_all(src, ["x"])
+
+
+def test_missing_requested_column(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    with open_source(str(path)) as src:
+        with pytest.raises(DataError, match="'zz'"):
+            list(src.pieces(["a", "zz"], True))
+
+
+def test_duplicate_columns(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b,a\n1,2,3\n")
+    with pytest.raises(DataError, match="duplicate column names: 'a'"):
+        open_source(str(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\n\n"])
+def test_empty_input(tmp_path, content):
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="is empty"):
+        open_source(str(path))
+
+
+def test_header_only(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b")
+    with open_source(str(path)) as src:
+        assert src.columns == ["a", "b"]
+        assert src.sample_types() == {"a": pa.null(), "b": pa.null()}
+        assert list(src.pieces(["a"], True)) == []
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.csv"
+    with pytest.raises(IOFailure, match=r"^cannot read '.*nope.csv': No such file or directory$"):
+        open_source(str(path))
+    with pytest.raises(IOFailure, match="No such file"):
+        open_source(str(tmp_path / "nope.parquet"))
+
+
+def test_output_equal_to_input(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a\n1\n")
+    schema = pa.schema([("a", pa.float64())])
+    with pytest.raises(UsageError):
+        open_sink(str(path), "csv", schema, input_path=str(path))
+    link = tmp_path / "link.csv"
+    link.symlink_to(path)
+    with pytest.raises(UsageError):
+        open_sink(str(link), "csv", schema, input_path=str(path))
+    assert path.read_bytes() == b"a\n1\n"
+
+
+def test_missing_output_directory(tmp_path):
+    schema = pa.schema([("a", pa.float64())])
+    with pytest.raises(IOFailure, match=r"^cannot write '.*': No such file or directory$"):
+        open_sink(str(tmp_path / "no" / "out.csv"), "csv", schema)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_abort_leaves_nothing(tmp_path, fmt):
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / f"out.{fmt}"
+    sink = open_sink(str(target), fmt, schema)
+    sink.write(sink.encode(pa.record_batch([[1.0]], schema=schema)))
+    assert len(os.listdir(tmp_path)) == 1  # the temp file
+    sink.abort()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_exception_in_with_leaves_no_target(tmp_path, exc):
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old\n")
+    with pytest.raises(exc):
+        with open_sink(str(target), "csv", schema) as sink:
+            sink.write(sink.encode(pa.record_batch([[1.0]], schema=schema)))
+            raise exc()
+    assert os.listdir(tmp_path) == ["out.csv"]
+    assert target.read_bytes() == b"old\n"  # an existing target is untouched
+
+
+def test_commit_replaces_target_with_normal_mode(tmp_path):
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old\n")
+    write_csv(target, [pa.record_batch([[1.0]], schema=schema)], schema)
+    assert target.read_bytes() == b"a\n1.0\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert os.listdir(tmp_path) == ["out.csv"]
+
+
+def test_write_failure_is_iofailure(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from normcli.io import open_sink\n"
+        "from normcli.errors import IOFailure\n"
+        "s = pa.schema([('a', pa.float64())])\n"
+        "try:\n"
+        "    with open_sink(None, 'csv', s) as sink:\n"
+        "        sink.write(sink.encode(pa.record_batch([[1.0] * 10], schema=s)))\n"
+        "except IOFailure as e:\n"
+        "    sys.stderr.write('caught: ' + str(e))\n"
+        "    sys.stdout = None\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE, cwd=root
+        )
+    assert b"caught: cannot write standard output: No space left on device" in result.stderr
+
+
+def test_parquet_to_terminal_refused(tmp_path, monkeypatch):
+    class Tty:
+        buffer = io.BytesIO()
+
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    with pytest.raises(UsageError):
+        open_sink(None, "parquet", pa.schema([("a", pa.float64())]))

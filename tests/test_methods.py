@@ -1,0 +1,143 @@
+"""Every method against the reference users would otherwise reach for (scikit-learn, a NumPy formula)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
+
+import normcli
+
+TOL = 1e-12  # relative, and absolute for values near zero
+
+
+def frame(x: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+
+
+def real_datasets():
+    for loader in (datasets.load_wine, datasets.load_diabetes, datasets.load_breast_cancer,
+                   datasets.load_iris, datasets.load_digits):
+        yield loader.__name__, loader().data.astype(np.float64)
+
+
+def generated():
+    rng = np.random.default_rng(7)
+    x = rng.normal(50, 20, (500, 6))
+    x[:, 2] = 3.25  # constant column
+    x[rng.random((500, 6)) < 0.1] = np.nan
+    return x
+
+
+CASES = [*real_datasets(), ("generated_nan_constant", generated())]
+
+
+def ours(x: np.ndarray, method: str, **options) -> np.ndarray:
+    df = frame(x)
+    return normcli.fit(df, method, **options).transform(df).to_numpy(dtype=np.float64)
+
+
+@pytest.mark.parametrize("name,x", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("ddof", [0])
+def test_zscore_equals_standard_scaler(name, x, ddof):
+    ref = StandardScaler().fit_transform(x)
+    np.testing.assert_allclose(ours(x, "zscore", ddof=ddof), ref, rtol=TOL, atol=TOL)
+
+
+def test_zscore_ddof1_equals_sample_std():
+    x = generated()
+    ref = (x - np.nanmean(x, 0)) / np.where(np.nanstd(x, 0, ddof=1) == 0, 1, np.nanstd(x, 0, ddof=1))
+    np.testing.assert_allclose(ours(x, "zscore", ddof=1), ref, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name,x", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("rng,clip", [((0.0, 1.0), False), ((-1.0, 3.0), False), ((-1.0, 1.0), True)])
+def test_minmax_equals_minmax_scaler(name, x, rng, clip):
+    df = frame(x)
+    stats = normcli.fit(df, "minmax", range=list(rng), clip=clip)
+    new = frame(x * 1.5 - 1.0)  # data outside the fitted range, so clip matters
+    ref = MinMaxScaler(feature_range=rng, clip=clip).fit(x).transform(x * 1.5 - 1.0)
+    np.testing.assert_allclose(stats.transform(new).to_numpy(np.float64), ref, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name,x", CASES, ids=[c[0] for c in CASES])
+def test_maxabs_equals_maxabs_scaler(name, x):
+    np.testing.assert_allclose(ours(x, "maxabs"), MaxAbsScaler().fit_transform(x), rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name,x", CASES[:-1], ids=[c[0] for c in CASES[:-1]])
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_row_norms_equal_normalizer(name, x, norm):
+    ref = Normalizer(norm=norm).fit_transform(x)
+    np.testing.assert_allclose(ours(x, norm), ref, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name,x", CASES, ids=[c[0] for c in CASES])
+def test_robust_equals_robust_scaler_when_sketch_is_exact(name, x):
+    # The sketch holds every value while n <= its capacity: quantiles are then exact.
+    ref = RobustScaler().fit_transform(x)
+    np.testing.assert_allclose(ours(x, "robust", sketch_k=4096), ref, rtol=TOL, atol=TOL)
+
+
+def test_robust_within_rank_error_on_large_data():
+    x = np.random.default_rng(5).normal(0, 1, (200_000, 1))
+    stats = normcli.fit(frame(x), "robust")
+    sk = stats.columns["f0"].stats.sketch
+    from normcli import sketch
+
+    err = sketch.rank_error(sk)
+    assert 0 < err < 0.02
+    med = sketch.quantile(sk, 0.5)
+    rank = (x[:, 0] < med).mean()
+    assert abs(rank - 0.5) <= err
+
+
+def layer_reference(x, eps, gamma=None, beta=None, mode="inside"):
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    y = (x - mean) / (np.sqrt(var + eps) if mode == "inside" else np.sqrt(var) + eps)
+    if gamma is not None:
+        y = y * np.asarray(gamma)
+    if beta is not None:
+        y = y + np.asarray(beta)
+    return y
+
+
+@pytest.mark.parametrize("mode", ["inside", "std"])
+def test_layer_equals_formula(mode):
+    x = np.random.default_rng(9).normal(3, 2, (1000, 5))
+    gamma, beta = [1.0, 2.0, 0.5, -1.0, 3.0], [0.0, 1.0, -1.0, 2.0, 0.25]
+    df = frame(x)
+    stats = normcli.fit(df, "layer", eps=1e-5, eps_mode=mode, gamma=gamma, beta=beta)
+    np.testing.assert_allclose(stats.transform(df).to_numpy(np.float64),
+                               layer_reference(x, 1e-5, gamma, beta, mode), rtol=TOL, atol=TOL)
+
+
+def test_layer_equals_torch_layer_norm():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(10).normal(0, 1, (300, 8))
+    df = frame(x)
+    ours_y = normcli.fit(df, "layer").transform(df).to_numpy(np.float64)
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (8,), eps=1e-5).numpy()
+    np.testing.assert_allclose(ours_y, ref, rtol=TOL, atol=TOL)
+
+
+def test_mixed_methods_in_one_file():
+    x = np.random.default_rng(11).normal(10, 4, (400, 6))
+    df = frame(x)
+    stats = normcli.fit(df, ["zscore", "minmax:f1,f2", "layer:f3,f4,f5"])
+    y = stats.transform(df).to_numpy(np.float64)
+    np.testing.assert_allclose(y[:, :1], StandardScaler().fit_transform(x[:, :1]), atol=TOL)
+    np.testing.assert_allclose(y[:, 1:3], MinMaxScaler().fit_transform(x[:, 1:3]), atol=TOL)
+    np.testing.assert_allclose(y[:, 3:], layer_reference(x[:, 3:], 1e-5), atol=TOL)
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "maxabs", "robust"])
+def test_inverse_round_trip(method):
+    x = generated()
+    x[:, 2] = np.linspace(-3, 7, 500)  # no constant column: scale1 on constants is not invertible
+    df = frame(x)
+    stats = normcli.fit(df, method)
+    back = stats.inverse(stats.transform(df)).to_numpy(np.float64)
+    np.testing.assert_allclose(back, x, rtol=1e-12, atol=1e-12)

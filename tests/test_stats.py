@@ -1,0 +1,87 @@
+"""ColumnStats against exact references (fractions, math.fsum) and NumPy."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from normcli.stats import ColumnStats
+
+
+def exact_mean_var(x: np.ndarray) -> tuple[Fraction, Fraction]:
+    fx = [Fraction(float(v)) for v in x]
+    mean = sum(fx) / len(fx)
+    return mean, sum((v - mean) ** 2 for v in fx) / len(fx)
+
+
+def fold(x: np.ndarray, size: int) -> ColumnStats:
+    acc = ColumnStats()
+    for i in range(0, x.size, size):
+        acc = acc.merge(ColumnStats.of(x[i:i + size]))
+    return acc
+
+
+def mean_of(s: ColumnStats) -> Fraction:
+    return Fraction(s.mean) + Fraction(s.mean_lo)
+
+
+def test_matches_numpy_on_ordinary_data():
+    x = np.random.default_rng(1).normal(5, 3, 100_000)
+    s = fold(x, 977)
+    assert s.count == x.size and s.nulls == 0
+    assert s.mean == pytest.approx(x.mean(), rel=1e-14)
+    assert s.var() == pytest.approx(x.var(), rel=1e-12)
+    assert s.var(1) == pytest.approx(x.var(ddof=1), rel=1e-12)
+    assert (s.min, s.max) == (x.min(), x.max())
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000, 200_000])
+def test_large_offset_is_exact_to_1e12(batch):
+    # A naive sum of squares loses everything here; plain Chan merges drift to ~1e-7.
+    x = 1e9 + np.random.default_rng(2).normal(0, 1e-3, 20_000)
+    mean, var = exact_mean_var(x)
+    s = fold(x, batch)
+    assert abs(float((mean_of(s) - mean) / mean)) < 1e-15
+    assert abs(s.var() / float(var) - 1) < 1e-12
+
+
+def test_nulls_are_counted_and_ignored():
+    x = np.array([1.0, np.nan, 3.0, np.nan, 5.0])
+    s = ColumnStats.of(x)
+    assert (s.count, s.nulls) == (3, 2)
+    assert s.mean == 3.0 and s.var() == pytest.approx(np.var([1, 3, 5]), rel=1e-15)
+    empty = ColumnStats.of(np.array([np.nan, np.nan]))
+    assert (empty.count, empty.nulls) == (0, 2)
+    assert s.merge(empty).nulls == 4 and empty.merge(s).count == 3
+
+
+def test_constant_column_has_zero_m2_and_is_flagged():
+    s = fold(np.full(10_001, 0.1), 333)
+    assert s.m2 == 0.0 and s.is_constant()
+    assert not fold(np.array([0.1, 0.1, 0.1 + 1e-15]), 1).is_constant()
+
+
+finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(1, 300), elements=finite), st.integers(1, 50))
+def test_merge_of_parts_equals_whole(x, cut):
+    whole = ColumnStats.of(x)
+    parts = fold(x, cut)
+    assert parts.count == whole.count and (parts.min, parts.max) == (whole.min, whole.max)
+    mean, var = exact_mean_var(x)
+    scale = max(abs(float(mean)), math.sqrt(float(var)), 1e-300)
+    assert abs(float(mean_of(parts) - mean)) <= 1e-12 * scale
+    assert abs(parts.var() - float(var)) <= 1e-10 * float(var) + 1e-12 * scale * scale * 1e-12
+
+
+def test_dict_round_trip_is_exact():
+    s = fold(1e9 + np.random.default_rng(3).normal(0, 1, 1000), 10)
+    back = ColumnStats.from_dict(s.to_dict())
+    assert back == s
