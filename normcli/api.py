@@ -191,6 +191,21 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str) -> pa.Schema:
     return pa.schema(fields)
 
 
+def merge(*parts: Stats) -> Stats:
+    """Exact merge of statistics fitted on disjoint data with the same columns, methods and options.
+
+    Raises :class:`~normcli.errors.StatsFileError` naming the first mismatch.
+    """
+    from normcli.model import merge_stats
+
+    if not parts:
+        raise UsageError("merge needs at least one stats file")
+    out = parts[0]
+    for other in parts[1:]:
+        out = merge_stats(out, other)
+    return out
+
+
 def load(path: str) -> Stats:
     """Read and validate a stats file."""
     return statsfile.load(path)

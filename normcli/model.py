@@ -263,6 +263,25 @@ class Stats:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def merge_stats(a: Stats, b: Stats) -> Stats:
+    """``a`` and ``b`` merged column by column; both must fit the same columns the same way."""
+    if list(a.columns) != list(b.columns):
+        only = sorted(set(a.columns) ^ set(b.columns)) or ["(column order)"]
+        raise StatsFileError(f"cannot merge: the files fit different columns ({', '.join(only)})")
+    for name, fa in a.columns.items():
+        fb = b.columns[name]
+        if (fa.method, fa.options) != (fb.method, fb.options):
+            raise StatsFileError(f"cannot merge: column '{name}' is fitted as {fa.method} {fa.options} "
+                                 f"in one file and {fb.method} {fb.options} in the other")
+    if [(r.method, r.columns, r.options) for r in a.rows] != [(r.method, r.columns, r.options) for r in b.rows]:
+        raise StatsFileError("cannot merge: the files have different row-wise methods")
+    cols = {n: ColumnFit(n, f.method, f.options, f.stats.merge(b.columns[n].stats)) for n, f in a.columns.items()}
+    inputs = list(a.info.get("inputs", [])) + list(b.info.get("inputs", []))
+    info = {**a.info, "inputs": inputs, "rows": a.info.get("rows", 0) + b.info.get("rows", 0)}
+    info.pop("created", None)
+    return Stats(cols, list(a.rows), info)
+
+
 def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """float64 NumPy values of an Arrow column, NaN where null (zero-copy when possible)."""
     if isinstance(arr, pa.ChunkedArray):
