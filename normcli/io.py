@@ -155,7 +155,9 @@ def _record_boundary(buf: bytes, end: int | None = None) -> int:
     pos = buf.rfind(_NL, 0, end)
     if pos < 0:
         return -1
-    before = buf.count(_QUOTE, 0, pos)
+    if buf.find(_QUOTE, 0, pos) < 0:  # the common case, at memchr speed: no quotes at all
+        return pos + 1
+    before = _count(buf, _QUOTE, 0, pos)
     while before % 2:
         prev = buf.rfind(_NL, 0, pos)
         if prev < 0:
@@ -163,6 +165,12 @@ def _record_boundary(buf: bytes, end: int | None = None) -> int:
         before -= buf.count(_QUOTE, prev, pos)
         pos = prev
     return pos + 1
+
+
+def _count(buf: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
+    """``buf.count(byte, start, end)`` for one byte, about 5x faster through NumPy."""
+    arr = np.frombuffer(buf, dtype=np.uint8)[start:end]
+    return int(np.count_nonzero(arr == byte[0]))
 
 
 def _record_lines(data: bytes, first_line: int) -> np.ndarray:
@@ -195,6 +203,8 @@ class _CsvSource(Source):
         self._delimiter = delimiter
         self._block_size = block_size
         self._encoding = encoding
+        # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
+        self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":
@@ -329,7 +339,7 @@ class _CsvSource(Source):
                 carry += chunk
                 continue
             data, carry = carry[:cut], carry[cut:]
-            newlines = data.count(_NL)
+            newlines = _count(data, _NL)
             # Only blank lines (or nothing): no record to parse. Checking the first byte first
             # avoids copying a whole piece in strip().
             if data[:1] in (b"", b"\n", b"\r") and not data.strip(b"\r\n"):
@@ -365,6 +375,47 @@ class _CsvSource(Source):
         )
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
+        if self._polars_ok:
+            try:
+                return self._decode_polars(piece)
+            except Exception:  # any doubt (null tokens, ragged rows, bad text): the exact path
+                pass
+        return self._decode_arrow(piece)
+
+    def _decode_polars(self, piece: Piece) -> pa.RecordBatch:
+        """Parse with Polars (about twice as fast as pyarrow on one core).
+
+        Gives the same batch as :meth:`_decode_arrow` on well-formed input: NaN in a numeric
+        column becomes null (pyarrow reads "NaN" as null), text columns are strings as read.
+        Anything Polars rejects, such as the null tokens ``NA`` or ``null`` in a numeric
+        column, goes to the pyarrow path, which also produces the exact error messages.
+        Pieces with quotes go there too: only without them does counting separators prove
+        that no row is short (Polars pads a short row where pyarrow reports it).
+        """
+        if piece.data.find(_QUOTE) >= 0:
+            raise ValueError("quoted fields")
+        wanted = set(piece.numeric)
+        schema = {name: pl.Float64 if name in wanted else pl.String for name in self.columns}
+        columns = self._output_columns(piece)
+        index = {name: i for i, name in enumerate(self.columns)}
+        frame = pl.read_csv(piece.data, has_header=False, schema=schema,
+                            columns=sorted(index[c] for c in columns), separator=self._delimiter, quote_char='"',
+                            empty_string_is_null=False, raise_if_empty=False,
+                            truncate_ragged_lines=False)
+        if frame.width != len(columns):
+            raise ValueError("column count")
+        if _count(piece.data, self._delimiter.encode()) != frame.height * (len(self.columns) - 1):
+            raise ValueError("ragged rows")
+        frame = frame.select(columns)
+        nan = [n for n in piece.numeric if frame.get_column(n).is_nan().any()]
+        if nan:
+            frame = frame.with_columns(pl.col(n).fill_nan(None) for n in nan)
+        table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+        fields = [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+                  for f in table.schema]
+        return _as_batch(table.cast(pa.schema(fields)))
+
+    def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
         bad: list = []
 
         def on_invalid(row) -> str:
