@@ -400,7 +400,7 @@ class _CsvSource(Source):
         index = {name: i for i, name in enumerate(self.columns)}
         frame = pl.read_csv(piece.data, has_header=False, schema=schema,
                             columns=sorted(index[c] for c in columns), separator=self._delimiter, quote_char='"',
-                            empty_string_is_null=False, raise_if_empty=False,
+                            empty_string_is_null=True, raise_if_empty=False,
                             truncate_ragged_lines=False)
         if frame.width != len(columns):
             raise ValueError("column count")
@@ -410,10 +410,8 @@ class _CsvSource(Source):
         nan = [n for n in piece.numeric if frame.get_column(n).is_nan().any()]
         if nan:
             frame = frame.with_columns(pl.col(n).fill_nan(None) for n in nan)
-        table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
-        fields = [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
-                  for f in table.schema]
-        return _as_batch(table.cast(pa.schema(fields)))
+        # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
+        return _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))
 
     def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
         bad: list = []
@@ -433,7 +431,7 @@ class _CsvSource(Source):
                     f"fields, found {row.actual_columns}"
                 ) from exc
             raise self._conversion_error(piece, exc) from exc
-        return _as_batch(table)
+        return _empty_text_as_null(_as_batch(table), piece.numeric)
 
     def _conversion_error(self, piece: Piece, exc: Exception) -> DataError:
         """Find the value behind a failed conversion by re-reading the piece (error path)."""
@@ -490,6 +488,21 @@ def _first_bad_float(column: pa.ChunkedArray) -> int | None:
         else:
             lo = mid
     return lo
+
+
+def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.RecordBatch:
+    """Text as the Polars path reads it: ``string_view``, an empty field as null.
+
+    CSV cannot tell an empty text from a missing one; null is what the writer writes back empty.
+    """
+    arrays = list(batch.columns)
+    for i, name in enumerate(batch.schema.names):
+        if name not in numeric and pa.types.is_string(arrays[i].type):
+            empty = pc.equal(pc.utf8_length(arrays[i]), 0)
+            if pc.any(empty).as_py():
+                arrays[i] = pc.if_else(empty, pa.scalar(None, pa.string()), arrays[i])
+            arrays[i] = arrays[i].cast(pa.string_view())
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _as_batch(table: pa.Table) -> pa.RecordBatch:
@@ -712,17 +725,10 @@ class _CsvSink(Sink):
         self._header_written = False
 
     def encode(self, batch: pa.RecordBatch) -> bytes:
-        """CSV bytes of the rows, no header. Empty strings are written as empty fields."""
+        """CSV bytes of the rows, no header: null as an empty field, "" as `""`."""
         frame = pl.from_arrow(batch)
         if not isinstance(frame, pl.DataFrame):
             frame = frame.to_frame()
-        strings = [name for name, dtype in frame.schema.items() if dtype == pl.String]
-        if strings:
-            # Polars writes "" as `""` but null as nothing; CSV input read with
-            # strings_can_be_null=False has "" for an empty field, which must stay empty.
-            frame = frame.with_columns(
-                pl.when(pl.col(name) != "").then(pl.col(name)).alias(name) for name in strings
-            )
         buf = _pyio.BytesIO()
         try:
             frame.write_csv(
@@ -800,7 +806,9 @@ class _ParquetSink(Sink):
             raise self._write_failure(exc) from exc
 
     def encode(self, batch):
-        """Parquet batches are written as they are."""
+        """Parquet batches are written as they are (text cast to the file's string type)."""
+        if batch.schema != self.schema:
+            batch = batch.cast(self.schema)
         return batch
 
     def write(self, encoded) -> None:
