@@ -8,8 +8,12 @@ import sys
 import traceback
 from typing import Annotated, Any, Optional
 
-import click
 import typer
+
+try:  # Typer vendors its own Click from 0.2x on; older ones use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 from normcli import __version__
 from normcli.errors import EXIT_INTERNAL, EXIT_USAGE, Interrupted, NormcliError, UsageError
@@ -31,6 +35,27 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of a
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
+
+
+def _quiet_on_closed_pipe(command):
+    """Turn a closed stdout (``| head``) into a quiet success before Click sees it.
+
+    Click answers an EPIPE with exit code 1; a reader that stopped early is not an error.
+    """
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except BrokenPipeError:
+            raise _PipeClosed() from None
+
+    return wrapper
+
+
+class _PipeClosed(Exception):
+    pass
 
 
 def _stderr():
@@ -118,6 +143,7 @@ def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, 
 
 
 @app.command()
+@_quiet_on_closed_pipe
 def fit(
     inputs: Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet) or - for stdin.")],
     output: OutputOpt = None,
@@ -178,6 +204,7 @@ def _transform(input: str, stats_path: str, output: Optional[str], fmt: Optional
 
 
 @app.command()
+@_quiet_on_closed_pipe
 def transform(
     input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, Parquet) or - for stdin.")],
     stats: StatsOpt,
@@ -198,6 +225,7 @@ def transform(
 
 
 @app.command()
+@_quiet_on_closed_pipe
 def inverse(
     input: Annotated[str, typer.Argument(help="Normalized input file or - for stdin.")],
     stats: StatsOpt,
@@ -213,6 +241,7 @@ def inverse(
 
 
 @app.command()
+@_quiet_on_closed_pipe
 def inspect(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
@@ -244,10 +273,12 @@ def inspect(
         num = (lambda v: f"{v:.6g}") if st.count else (lambda v: "")
         table.add_row(name, col.method, f"{st.count:,}", f"{st.nulls:,}", num(st.mean), num(st.std(ddof)),
                       num(st.min), num(st.max), ", ".join(flags))
-    Console(highlight=False).print(table)
+    # Not a terminal (a pipe, a file): no width limit, so nothing is cut off.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+    console.print(table)
     for row in fitted.rows:
         opts = ", ".join(f"{k}={v}" for k, v in row.options.items() if v is not None)
-        Console(highlight=False).print(f"{row.method} over {', '.join(row.columns)} ({opts})")
+        console.print(f"{row.method} over {', '.join(row.columns)} ({opts})")
 
 
 @app.callback(invoke_without_command=True)
@@ -275,15 +306,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     except NormcliError as exc:
         _report(str(exc), debug)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.UsageError as exc:
-        _report(exc.format_message(), debug)
+    except click_exc.UsageError as exc:
+        if exc.format_message():  # empty when the help was shown for a bare `normcli`
+            _report(exc.format_message(), debug)
         return EXIT_USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _report("interrupted", debug)
         return 128 + signal.SIGINT
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # The reader went away (`| head`): not an error. Point stdout at /dev/null so the
         # interpreter's final flush does not complain.
         devnull = os.open(os.devnull, os.O_WRONLY)

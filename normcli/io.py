@@ -45,6 +45,7 @@ _BOM = b"\xef\xbb\xbf"
 _QUOTE = b'"'
 _NL = b"\n"
 _PARQUET_BATCH_ROWS = 65536
+DEFAULT_BLOCK_SIZE = 4 << 20
 
 
 def detect_format(path: str, fmt: str | None) -> str:
@@ -513,7 +514,8 @@ def _as_batch(table: pa.Table) -> pa.RecordBatch:
 
 
 class _ParquetSource(Source):
-    def __init__(self, path: str):
+    def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS):
+        self._batch_rows = batch_rows
         self.path = path
         self.format = "parquet"
         self._spool = None
@@ -563,7 +565,7 @@ class _ParquetSource(Source):
         columns = None if keep_others else list(numeric)
         row = 1
         try:
-            for batch in self._file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+            for batch in self._file.iter_batches(batch_size=self._batch_rows, columns=columns):
                 yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others)
                 row += batch.num_rows
         except OSError as exc:
@@ -617,18 +619,23 @@ def open_source(
     path: str,
     fmt: str | None = None,
     delimiter: str | None = None,
-    block_size: int = 4 << 20,
+    block_size: int | None = None,
     encoding: str = "utf8",
 ) -> Source:
     """Open ``path`` (``"-"`` for stdin) and read its header.
 
     Missing or unreadable input raises IOFailure; empty input or duplicate column names raise
     DataError. ``tsv`` means a tab delimiter unless ``delimiter`` says otherwise. A UTF-8 BOM is
-    stripped. ``block_size`` is the approximate size of a CSV piece.
+    stripped. ``block_size`` is the approximate size of a CSV piece (bytes) or of a Parquet
+    batch (rows); by default 4 MiB and 65,536 rows, or ``NORMCLI_BLOCK_SIZE`` from the environment.
     """
     fmt = detect_format(path, fmt)
+    if block_size is None:
+        env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
+        block_size = int(env) if env.isdigit() and int(env) > 0 else None
     if fmt == "parquet":
-        return _ParquetSource(path)
+        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS)
+    block_size = block_size or DEFAULT_BLOCK_SIZE
     if delimiter is None:
         delimiter = "\t" if fmt == "tsv" else ","
     if len(delimiter) != 1:

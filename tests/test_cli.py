@@ -1,0 +1,352 @@
+"""The core commands through the real CLI (a subprocess), asserted against independent references."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from conftest import SAMPLE, run_cli
+
+NUMERIC = ["units", "price", "sales", "temperature"]
+
+
+def read_csv_text(path) -> pd.DataFrame:
+    """Every column as text, exactly as in the file (for pass-through comparisons)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture
+def stats_file(tmp_path, sample_csv):
+    out = tmp_path / "stats.json"
+    r = run_cli("fit", sample_csv, "-o", out)
+    assert r.code == 0, r.err
+    return out
+
+
+def test_fit_matches_standard_scaler(stats_file, sample_csv):
+    doc = json.loads(stats_file.read_text())
+    assert list(doc["columns"]) == NUMERIC  # numeric columns only, in data order
+    df = pd.read_csv(sample_csv)
+    for name in NUMERIC:
+        x = df[name].to_numpy(dtype=float)
+        st = doc["columns"][name]["stats"]
+        valid = x[~np.isnan(x)]
+        assert st["count"] == valid.size and st["nulls"] == x.size - valid.size
+        assert st["mean"] + st["mean_lo"] == pytest.approx(valid.mean(), rel=1e-14)
+        assert st["m2"] / st["count"] == pytest.approx(valid.var(), rel=1e-12)
+        assert (st["min"], st["max"]) == (valid.min(), valid.max())
+
+
+@pytest.mark.parametrize("inp,out", [("sales.csv", "o.csv"), ("sales.parquet", "o.parquet"),
+                                     ("sales.csv", "o.parquet"), ("sales.parquet", "o.tsv")])
+def test_transform_equals_standard_scaler_and_keeps_other_columns(tmp_path, stats_file, inp, out):
+    target = tmp_path / out
+    r = run_cli("transform", SAMPLE / inp, "--stats", stats_file, "-o", target)
+    assert r.code == 0, r.err
+    assert r.out == b""
+    got = pq.read_table(target).to_pandas() if out.endswith(".parquet") else pd.read_csv(target, sep="," if out.endswith(".csv") else "\t")
+    src = pd.read_csv(SAMPLE / "sales.csv")
+    assert list(got.columns) == list(src.columns)
+    ref = StandardScaler().fit_transform(src[NUMERIC])
+    np.testing.assert_allclose(got[NUMERIC].to_numpy(float), ref, rtol=1e-12, atol=1e-12)
+    for name in ("order_id", "date", "store"):
+        assert got[name].astype(str).tolist() == src[name].astype(str).tolist()
+
+
+def test_csv_pass_through_is_byte_exact(tmp_path, stats_file, sample_csv):
+    out = tmp_path / "o.csv"
+    assert run_cli("transform", sample_csv, "--stats", stats_file, "-o", out).code == 0
+    a, b = read_csv_text(sample_csv), read_csv_text(out)
+    for name in ("order_id", "date", "store"):
+        assert b[name].tolist() == a[name].tolist()
+    # the whole line structure too: only the fitted fields differ
+    src_lines = sample_csv.read_bytes().split(b"\n")
+    out_lines = out.read_bytes().split(b"\n")
+    assert len(src_lines) == len(out_lines) and src_lines[0] == out_lines[0]
+    assert [l.split(b",")[:3] for l in src_lines] == [l.split(b",")[:3] for l in out_lines]
+
+
+def test_tricky_text_passes_through_byte_for_byte(tmp_path):
+    text = (b'zip,day,x,note,empty\n'
+            b'007,2012/01/01,1.5,"a, b",\n'
+            b'0042,2012/01/02,2.5,"say ""hi""",z\n'
+            b'00,31.12.2012,-1,"two\nlines",\n'
+            b'1e3,2012-01-04,4,NA,null\n')
+    src = tmp_path / "t.csv"
+    src.write_bytes(text)
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    assert run_cli("fit", src, "--columns", "x", "-o", stats).code == 0
+    r = run_cli("transform", src, "--stats", stats, "-o", out)
+    assert r.code == 0, r.err
+    got = out.read_bytes()
+    x = np.array([1.5, 2.5, -1.0, 4.0])
+    z = (x - x.mean()) / x.std()
+    expected = (b'zip,day,x,note,empty\n'
+                b'007,2012/01/01,' + repr(float(z[0])).encode() + b',"a, b",\n'
+                b'0042,2012/01/02,' + repr(float(z[1])).encode() + b',"say ""hi""",z\n'
+                b'00,31.12.2012,' + repr(float(z[2])).encode() + b',"two\nlines",\n'
+                b'1e3,2012-01-04,' + repr(float(z[3])).encode() + b',NA,null\n')
+    assert got == expected
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_inverse_round_trip(tmp_path, stats_file, ext):
+    norm, back = tmp_path / f"n.{ext}", tmp_path / f"b.{ext}"
+    assert run_cli("transform", SAMPLE / f"sales.{ext}", "--stats", stats_file, "-o", norm).code == 0
+    r = run_cli("inverse", norm, "--stats", stats_file, "-o", back)
+    assert r.code == 0, r.err
+    read = (lambda p: pq.read_table(p).to_pandas()) if ext == "parquet" else pd.read_csv
+    orig, got = read(SAMPLE / f"sales.{ext}"), read(back)
+    np.testing.assert_allclose(got[NUMERIC].to_numpy(float), orig[NUMERIC].to_numpy(float), rtol=1e-12, atol=1e-12)
+    assert got["order_id"].tolist() == orig["order_id"].tolist()
+
+
+def test_inverse_of_row_wise_method_is_a_clear_error(tmp_path, sample_csv):
+    stats = tmp_path / "l.json"
+    assert run_cli("fit", sample_csv, "--method", "layer", "-o", stats).code == 0
+    r = run_cli("inverse", sample_csv, "--stats", stats, "-o", tmp_path / "x.csv")
+    assert r.code == 2 and r.err.startswith("Error: row-wise methods (layer) cannot be inverted")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_chunk_independence(tmp_path):
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"k": [f"k{i % 7}" for i in range(20_000)], "a": rng.normal(5, 2, 20_000),
+                       "b": rng.integers(-50, 50, 20_000)})
+    df.loc[rng.random(20_000) < 0.05, "a"] = np.nan
+    src = tmp_path / "d.csv"
+    df.to_csv(src, index=False)
+    outs = {}
+    for block in ("200", "1000000"):
+        env = {"NORMCLI_BLOCK_SIZE": block}
+        s, o = tmp_path / f"s{block}.json", tmp_path / f"o{block}.csv"
+        assert run_cli("fit", src, "-o", s, env=env).code == 0
+        assert run_cli("transform", src, "--stats", s, "-o", o, env=env).code == 0
+        outs[block] = (json.loads(s.read_text())["columns"], pd.read_csv(o))
+    (small, small_out), (big, big_out) = outs["200"], outs["1000000"]
+    for name in ("a", "b"):
+        s, b = small[name]["stats"], big[name]["stats"]
+        assert (s["count"], s["nulls"], s["min"], s["max"]) == (b["count"], b["nulls"], b["min"], b["max"])
+        assert s["mean"] + s["mean_lo"] == pytest.approx(b["mean"] + b["mean_lo"], rel=1e-15)
+        assert s["m2"] == pytest.approx(b["m2"], rel=1e-13)
+    np.testing.assert_allclose(small_out[["a", "b"]].to_numpy(), big_out[["a", "b"]].to_numpy(), rtol=1e-13, atol=1e-13)
+    assert small_out["k"].tolist() == big_out["k"].tolist()
+
+
+def test_large_offset_is_stable_against_exact_reference(tmp_path):
+    # 1e9 + N(0, 1e-3): a naive sum of squares fails; z-scores must match the exact ones.
+    x = 1e9 + np.random.default_rng(4).normal(0, 1e-3, 5_000)
+    src = tmp_path / "big.csv"
+    src.write_text("x\n" + "\n".join(repr(float(v)) for v in x) + "\n")
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    assert run_cli("fit", src, "-o", stats, env={"NORMCLI_BLOCK_SIZE": "4096"}).code == 0
+    assert run_cli("transform", src, "--stats", stats, "-o", out).code == 0
+    fx = [Fraction(float(v)) for v in x]
+    mean = sum(fx) / len(fx)
+    std = math.sqrt(float(sum((v - mean) ** 2 for v in fx) / len(fx)))
+    exact_z = np.array([float(v - mean) / std for v in fx])
+    got = pd.read_csv(out)["x"].to_numpy()
+    assert np.max(np.abs(got - exact_z)) < 1e-12
+    st = json.loads(stats.read_text())["columns"]["x"]["stats"]
+    assert abs(st["m2"] / st["count"] / (std * std) - 1) < 1e-12
+
+
+def test_stdin_to_stdout_pipeline(tmp_path, stats_file, sample_csv):
+    r = run_cli("transform", "-", "--stats", stats_file, stdin=sample_csv.read_bytes())
+    assert r.code == 0, r.err
+    ref = run_cli("transform", sample_csv, "--stats", stats_file)
+    assert r.out == ref.out and r.out.startswith(b"order_id,date,store,units")
+    assert r.err == ""
+    fit = run_cli("fit", "-", stdin=sample_csv.read_bytes())
+    assert fit.code == 0 and json.loads(fit.out)["columns"].keys() == json.loads(stats_file.read_text())["columns"].keys()
+
+
+def test_parquet_to_stdout_is_parquet(tmp_path, stats_file, sample_parquet):
+    r = run_cli("transform", sample_parquet, "--stats", stats_file)
+    assert r.code == 0, r.err
+    table = pq.read_table(pa.BufferReader(r.out))
+    assert table.column_names == pq.read_schema(sample_parquet).names
+
+
+def test_gzip_and_tsv_inputs(tmp_path, stats_file, sample_csv):
+    import gzip
+
+    gz = tmp_path / "s.csv.gz"
+    gz.write_bytes(gzip.compress(sample_csv.read_bytes()))
+    tsv = tmp_path / "s.tsv"
+    tsv.write_bytes(sample_csv.read_bytes().replace(b",", b"\t"))
+    plain = run_cli("transform", sample_csv, "--stats", stats_file).out
+    assert run_cli("transform", gz, "--stats", stats_file).out == plain
+    assert run_cli("transform", tsv, "--stats", stats_file).out == plain.replace(b",", b"\t")
+
+
+def test_inspect_table_and_json(stats_file):
+    r = run_cli("inspect", stats_file)
+    assert r.code == 0
+    for name in NUMERIC:
+        assert name in r.text
+    j = run_cli("inspect", stats_file, "--json")
+    assert json.loads(j.out) == json.loads(stats_file.read_text())
+
+
+def test_constant_column_scale_one_flag_and_warning(tmp_path):
+    src = tmp_path / "c.csv"
+    src.write_text("a,b\n1,5\n2,5\n3,5\n")
+    stats = tmp_path / "s.json"
+    r = run_cli("fit", src, "-o", stats)
+    assert r.code == 0 and "column 'b' is constant" in r.err
+    assert json.loads(stats.read_text())["columns"]["b"]["constant"] is True
+    out = run_cli("transform", src, "--stats", stats).text
+    assert [l.split(",")[1] for l in out.splitlines()[1:]] == ["0.0", "0.0", "0.0"]  # (5 - 5) / 1
+    assert "constant" in run_cli("inspect", stats).text
+    assert run_cli("fit", src, "-q", "-o", stats).err == ""
+
+
+def test_options_recorded_and_applied(tmp_path, sample_csv):
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", sample_csv, "--method", "minmax", "--range", "-1,1", "--columns", "price,sales", "-o", stats).code == 0
+    doc = json.loads(stats.read_text())
+    assert list(doc["columns"]) == ["price", "sales"]
+    assert doc["columns"]["price"]["options"]["range"] == [-1.0, 1.0]
+    out = pd.read_csv(pd.io.common.StringIO(run_cli("transform", sample_csv, "--stats", stats).text))
+    src = pd.read_csv(sample_csv)
+    ref = MinMaxScaler((-1, 1)).fit_transform(src[["price", "sales"]])
+    np.testing.assert_allclose(out[["price", "sales"]].to_numpy(float), ref, rtol=1e-12, atol=1e-12)
+    ddof = tmp_path / "d.json"
+    assert run_cli("fit", sample_csv, "--ddof", "1", "-o", ddof).code == 0
+    out = pd.read_csv(pd.io.common.StringIO(run_cli("transform", sample_csv, "--stats", ddof).text))
+    np.testing.assert_allclose(out["price"], (src["price"] - src["price"].mean()) / src["price"].std(ddof=1), rtol=1e-12, atol=1e-12)
+
+
+def test_exclude_and_stdout_json(sample_csv):
+    r = run_cli("fit", sample_csv, "--exclude", "units,temperature")
+    assert r.code == 0
+    assert list(json.loads(r.out)["columns"]) == ["price", "sales"]
+
+
+# ---- errors: one line on stderr, a documented exit code, no traceback, no output file ----
+
+def _write(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+ERRORS = [
+    # (files to create, args (with {tmp}), exit code, message start)
+    ({}, ["fit", "{tmp}/missing.csv"], 5, "Error: cannot read '{tmp}/missing.csv': No such file or directory"),
+    ({"r.csv": b"a,b\n1,2\n3,4,5\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 3: expected 2 fields, found 3"),
+    ({"n.csv": b"a,b\n1,2\n3,x\n"}, ["fit", "{tmp}/n.csv", "--columns", "a"], 0, ""),
+    ({"n.csv": b"a,b\n1,2\n3,4\n" + b"5,6\n" * 3 + b"7,oops\n"}, ["fit", "{tmp}/n.csv", "--columns", "a,b"], 3, "Error: column 'b' is not numeric (its values read as string)"),
+    ({"s.csv": b"a,name\n1,x\n"}, ["fit", "{tmp}/s.csv", "--columns", "name"], 3, "Error: column 'name' is not numeric"),
+    ({"s.csv": b"a,name\n1,x\n"}, ["fit", "{tmp}/s.csv", "--columns", "nope"], 3, "Error: column 'nope' is not in the input"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--method", "bogus"], 2, "Error: unknown method 'bogus'"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--range", "1,0"], 2, "Error: --range needs a < b"),
+    ({"s.csv": b"a\n1\n", "bad.json": b"{not json"}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/bad.json"], 4, "Error: stats file '{tmp}/bad.json': not a valid stats file (not JSON"),
+    ({"s.csv": b"a\n1\n", "v.json": b'{"format": "normcli-stats", "version": 99}'}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/v.json"], 4, "Error: stats file '{tmp}/v.json': version: this normcli reads version 1, the file is version 99"),
+    ({"s.csv": b"a\n1\n"}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/none.json"], 5, "Error: cannot read stats file '{tmp}/none.json'"),
+    ({"s.csv": b"a\n1\n2\n"}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/s.csv"], 4, "Error: stats file '{tmp}/s.csv': not a valid stats file"),
+    ({"s.csv": b"a\n1\n"}, ["transform", "{tmp}/s.csv"], 2, "Error: Missing option '--stats'"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--bogus"], 2, "Error: No such option: --bogus"),
+    ({"e.csv": b""}, ["fit", "{tmp}/e.csv"], 3, "Error: '{tmp}/e.csv' is empty"),
+]
+
+
+@pytest.mark.parametrize("files,args,code,message", ERRORS)
+def test_error_paths(tmp_path, files, args, code, message):
+    for name, data in files.items():
+        _write(tmp_path, name, data)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = run_cli(*args)
+    assert r.code == code, r.err
+    if code:
+        assert r.err.startswith(message.replace("{tmp}", str(tmp_path))), r.err
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_non_number_after_the_first_block_names_column_and_line(tmp_path):
+    src = _write(tmp_path, "n.csv", b"a,b\n" + b"1,2\n" * 5000 + b"7,oops\n" + b"1,2\n" * 10)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json", env={"NORMCLI_BLOCK_SIZE": "1024"})
+    assert r.code == 3 and r.err == "Error: column 'b': value 'oops' on line 5002 is not a number\n"
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_missing_fitted_column_is_a_stats_error(tmp_path, stats_file):
+    other = _write(tmp_path, "o.csv", b"units,price\n1,2\n")
+    r = run_cli("transform", other, "--stats", stats_file, "-o", tmp_path / "x.csv")
+    assert r.code == 4 and r.err.startswith("Error: column 'sales' of the stats file is not in the input")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_output_may_not_be_input(tmp_path, stats_file, sample_csv):
+    copy = _write(tmp_path, "in.csv", sample_csv.read_bytes())
+    r = run_cli("transform", copy, "--stats", stats_file, "-o", copy)
+    assert r.code == 2 and "Error:" in r.err
+    assert copy.read_bytes() == sample_csv.read_bytes()
+
+
+def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):
+    bad = _write(tmp_path, "bad.csv", b"order_id,date,store,units,price,sales,temperature\n" + b"a,b,c,1,2,3,4\n" * 50_000 + b"a,b,c,1,2,3,oops\n")
+    out = _write(tmp_path, "out.csv", b"previous result\n")
+    r = run_cli("transform", bad, "--stats", stats_file, "-o", out, env={"NORMCLI_BLOCK_SIZE": "65536"})
+    assert r.code == 3 and "value 'oops' on line 50002" in r.err
+    assert out.read_bytes() == b"previous result\n"  # the target is replaced only on success
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "out.csv", "stats.json"]
+
+
+def test_killed_run_leaves_no_target(tmp_path, stats_file):
+    rows = b"".join(b"id%d,2024-01-01,north,%d,%d.5,%d.25,%d\n" % (i, i % 50, i % 30, i % 700, i % 40) for i in range(400_000))
+    big = _write(tmp_path, "big.csv", b"order_id,date,store,units,price,sales,temperature\n" + rows)
+    out = tmp_path / "out.csv"
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", str(big), "--stats", str(stats_file), "-o", str(out)],
+                         env={**os.environ, "NORMCLI_THREADS": "1"}, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(n.name.endswith(".normcli-tmp") for n in tmp_path.iterdir()):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not out.exists()
+    assert big.read_bytes().endswith(rows[-100:])  # the input is untouched
+
+
+def test_sigterm_removes_temporary_and_exits_143(tmp_path, stats_file):
+    rows = b"".join(b"id%d,2024-01-01,north,%d,%d.5,%d.25,%d\n" % (i, i % 50, i % 30, i % 700, i % 40) for i in range(400_000))
+    big = _write(tmp_path, "big.csv", b"order_id,date,store,units,price,sales,temperature\n" + rows)
+    out = tmp_path / "out.csv"
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", str(big), "--stats", str(stats_file), "-o", str(out)],
+                         env={**os.environ, "NORMCLI_THREADS": "1"}, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(n.name.endswith(".normcli-tmp") for n in tmp_path.iterdir()):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=30)[1].decode()
+    assert p.returncode == 143, err
+    assert err.strip() == "Error: interrupted by SIGTERM"
+    assert sorted(n.name for n in tmp_path.iterdir()) == ["big.csv", "stats.json"]
+
+
+def test_head_closes_pipe_quietly(tmp_path, stats_file):
+    rows = b"".join(b"id%d,2024-01-01,north,%d,%d.5,%d.25,%d\n" % (i, i % 50, i % 30, i % 700, i % 40) for i in range(200_000))
+    big = _write(tmp_path, "big.csv", b"order_id,date,store,units,price,sales,temperature\n" + rows)
+    cmd = f"{sys.executable} -m normcli transform {big} --stats {stats_file} | head -1"
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"order_id,date,store,units,price,sales,temperature\n"
+    assert p.stderr == b""
+
+
+def test_python_m_and_version():
+    r = run_cli("--version")
+    assert r.code == 0 and r.text.startswith("normcli ")
