@@ -14,8 +14,7 @@ import pyarrow as pa
 
 from normcli import engine, statsfile
 from normcli.errors import UsageError
-from normcli.model import FitPlan, Stats, merge_partials, plan_fit
-from normcli.stats import ColumnStats
+from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit
 
 BATCH_ROWS = 65536
 
@@ -43,9 +42,9 @@ def _is_path(data: Any) -> bool:
 
 
 def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[str] | None = None,
-        exclude: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
-        sketch_k: int | None = None, progress: engine.Progress | None = None,
-        **options: Any) -> Stats:
+        exclude: Sequence[str] = (), group_by: str | Sequence[str] = (), fmt: str | None = None,
+        delimiter: str | None = None, sketch_k: int | None = None,
+        progress: engine.Progress | None = None, **options: Any) -> Stats:
     """Fit normalization statistics.
 
     Parameters
@@ -57,6 +56,10 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
         named columns; see the README's method table.
     columns, exclude : list of str
         Restrict, or remove from, the default selection of numeric columns.
+    group_by : str or list of str
+        Key columns: every per-column statistic is also fitted per key value (instance
+        normalization), and ``transform`` uses each row's group. Keys compare by their text form;
+        a null key is a group of its own.
     **options
         Method options: ``ddof``, ``range``, ``eps``, ``eps_mode``, ``gamma``, ``beta``,
         ``clip``, ``clip_sigma``, ``constant``, ``fill_missing``, ``quantile_range``.
@@ -74,44 +77,46 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     [0.0]
     """
     methods = [method] if isinstance(method, str) else list(method)
+    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
-        return fit_paths(paths, methods, columns=columns, exclude=exclude, fmt=fmt, delimiter=delimiter,
-                         sketch_k=sketch_k, progress=progress, options=options)
+        return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
+                         delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options)
     table = _as_table(data)
     plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
-                    options=options, sketch_k=sketch_k)
+                    options=options, sketch_k=sketch_k, group_by=group_by)
     acc = plan.empty()
-    for batch in table.select(plan.numeric).to_batches(max_chunksize=BATCH_ROWS):
+    for batch in table.select(plan.numeric + plan.group_by).to_batches(max_chunksize=BATCH_ROWS):
         acc = merge_partials(acc, plan.partial(batch))
     return plan.finish(acc, {"created": _now(), "inputs": [{"path": "<memory>", "rows": table.num_rows,
                                                              "bytes": None}], "rows": table.num_rows})
 
 
 def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence[str] | None = None,
-              exclude: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
+              exclude: Sequence[str] = (), group_by: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
               sketch_k: int | None = None, progress: engine.Progress | None = None,
               options: Mapping[str, Any] | None = None) -> Stats:
     """Fit over one or more files (or ``-`` for stdin), streaming; the plan comes from the first."""
     from normcli import io
 
     plan: FitPlan | None = None
-    acc: dict[str, ColumnStats] = {}
+    acc: Partial | None = None
     inputs = []
     for path in paths:
         source = io.open_source(path, fmt=fmt, delimiter=delimiter)
         try:
             if plan is None:
                 plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
-                                options=options, sketch_k=sketch_k)
+                                options=options, sketch_k=sketch_k, group_by=group_by)
                 acc = plan.empty()
             else:
-                _require_columns(plan.numeric, source.columns, path)
-            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge_partials, acc, progress)
+                _require_columns(plan.numeric + plan.group_by, source.columns, path)
+            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge_partials, acc, progress,
+                                       keep=plan.group_by)
         finally:
             source.close()
         inputs.append({"path": path, "rows": summary.rows, "bytes": summary.bytes})
-    assert plan is not None
+    assert plan is not None and acc is not None
     return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
 
 
@@ -123,69 +128,103 @@ def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> N
         raise DataError(f"'{path}' has no column '{missing[0]}'")
 
 
-def transform(stats: Stats, data: Any, *, inverse: bool = False, **overrides: Any) -> Any:
+def transform(stats: Stats, data: Any, *, inverse: bool = False, unseen_group: str = "global",
+              dtype: str = "float64", decimals: int | None = None, **overrides: Any) -> Any:
     """Apply (or with ``inverse=True`` undo) ``stats`` to in-memory ``data``, returning the same kind.
 
-    Fitted columns become float64; every other column is returned untouched.
+    Fitted columns become ``dtype`` (float64 or float32), rounded to ``decimals`` places when
+    given; every other column is returned untouched. With grouped statistics, a row whose key
+    was not seen in fit follows ``unseen_group``: ``global`` (the overall statistics, with a
+    warning counting the rows), ``passthrough`` (left as is), ``null`` or ``error``.
+    ``overrides`` replace fitted options: ``clip``, ``clip_sigma``, ``fill_missing``.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    output = OutputOptions(unseen_group, dtype, decimals)
+    unseen = UnseenGroups()
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         stats.check_columns(data.columns)
-        table = pa.Table.from_pandas(data[stats.needed_columns], preserve_index=False)
-        done = _map_table(stats, table, inverse, overrides)
+        table = pa.Table.from_pandas(data[stats.needed_columns + stats.group_by], preserve_index=False)
+        done = _map_table(stats, table, inverse, overrides, output, unseen)
         out = data.copy()
         for name in stats.needed_columns:
             out[name] = done.column(name).to_numpy(zero_copy_only=False)
-        return out
-    table = _as_table(data)
-    done = _map_table(stats, table, inverse, overrides)
-    return done.to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
-
-
-def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[str, Any]) -> pa.Table:
-    batches = table.to_batches(max_chunksize=BATCH_ROWS)
-    if inverse:
-        out = [stats.inverse_batch(b) for b in batches]
     else:
-        out = [stats.transform_batch(b, overrides) for b in batches]
+        table = _as_table(data)
+        done = _map_table(stats, table, inverse, overrides, output, unseen)
+        out = done.to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
+    if unseen.rows and unseen_group == "global":
+        import warnings
+
+        warnings.warn(unseen_message(stats, unseen), stacklevel=2)
+    return out
+
+
+def unseen_message(stats: Stats, unseen: UnseenGroups) -> str:
+    """The warning for rows of groups not seen in fit and normalized with the overall statistics."""
+    from normcli.groups import describe
+
+    examples = "; ".join(describe(stats.group_by, k) for k in unseen.keys)
+    return (f"{unseen.rows:,} rows belong to groups not seen in fit (e.g. {examples}); "
+            "they were normalized with the overall statistics (--unseen-group global)")
+
+
+def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[str, Any],
+               output: OutputOptions, unseen: UnseenGroups) -> pa.Table:
+    def one(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if inverse:
+            return stats.inverse_batch(batch, output, unseen)
+        return stats.transform_batch(batch, overrides, output, unseen)
+
+    out = [one(b) for b in table.to_batches(max_chunksize=BATCH_ROWS)]
     if not out:
-        empty = pa.RecordBatch.from_pylist([], schema=table.schema)
-        out = [stats.inverse_batch(empty) if inverse else stats.transform_batch(empty, overrides)]
+        out = [one(pa.RecordBatch.from_pylist([], schema=table.schema))]
     return pa.Table.from_batches(out)
 
 
 def transform_file(stats: Stats, input: str, output: str | None, *, fmt: str | None = None,
                    to: str | None = None, delimiter: str | None = None, inverse: bool = False,
                    progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
-                   stdout_is_tty: bool = False) -> engine.InputSummary:
-    """Stream ``input`` through ``stats`` into ``output`` (``None`` or ``-``: stdout), atomically."""
+                   out_options: OutputOptions | None = None, stdout_is_tty: bool = False) -> engine.InputSummary:
+    """Stream ``input`` through ``stats`` into ``output`` (``None`` or ``-``: stdout), atomically.
+
+    The summary's ``extra["unseen"]`` holds the :class:`~normcli.model.UnseenGroups` met.
+    """
     from normcli import io
 
+    out_options = out_options or OutputOptions()
+    unseen = UnseenGroups()
     source = io.open_source(input, fmt=fmt, delimiter=delimiter)
     try:
         stats.check_columns(source.columns)
         if inverse and stats.rows:
             stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
         out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
-        schema = _output_schema(source, stats, out_fmt)
-        fn = stats.inverse_batch if inverse else (lambda b: stats.transform_batch(b, overrides))
+        schema = _output_schema(source, stats, out_fmt, out_options.arrow_type)
+        if inverse:
+            def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+                return stats.inverse_batch(b, out_options, unseen)
+        else:
+            def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+                return stats.transform_batch(b, overrides, out_options, unseen)
         with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
                           input_path=input) as sink:
-            return engine.pipe(source, sink, stats.needed_columns, fn, progress)
+            summary = engine.pipe(source, sink, stats.needed_columns, fn, progress)
     finally:
         source.close()
+    summary.extra["unseen"] = unseen
+    return summary
 
 
-def _output_schema(source: Any, stats: Stats, out_fmt: str) -> pa.Schema:
+def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType) -> pa.Schema:
     types = source.sample_types() if source.format == "parquet" else {}
     fields = []
     for name in source.columns:
         if name in stats.columns:
-            fields.append(pa.field(name, pa.float64()))
+            fields.append(pa.field(name, kind))
         else:
             fields.append(pa.field(name, types.get(name, pa.string())))
     return pa.schema(fields)

@@ -150,6 +150,7 @@ def fit(
     method: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="NAME (default for all selected columns) or NAME:col1,col2; repeatable. Methods: zscore, minmax, maxabs, robust, layer, l1, l2, max.")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="Comma-separated columns to fit (default: every numeric column).")] = None,
     exclude: Annotated[Optional[str], typer.Option("--exclude", "-x", help="Comma-separated columns to leave out.")] = None,
+    group_by: Annotated[Optional[str], typer.Option("--group-by", "-g", help="KEY[,KEY2]: also fit every per-column statistic per key value (instance normalization).")] = None,
     ddof: Annotated[Optional[int], typer.Option("--ddof", help="zscore: 0 for population std (default), 1 for sample std.")] = None,
     range_: Annotated[Optional[str], typer.Option("--range", help="minmax: target range a,b (default 0,1).")] = None,
     eps: Annotated[Optional[float], typer.Option("--eps", help="layer: added to the row variance (default 1e-5); zscore: added to the variance (default 0).")] = None,
@@ -178,12 +179,18 @@ def fit(
         raise UsageError("stdin (-) can be read only once")
     with _progress(inputs, quiet, "fit") as progress:
         stats = api.fit_paths(inputs, method or [], columns=_split(columns), exclude=_split(exclude) or (),
-                              fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
+                              group_by=_split(group_by) or (), fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
                               options=options)
     for name, col in stats.columns.items():
         if col.stats.is_constant() and col.method not in ("layer", "l1", "l2", "max"):
             policy = col.options.get("constant", "scale1")
             _warn(f"column '{name}' is constant (policy {policy})", quiet)
+    if stats.groups is not None:
+        for name, gs in stats.groups.columns.items():
+            n = int(gs.is_constant().sum())
+            if n:
+                policy = stats.columns[name].options.get("constant", "scale1")
+                _warn(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})", quiet)
     if output in (None, "-"):
         sys.stdout.write(statsfile.dumps(stats))
         sys.stdout.flush()
@@ -192,15 +199,24 @@ def fit(
 
 
 def _transform(input: str, stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
-               delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any]) -> None:
+               delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
+               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None) -> None:
     from normcli import api
+    from normcli.model import OutputOptions
 
     if to is not None and to not in ("csv", "tsv", "parquet"):
         raise UsageError(f"--to must be csv, tsv or parquet, got '{to}'")
+    out_options = OutputOptions(unseen_group, dtype, decimals)
     stats = api.load(stats_path)
     with _progress([input], quiet, "inverse" if inverse else "transform") as progress:
-        api.transform_file(stats, input, output, fmt=fmt, to=to, delimiter=delimiter, inverse=inverse,
-                           progress=progress, overrides=overrides)
+        summary = api.transform_file(stats, input, output, fmt=fmt, to=to, delimiter=delimiter, inverse=inverse,
+                                     progress=progress, overrides=overrides, out_options=out_options)
+    unseen = summary.extra["unseen"]
+    if unseen.rows and unseen_group == "global":
+        _warn(api.unseen_message(stats, unseen), quiet)
+
+
+UnseenOpt = Annotated[str, typer.Option("--unseen-group", help="With --group-by statistics, rows of a key not seen in fit: global (overall statistics, warned with a count; default), passthrough (unscaled), null or error.")]
 
 
 @app.command()
@@ -215,13 +231,16 @@ def transform(
     clip: Annotated[Optional[bool], typer.Option("--clip/--no-clip", help="Override the fitted clip setting of minmax.")] = None,
     clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this.")] = None,
     fill_missing: Annotated[Optional[bool], typer.Option("--fill-missing/--keep-missing", help="Nulls become the normalized centre (or stay null).")] = None,
+    unseen_group: UnseenOpt = "global",
+    dtype: Annotated[str, typer.Option("--dtype", help="Type of the normalized columns: float64 (default) or float32.")] = "float64",
+    decimals: Annotated[Optional[int], typer.Option("--decimals", help="Round normalized values to N decimal places (compact CSV).")] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Normalize INPUT with a stats file; every other column passes through unchanged."""
     overrides = {"clip": clip, "clip_sigma": clip_sigma, "fill_missing": fill_missing}
     _transform(input, stats, output, fmt, to, delimiter, quiet, False,
-               {k: v for k, v in overrides.items() if v is not None})
+               {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals)
 
 
 @app.command()
@@ -233,11 +252,12 @@ def inverse(
     fmt: FormatOpt = None,
     to: ToOpt = None,
     delimiter: DelimiterOpt = None,
+    unseen_group: UnseenOpt = "global",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Undo transform: map normalized per-column values back to the original scale."""
-    _transform(input, stats, output, fmt, to, delimiter, quiet, True, {})
+    _transform(input, stats, output, fmt, to, delimiter, quiet, True, {}, unseen_group)
 
 
 @app.command()
@@ -247,7 +267,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show the fitted columns of a stats file: method, count, nulls, mean, std, min, max, flags."""
+    """Show the fitted columns of a stats file: method, constant policy, count, nulls, mean, std, min, max, flags."""
     from normcli import api, statsfile
 
     fitted = api.load(stats)
@@ -257,22 +277,31 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{stats}: {fitted.info.get('rows', 0):,} rows fitted")
-    for col in ("column", "method", "count", "nulls", "mean", "std", "min", "max", "flags"):
-        table.add_column(col, justify="left" if col in ("column", "method", "flags") else "right")
+    title = f"{stats}: {fitted.info.get('rows', 0):,} rows fitted"
+    if fitted.groups is not None:
+        title += f", {len(fitted.groups.keys):,} groups by {', '.join(fitted.group_by)}"
+    table = Table(title=title)
+    for col in ("column", "method", "constant", "count", "nulls", "mean", "std", "min", "max", "flags"):
+        table.add_column(col, justify="left" if col in ("column", "method", "constant", "flags") else "right")
     for name, col in fitted.columns.items():
         st = col.stats
         ddof = col.options.get("ddof", 0) if col.method == "zscore" else 0
         flags = []
         if st.is_constant():
-            flags.append(f"constant ({col.options.get('constant', 'scale1')})" if col.options else "constant")
+            flags.append("constant")
+        if fitted.groups is not None and name in fitted.groups.columns:
+            gs = fitted.groups.columns[name]
+            flags.append(f"{int((gs.count > 0).sum()):,} groups")
+            n_const = int((gs.is_constant() & (gs.count > 0)).sum())
+            if n_const:
+                flags.append(f"{n_const:,} constant groups")
         if st.sketch is not None:
             from normcli import sketch
 
             flags.append(f"sketch k={st.sketch.k} err={sketch.rank_error(st.sketch):.2g}")
         num = (lambda v: f"{v:.6g}") if st.count else (lambda v: "")
-        table.add_row(name, col.method, f"{st.count:,}", f"{st.nulls:,}", num(st.mean), num(st.std(ddof)),
-                      num(st.min), num(st.max), ", ".join(flags))
+        table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", f"{st.nulls:,}",
+                      num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
     # Not a terminal (a pipe, a file): no width limit, so nothing is cut off.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     console.print(table)

@@ -98,7 +98,7 @@ class Source(Protocol):
     path: str
     size: int | None
 
-    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Any]: ...
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Any]: ...
     def decode(self, piece: Any) -> pa.RecordBatch: ...
 
 
@@ -121,8 +121,10 @@ class InputSummary:
 
 def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBatch], T],
          merge: Callable[[T, T], T], start: T, progress: Progress | None = None,
-         workers: int | None = None) -> tuple[T, InputSummary]:
+         workers: int | None = None, keep: Sequence[str] = ()) -> tuple[T, InputSummary]:
     """Reduce ``source`` to one value: ``partial`` per batch (in threads), ``merge`` in order.
+
+    Batches hold the ``numeric`` columns as float64 and the ``keep`` columns as read.
 
     Merging in input order keeps the result independent of thread timing.
     """
@@ -134,7 +136,7 @@ def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBat
         return partial(batch), batch.num_rows, piece.nbytes
 
     acc = start
-    for value, rows, nbytes in ordered_map(source.pieces(numeric, False), work, workers):
+    for value, rows, nbytes in ordered_map(source.pieces(numeric, False, keep), work, workers):
         acc = merge(acc, value)
         summary.rows += rows
         progress.advance(nbytes, rows)

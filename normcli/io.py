@@ -89,6 +89,7 @@ class Piece:
     first_line: int
     numeric: tuple[str, ...] = ()
     keep_others: bool = True
+    keep: tuple[str, ...] = ()
 
 
 class Source:
@@ -110,15 +111,19 @@ class Source:
         """
         raise NotImplementedError
 
-    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
-        """Yield the input as pieces, sequentially and cheaply. Single use."""
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
+        """Yield the input as pieces, sequentially and cheaply. Single use.
+
+        Without ``keep_others``, the ``keep`` columns are still read, as pass-through columns.
+        """
         raise NotImplementedError
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
         """Turn a piece into a record batch (thread-safe).
 
         The batch holds the ``numeric`` columns as float64 and, if ``keep_others``, every other
-        column too, all in file order (without ``keep_others``: ``numeric`` in the order given).
+        column too, all in file order (without ``keep_others``: ``numeric`` in the order given,
+        then the ``keep`` columns).
         CSV pass-through columns are strings exactly as read; Parquet ones keep their type.
         """
         raise NotImplementedError
@@ -143,7 +148,7 @@ class Source:
     def _output_columns(self, piece: Piece) -> list[str]:
         if piece.keep_others:
             return list(self.columns)
-        return list(piece.numeric)
+        return list(piece.numeric) + [c for c in piece.keep if c not in piece.numeric]
 
 
 def _record_boundary(buf: bytes, end: int | None = None) -> int:
@@ -318,11 +323,12 @@ class _CsvSource(Source):
             raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
         return {name: table.schema.field(name).type for name in self.columns}
 
-    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         if self._used:
             raise RuntimeError("Source.pieces() can be used only once")
         self._used = True
         numeric = self._check_columns(numeric)
+        keep = self._check_columns(keep)
         carry, self._pending = self._pending, b""
         line = self._first_line
         mark = 0  # input position at the start of the next piece
@@ -347,7 +353,7 @@ class _CsvSource(Source):
                 line += newlines
                 continue
             pos = self._position()
-            yield Piece(data, pos - mark, line, numeric, keep_others)
+            yield Piece(data, pos - mark, line, numeric, keep_others, keep)
             mark = pos
             line += newlines
 
@@ -555,18 +561,19 @@ class _ParquetSource(Source):
     def sample_types(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._schema}
 
-    def pieces(self, numeric: Sequence[str], keep_others: bool) -> Iterator[Piece]:
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         if self._used:
             raise RuntimeError("Source.pieces() can be used only once")
         self._used = True
         numeric = self._check_columns(numeric)
+        keep = self._check_columns(keep)
         total_rows = max(self._file.metadata.num_rows, 1)
         size = self.size if self.size is not None else self._spool_size()
-        columns = None if keep_others else list(numeric)
+        columns = None if keep_others else list(dict.fromkeys([*numeric, *keep]))
         row = 1
         try:
             for batch in self._file.iter_batches(batch_size=self._batch_rows, columns=columns):
-                yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others)
+                yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others, keep)
                 row += batch.num_rows
         except OSError as exc:
             raise _read_failure(self.path, exc) from exc

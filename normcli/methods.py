@@ -6,15 +6,13 @@ methods need no statistics at all. Nothing here reads files or knows about colum
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
 from normcli import sketch as _sketch
 from normcli.errors import DataError, UsageError
-from normcli.stats import ColumnStats
 
 PER_COLUMN = ("zscore", "minmax", "maxabs", "robust")
 PER_ROW = ("layer", "l1", "l2", "max")
@@ -51,8 +49,10 @@ def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
 class Affine:
     """``y = (x - center - center_lo) / scale * gain + offset``, optionally clipped and filled.
 
-    ``center`` and ``scale`` may be arrays with one entry per row (per-group statistics).
-    ``const_zero`` marks a constant column under the ``zero`` policy: every value maps to 0.
+    ``center``, ``center_lo``, ``scale``, ``fill``, ``const_zero`` and ``keep`` may be arrays
+    with one entry per row (per-group statistics; see :meth:`take`). ``const_zero`` marks a
+    constant column under the ``zero`` policy: every value maps to 0. ``keep`` marks values
+    passed through unchanged (the ``passthrough`` policies).
     """
 
     center: Any = 0.0
@@ -61,8 +61,9 @@ class Affine:
     gain: float = 1.0
     offset: float = 0.0
     clip: tuple[float, float] | None = None
-    fill: float | None = None
+    fill: Any = None
     const_zero: Any = False
+    keep: Any = False
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x`` (float64, NaN as null) into a new array."""
@@ -78,8 +79,11 @@ class Affine:
             y = np.where(np.isnan(x), np.nan, np.where(self.const_zero, 0.0, y))
         if self.clip is not None:
             np.clip(y, self.clip[0], self.clip[1], out=y)
+        if np.any(self.keep):
+            y = np.where(self.keep, x, y)
         if self.fill is not None:
-            y[np.isnan(y)] = self.fill
+            missing = np.isnan(y)
+            y[missing] = self.fill[missing] if np.ndim(self.fill) else self.fill
         return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
@@ -91,56 +95,83 @@ class Affine:
         if np.any(self.center_lo):
             x += self.center_lo
         x += self.center
+        if np.any(self.keep):
+            x = np.where(self.keep, y, x)
         return x
 
+    def take(self, index: np.ndarray) -> Affine:
+        """The per-row map for rows whose group is ``index`` (this map's fields hold one entry per group)."""
+        def at(v: Any) -> Any:
+            return np.asarray(v)[index] if np.ndim(v) else v
 
-def column_params(method: str, stats: ColumnStats, options: Mapping[str, Any]) -> Affine:
-    """The affine map of a per-column ``method`` fitted to ``stats`` with ``options``."""
-    constant = stats.is_constant()
+        return replace(self, center=at(self.center), center_lo=at(self.center_lo), scale=at(self.scale),
+                       fill=None if self.fill is None else at(self.fill),
+                       const_zero=at(self.const_zero), keep=at(self.keep))
+
+
+def _scalar(v: Any) -> Any:
+    """Python scalars for 0-d results, so an ungrouped map holds plain floats."""
+    return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
+
+
+def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine:
+    """The affine map of a per-column ``method`` fitted to ``stats`` with ``options``.
+
+    ``stats`` is a :class:`~normcli.stats.ColumnStats`, or a
+    :class:`~normcli.groups.GroupStats` for a map with one entry per group.
+    """
     policy = options.get("constant", "scale1")
     clip = None
     if method == "zscore":
         center, center_lo = stats.mean, stats.mean_lo
-        scale = math.sqrt(stats.var(options["ddof"]) + options["eps"])
+        scale = np.sqrt(stats.var(options["ddof"]) + options["eps"])
+        constant = stats.is_constant()
         gain, offset = float(options["gamma"]), float(options["beta"])
         if options.get("clip_sigma"):
             s = float(options["clip_sigma"])
             clip = (offset - s * abs(gain), offset + s * abs(gain))
     elif method == "minmax":
         a, b = (float(v) for v in options["range"])
-        center, center_lo, scale = stats.min, 0.0, stats.max - stats.min
+        center, center_lo, scale = stats.min, 0.0, np.subtract(stats.max, stats.min)
+        constant = stats.is_constant()
         gain, offset = b - a, a
         if options.get("clip"):
             clip = (a, b)
     elif method == "maxabs":
         center, center_lo, scale, gain, offset = 0.0, 0.0, stats.maxabs, 1.0, 0.0
-        constant = scale == 0.0  # a constant non-zero column has a perfectly good max-abs
+        constant = np.equal(scale, 0.0)  # a constant non-zero column has a perfectly good max-abs
     elif method == "robust":
-        if stats.sketch is None:
-            raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
         q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
-        center, center_lo = _sketch.quantile(stats.sketch, 0.5), 0.0
-        scale = _sketch.quantile(stats.sketch, q_hi) - _sketch.quantile(stats.sketch, q_lo)
-        constant = scale == 0.0  # like scikit-learn: only a zero IQR is degenerate
+        center, center_lo = _quantile(stats, 0.5), 0.0
+        scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
+        constant = np.equal(scale, 0.0)  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):
             clip = (-float(options["clip_sigma"]), float(options["clip_sigma"]))
     else:
         raise UsageError(f"'{method}' is not a per-column method")
-    if stats.count == 0:
-        center, center_lo = 0.0, 0.0
-    const_zero = False
-    if constant or scale == 0.0 or not math.isfinite(scale):
-        if policy == "passthrough":
-            return Affine()
-        scale = 1.0
-        const_zero = policy == "zero"
+    empty = np.equal(stats.count, 0)
+    center, center_lo = np.where(empty, 0.0, center), np.where(empty, 0.0, center_lo)
+    with np.errstate(invalid="ignore"):
+        degenerate = constant | (scale == 0.0) | ~np.isfinite(scale)
+    scale = np.where(degenerate, 1.0, scale)
+    keep = degenerate & (policy == "passthrough")
+    const_zero = degenerate & (policy == "zero")
     fill = None
     if options.get("fill_missing"):
-        centre = stats.mean if method in ("minmax", "maxabs") else center
-        fill = 0.0 if const_zero else float(
-            Affine(center, center_lo, scale, gain, offset, clip).apply(np.array([centre]))[0])
-    return Affine(center, center_lo, scale, gain, offset, clip, fill, const_zero)
+        centre = np.where(empty, 0.0, stats.mean) if method in ("minmax", "maxabs") else center
+        fill = Affine(center, center_lo, scale, gain, offset, clip, keep=keep).apply(np.asarray(centre, np.float64))
+        fill = _scalar(np.where(const_zero, 0.0, fill))
+    return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,
+                  _scalar(const_zero), _scalar(keep))
+
+
+def _quantile(stats: Any, q: float) -> Any:
+    if hasattr(stats, "quantile"):
+        return stats.quantile(q)
+    if stats.sketch is None:
+        raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
+    return _sketch.quantile(stats.sketch, q)
 
 
 def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:

@@ -7,6 +7,7 @@ stats file's dict form. Nothing here reads or writes files.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,9 +18,12 @@ import pyarrow.compute as pc
 from normcli import methods as M
 from normcli import sketch as _sketch
 from normcli.errors import DataError, StatsFileError, UsageError
+from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
 from normcli.stats import ColumnStats
 
 DEFAULT_METHOD = "zscore"
+UNSEEN_POLICIES = ("global", "passthrough", "null", "error")
+DTYPES = ("float64", "float32")
 
 
 @dataclass
@@ -46,66 +50,110 @@ def is_numeric_type(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
+@dataclass(frozen=True)
+class Partial:
+    """Mergeable statistics of some rows: per column, and per group when the plan groups."""
+
+    columns: dict[str, ColumnStats]
+    groups: Grouped | None = None
+
+    def merge(self, other: Partial) -> Partial:
+        """Both parts together (column-wise, and group-wise when grouped)."""
+        cols = {name: st.merge(other.columns[name]) for name, st in self.columns.items()}
+        groups = None if self.groups is None else self.groups.merge(other.groups)
+        return Partial(cols, groups)
+
+
 @dataclass
 class FitPlan:
-    """What to fit: per-column methods and options, row-wise methods, and the sketch size."""
+    """What to fit: per-column methods and options, row-wise methods, group keys and the sketch size."""
 
     columns: dict[str, ColumnFit]
     rows: list[RowFit]
     sketch_k: int | None = None
+    group_by: list[str] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[str]:
         """The columns to read as float64, in data order."""
         return list(self.columns)
 
-    def partial(self, batch: pa.RecordBatch | pa.Table) -> dict[str, ColumnStats]:
+    @property
+    def grouped(self) -> list[str]:
+        """The per-column columns, fitted per group when the plan groups."""
+        return [n for n, c in self.columns.items() if c.method in M.PER_COLUMN]
+
+    def _sketch_k(self, col: ColumnFit) -> int | None:
+        return self.sketch_k if self.sketch_k is not None and col.method == "robust" else None
+
+    def partial(self, batch: pa.RecordBatch | pa.Table) -> Partial:
         """Statistics of one batch for every planned column (pure; safe to run in threads)."""
-        out = {}
+        out, values = {}, {}
         for name, col in self.columns.items():
-            x = _float_values(batch.column(name))
-            needs_sketch = self.sketch_k is not None and col.method == "robust"
-            st = ColumnStats.of(x, _sketch.new(self.sketch_k) if needs_sketch else None)
+            x = values[name] = _float_values(batch.column(name))
+            k = self._sketch_k(col)
+            st = ColumnStats.of(x, None if k is None else _sketch.new(k))
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
                 raise DataError(f"column '{name}' holds an infinite value; fit takes finite numbers only")
             out[name] = st
-        return out
+        if not self.group_by:
+            return Partial(out)
+        f = factorize([key_text(batch.column(k), k) for k in self.group_by])
+        groups = {name: GroupStats.of(values[name], f, self._sketch_k(self.columns[name])) for name in self.grouped}
+        return Partial(out, Grouped(f.keys, groups))
 
-    def empty(self) -> dict[str, ColumnStats]:
+    def empty(self) -> Partial:
         """The statistics of no rows, the start of a merge."""
-        return {name: ColumnStats() for name in self.columns}
+        groups = None
+        if self.group_by:
+            groups = Grouped([], {n: GroupStats.empty(0, self._sketch_k(self.columns[n]) is not None)
+                                  for n in self.grouped})
+        return Partial({name: ColumnStats() for name in self.columns}, groups)
 
-    def finish(self, stats: Mapping[str, ColumnStats], info: dict[str, Any] | None = None) -> Stats:
+    def finish(self, part: Partial, info: dict[str, Any] | None = None) -> Stats:
         """The fitted :class:`Stats` from merged statistics; applies the constant-column policy."""
         cols = {}
         for name, col in self.columns.items():
-            st = stats[name]
-            if col.method in M.PER_COLUMN and col.options.get("constant") == "error" and st.is_constant():
-                raise DataError(f"column '{name}' is constant (--constant error)")
+            st = part.columns[name]
+            if col.method in M.PER_COLUMN and col.options.get("constant") == "error":
+                if st.is_constant():
+                    raise DataError(f"column '{name}' is constant (--constant error)")
+                if part.groups is not None:
+                    flat = np.flatnonzero(part.groups.columns[name].is_constant())
+                    if flat.size:
+                        key = describe(self.group_by, part.groups.keys[flat[0]])
+                        raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
             cols[name] = ColumnFit(name, col.method, col.options, st)
-        return Stats(cols, list(self.rows), info or {})
+        return Stats(cols, list(self.rows), info or {}, list(self.group_by), part.groups)
 
 
-def merge_partials(a: Mapping[str, ColumnStats], b: Mapping[str, ColumnStats]) -> dict[str, ColumnStats]:
-    """Column-wise merge of two partial results of the same plan."""
-    return {name: a[name].merge(b[name]) for name in a}
+def merge_partials(a: Partial, b: Partial) -> Partial:
+    """Merge two partial results of the same plan."""
+    return a.merge(b)
 
 
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             options: Mapping[str, Any] | None = None, sketch_k: int | None = None) -> FitPlan:
+             options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
+             group_by: Sequence[str] = ()) -> FitPlan:
     """Decide what to fit from the input's column types and the user's method specs.
 
     ``methods`` holds specs ``NAME`` (the default for every selected column not named
     elsewhere) or ``NAME:col1,col2`` (those columns; for a row-wise method, the columns it
     spans, in order). ``columns`` restricts the default selection, which is every numeric
     column; ``exclude`` removes columns from it. ``options`` are method options (ddof, range,
-    eps, ...); each method takes the ones it knows.
+    eps, ...); each method takes the ones it knows. ``group_by`` names key columns: every
+    per-column statistic is then fitted per key value as well as overall; key columns are never
+    normalized themselves.
     """
     options = dict(options or {})
-    for name in [*(columns or ()), *exclude]:
+    group_by = list(dict.fromkeys(group_by))
+    for name in [*(columns or ()), *exclude, *group_by]:
         if name not in types:
             raise DataError(f"column '{name}' is not in the input")
+    for name in group_by:
+        if name in (columns or ()) or any(name in m.partition(":")[2].split(",") for m in methods if ":" in m):
+            raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
     if columns:
         for name in columns:
             if not is_numeric_type(types[name]):
@@ -113,7 +161,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         selected = [c for c in types if c in set(columns)]
     else:
         selected = [c for c, t in types.items() if is_numeric_type(t)]
-    selected = [c for c in selected if c not in set(exclude)]
+    selected = [c for c in selected if c not in set(exclude) and c not in set(group_by)]
 
     default, named = DEFAULT_METHOD, []
     bare = [m for m in methods if ":" not in m]
@@ -158,7 +206,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     fits = {c: ColumnFit(c, claimed[c], M.options_for(claimed[c], options) if claimed[c] in M.PER_COLUMN else {})
             for c in types if c in claimed}
     needs_sketch = any(f.method == "robust" for f in fits.values())
-    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None)
+    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by)
 
 
 def _check_row_options(row: RowFit) -> None:
@@ -174,60 +222,114 @@ def _check_row_options(row: RowFit) -> None:
 
 
 @dataclass
+class UnseenGroups:
+    """What transform met of group keys absent from the fit: rows and a few of the keys.
+
+    Filled in by :meth:`Stats.transform_batch` from worker threads.
+    """
+
+    rows: int = 0
+    keys: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, rows: int, keys: Sequence[Any]) -> None:
+        """Count ``rows`` more unseen rows, remembering up to five distinct ``keys``."""
+        with self._lock:
+            self.rows += rows
+            for k in keys:
+                if len(self.keys) < 5 and k not in self.keys:
+                    self.keys.append(k)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How transform writes: the unseen-group policy, the float type and the rounding of fitted columns."""
+
+    unseen_group: str = "global"
+    dtype: str = "float64"
+    decimals: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.unseen_group not in UNSEEN_POLICIES:
+            raise UsageError(f"--unseen-group must be one of {', '.join(UNSEEN_POLICIES)}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
+        if self.decimals is not None and not 0 <= self.decimals <= 15:
+            raise UsageError("--decimals must be between 0 and 15")
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type of the fitted columns in the output."""
+        return pa.float32() if self.dtype == "float32" else pa.float64()
+
+
+@dataclass
 class Stats:
-    """Fitted normalization statistics: apply with :meth:`transform_batch`, undo with :meth:`inverse_batch`."""
+    """Fitted normalization statistics: apply with :meth:`transform_batch`, undo with :meth:`inverse_batch`.
+
+    With ``group_by`` key columns, ``groups`` holds the per-group statistics of every
+    per-column method; rows are then normalized with their group's statistics.
+    """
 
     columns: dict[str, ColumnFit]
     rows: list[RowFit] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    group_by: list[str] = field(default_factory=list)
+    groups: Grouped | None = None
 
     def __post_init__(self) -> None:
-        self._params: dict[str, M.Affine] = {}
+        self._params: dict[Any, M.Affine] = {}
 
     @property
     def needed_columns(self) -> list[str]:
         """Every column the stats file normalizes, in fitted order."""
         return list(self.columns)
 
-    def params(self, name: str, overrides: Mapping[str, Any] | None = None) -> M.Affine:
-        """The affine map of per-column ``name`` (cached when there are no overrides)."""
+    def params(self, name: str, overrides: Mapping[str, Any] | None = None, grouped: bool = False) -> M.Affine:
+        """The affine map of per-column ``name``; with ``grouped``, one entry per group (cached)."""
         fit = self.columns[name]
-        if overrides:
-            return M.column_params(fit.method, fit.stats, {**fit.options, **overrides})
-        if name not in self._params:
-            self._params[name] = M.column_params(fit.method, fit.stats, fit.options)
-        return self._params[name]
+        key = (name, grouped, tuple(sorted((overrides or {}).items())))
+        if key not in self._params:
+            stats = self.groups.columns[name] if grouped else fit.stats
+            self._params[key] = M.column_params(fit.method, stats, {**fit.options, **(overrides or {})})
+        return self._params[key]
 
     def check_columns(self, names: Iterable[str]) -> None:
-        """Raise if a fitted column is missing from ``names`` (the input's columns)."""
+        """Raise if a fitted column or a group key is missing from ``names`` (the input's columns)."""
         have = set(names)
-        missing = [c for c in self.columns if c not in have]
+        missing = [c for c in [*self.columns, *self.group_by] if c not in have]
         if missing:
             raise StatsFileError(f"column '{missing[0]}' of the stats file is not in the input"
                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
-    def transform_batch(self, batch: pa.RecordBatch, overrides: Mapping[str, Any] | None = None) -> pa.RecordBatch:
-        """Normalize the fitted columns of ``batch``; every other column passes through as is."""
-        return self._map(batch, inverse=False, overrides=overrides)
+    def transform_batch(self, batch: pa.RecordBatch, overrides: Mapping[str, Any] | None = None,
+                        output: OutputOptions | None = None, unseen: UnseenGroups | None = None) -> pa.RecordBatch:
+        """Normalize the fitted columns of ``batch``; every other column passes through as is.
 
-    def inverse_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        ``output`` sets the unseen-group policy, dtype and rounding; rows of unseen groups are
+        counted into ``unseen`` when given.
+        """
+        return self._map(batch, False, overrides, output or OutputOptions(), unseen)
+
+    def inverse_batch(self, batch: pa.RecordBatch, output: OutputOptions | None = None,
+                      unseen: UnseenGroups | None = None) -> pa.RecordBatch:
         """Undo :meth:`transform_batch` for per-column methods."""
         if self.rows:
             methods = ", ".join(sorted({r.method for r in self.rows}))
             raise UsageError(f"row-wise methods ({methods}) cannot be inverted")
-        return self._map(batch, inverse=True, overrides=None)
+        return self._map(batch, True, None, output or OutputOptions(), unseen)
 
-    def transform(self, data: Any, **overrides: Any) -> Any:
+    def transform(self, data: Any, **options: Any) -> Any:
         """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind."""
         from normcli import api
 
-        return api.transform(self, data, **overrides)
+        return api.transform(self, data, **options)
 
-    def inverse(self, data: Any) -> Any:
+    def inverse(self, data: Any, **options: Any) -> Any:
         """Undo :meth:`transform` on ``data``."""
         from normcli import api
 
-        return api.transform(self, data, inverse=True)
+        return api.transform(self, data, inverse=True, **options)
 
     def save(self, path: str) -> None:
         """Write the stats file to ``path`` atomically."""
@@ -241,30 +343,57 @@ class Stats:
 
         return statsfile.dumps(self)
 
-    def _map(self, batch: pa.RecordBatch, inverse: bool, overrides: Mapping[str, Any] | None) -> pa.RecordBatch:
+    def _group_rows(self, batch: pa.RecordBatch, policy: str, unseen: UnseenGroups | None) -> np.ndarray:
+        """Each row's group index, -1 for a key not seen in fit."""
+        assert self.groups is not None
+        f = factorize([key_text(batch.column(k), k) for k in self.group_by])
+        pos = self.groups.lookup(f.keys)
+        missing = np.flatnonzero(pos < 0)
+        if missing.size:
+            keys = [f.keys[i] for i in missing.tolist()]
+            if policy == "error":
+                raise DataError(f"group {describe(self.group_by, keys[0])} was not seen in fit "
+                                f"(--unseen-group error)")
+            if unseen is not None:
+                unseen.add(int(f.sizes[missing].sum()), keys)
+        return pos[f.codes]
+
+    def _map(self, batch: pa.RecordBatch, inverse: bool, overrides: Mapping[str, Any] | None,
+             output: OutputOptions, unseen: UnseenGroups | None) -> pa.RecordBatch:
         self.check_columns(batch.schema.names)
         arrays = list(batch.columns)
         index = {n: i for i, n in enumerate(batch.schema.names)}
+        rows = self._group_rows(batch, output.unseen_group, unseen) if self.groups is not None else None
+        lost = None if rows is None or rows.min(initial=0) >= 0 else rows < 0
+        null_rows = lost if output.unseen_group == "null" else None
         for name, fit in self.columns.items():
             if fit.method not in M.PER_COLUMN:
                 continue
             i = index[name]
             p = self.params(name, overrides)
             x = _float_values(arrays[i])
-            y = p.inverse(x) if inverse else p.apply(x)
-            arrays[i] = _to_arrow(y, arrays[i], keep_nulls=inverse or p.fill is None)
+            if rows is None:
+                y = p.inverse(x) if inverse else p.apply(x)
+            else:
+                pg = self.params(name, overrides, grouped=True).take(np.maximum(rows, 0))
+                y = pg.inverse(x) if inverse else pg.apply(x)
+                if lost is not None and output.unseen_group == "global":
+                    y[lost] = (p.inverse if inverse else p.apply)(x[lost])
+                elif lost is not None and output.unseen_group == "passthrough":
+                    y[lost] = x[lost]
+            arrays[i] = _to_arrow(y, arrays[i], inverse or p.fill is None, output, null_rows)
         for row in self.rows:
             idx = [index[c] for c in row.columns]
             x = np.column_stack([_float_values(arrays[i]) for i in idx])
             y = M.row_apply(row.method, x, row.options)
             for j, i in enumerate(idx):
-                arrays[i] = _to_arrow(np.ascontiguousarray(y[:, j]), arrays[i], keep_nulls=True)
+                arrays[i] = _to_arrow(np.ascontiguousarray(y[:, j]), arrays[i], True, output)
         schema = pa.schema([pa.field(n, a.type) for n, a in zip(batch.schema.names, arrays)])
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def merge_stats(a: Stats, b: Stats) -> Stats:
-    """``a`` and ``b`` merged column by column; both must fit the same columns the same way."""
+    """``a`` and ``b`` merged column by column (and group by group); both must fit the same way."""
     if list(a.columns) != list(b.columns):
         only = sorted(set(a.columns) ^ set(b.columns)) or ["(column order)"]
         raise StatsFileError(f"cannot merge: the files fit different columns ({', '.join(only)})")
@@ -275,11 +404,15 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
                                  f"in one file and {fb.method} {fb.options} in the other")
     if [(r.method, r.columns, r.options) for r in a.rows] != [(r.method, r.columns, r.options) for r in b.rows]:
         raise StatsFileError("cannot merge: the files have different row-wise methods")
+    if a.group_by != b.group_by:
+        raise StatsFileError(f"cannot merge: the files are grouped by {a.group_by or 'nothing'} "
+                             f"and {b.group_by or 'nothing'}")
     cols = {n: ColumnFit(n, f.method, f.options, f.stats.merge(b.columns[n].stats)) for n, f in a.columns.items()}
+    groups = None if a.groups is None or b.groups is None else a.groups.merge(b.groups)
     inputs = list(a.info.get("inputs", [])) + list(b.info.get("inputs", []))
     info = {**a.info, "inputs": inputs, "rows": a.info.get("rows", 0) + b.info.get("rows", 0)}
     info.pop("created", None)
-    return Stats(cols, list(a.rows), info)
+    return Stats(cols, list(a.rows), info, list(a.group_by), groups)
 
 
 def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -294,13 +427,23 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool) -> pa.Array:
-    """``y`` as a float64 Arrow array carrying ``like``'s nulls (NaN elsewhere stays NaN)."""
+def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOptions,
+              nulls: np.ndarray | None = None) -> pa.Array:
+    """``y`` as an Arrow array of the output type carrying ``like``'s nulls (when ``keep_nulls``)
+    and null where ``nulls`` is True (NaN elsewhere stays NaN), rounded to the output's decimals."""
     if isinstance(like, pa.ChunkedArray):
         like = like.combine_chunks()
-    if not keep_nulls or like.null_count == 0:
-        return pa.array(y, type=pa.float64())
-    if like.offset == 0 and like.buffers()[0] is not None:
-        return pa.Array.from_buffers(pa.float64(), len(y), [like.buffers()[0], pa.py_buffer(y)],
+    if output.decimals is not None:
+        y = np.round(y, output.decimals)
+    if output.dtype == "float32":
+        y = y.astype(np.float32)
+    kind = output.arrow_type
+    if nulls is None and (not keep_nulls or like.null_count == 0):
+        return pa.array(y, type=kind)
+    if nulls is None and like.offset == 0 and like.buffers()[0] is not None:
+        return pa.Array.from_buffers(kind, len(y), [like.buffers()[0], pa.py_buffer(y)],
                                      null_count=like.null_count)
-    return pa.array(y, type=pa.float64(), mask=like.is_null().to_numpy(zero_copy_only=False))
+    mask = nulls if nulls is not None else np.zeros(len(y), dtype=bool)
+    if keep_nulls and like.null_count:
+        mask = mask | like.is_null().to_numpy(zero_copy_only=False)
+    return pa.array(y, type=kind, mask=mask)

@@ -25,6 +25,41 @@ def two_sum(a: float, b: float) -> tuple[float, float]:
     return s, (a - (s - bb)) + (b - bb)
 
 
+def chan_merge(n_a: Any, mean_a: Any, lo_a: Any, m2_a: Any,
+               n_b: Any, mean_b: Any, lo_b: Any, m2_b: Any) -> tuple[Any, Any, Any]:
+    """Mean (as ``mean + lo``) and M2 of two non-empty parts (Chan, Golub and LeVeque).
+
+    Works elementwise on NumPy arrays as well as on floats; the difference of the means is
+    taken on the double-double form so that a large common offset cancels exactly.
+    """
+    frac = n_b / (n_a + n_b)
+    delta = (mean_b - mean_a) + (lo_b - lo_a)
+    mean, lo = two_sum(mean_a, lo_a + delta * frac)
+    return mean, lo, m2_a + m2_b + delta * delta * (n_a * frac)
+
+
+def variance(count: Any, m2: Any, ddof: int = 0) -> Any:
+    """``m2 / (count - ddof)``, 0 where there are fewer than ``ddof + 1`` values (elementwise)."""
+    count = np.asarray(count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > ddof, m2 / np.maximum(count - ddof, 1), 0.0)
+
+
+def is_constant(count: Any, mean: Any, mean_lo: Any, m2: Any, lo: Any, hi: Any) -> Any:
+    """True where a column (or group) holds one distinct value or none (elementwise).
+
+    scikit-learn's bound ``var <= n*eps*var + (n*mean*eps)**2`` covers the rounding of an
+    unshifted accumulation; ours is shifted, so the mean term is measured from the minimum.
+    For an exactly constant column M2 is exactly 0.
+    """
+    count = np.asarray(count)
+    var = variance(count, m2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        spread = (mean - np.where(count > 0, lo, 0.0)) + mean_lo
+        bound = count * _EPS * var + (count * spread * _EPS) ** 2
+        return (count == 0) | (hi == lo) | (var <= bound)
+
+
 @dataclass(frozen=True)
 class ColumnStats:
     """Count, nulls, mean, M2 (sum of squared deviations), min and max of one column.
@@ -80,18 +115,14 @@ class ColumnStats:
         if self.count == 0:
             return replace(other, nulls=nulls, sketch=sketch)
         n = self.count + other.count
-        frac = other.count / n
-        delta = (other.mean - self.mean) + (other.mean_lo - self.mean_lo)
-        mean, mean_lo = two_sum(self.mean, self.mean_lo + delta * frac)
-        m2 = self.m2 + other.m2 + delta * delta * (self.count * frac)
+        mean, mean_lo, m2 = chan_merge(self.count, self.mean, self.mean_lo, self.m2,
+                                       other.count, other.mean, other.mean_lo, other.m2)
         return ColumnStats(n, nulls, mean, mean_lo, m2,
                            min(self.min, other.min), max(self.max, other.max), sketch)
 
     def var(self, ddof: int = 0) -> float:
         """Variance with ``ddof`` delta degrees of freedom; 0 when fewer than ``ddof + 1`` values."""
-        if self.count <= ddof:
-            return 0.0
-        return self.m2 / (self.count - ddof)
+        return float(variance(self.count, self.m2, ddof))
 
     def std(self, ddof: int = 0) -> float:
         """Standard deviation, ``sqrt(var(ddof))``."""
@@ -103,17 +134,8 @@ class ColumnStats:
         return max(abs(self.min), abs(self.max)) if self.count else 0.0
 
     def is_constant(self) -> bool:
-        """True when the column holds one distinct value (or none).
-
-        scikit-learn's bound ``var <= n*eps*var + (n*mean*eps)**2`` covers the rounding of an
-        unshifted accumulation; ours is shifted, so the mean term is measured from the minimum.
-        For an exactly constant column M2 is exactly 0.
-        """
-        if self.count == 0 or self.max == self.min:
-            return True
-        n, var = self.count, self.var()
-        spread = (self.mean - self.min) + self.mean_lo
-        return var <= n * _EPS * var + (n * spread * _EPS) ** 2
+        """True when the column holds one distinct value (or none); see :func:`is_constant`."""
+        return bool(is_constant(self.count, self.mean, self.mean_lo, self.m2, self.min, self.max))
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready dict (no NaN or infinity: an empty column has nulls for the floats)."""

@@ -1,7 +1,8 @@
 """The JSON stats file: to and from the fitted model, save atomically, load and validate.
 
-Strict JSON (no NaN or Infinity tokens), one key per line, validated on load against the JSON
-Schema shipped in ``normcli/schema/stats.schema.json``. Loading never executes anything.
+Strict JSON (no NaN or Infinity tokens), one key per line (a list of numbers or strings on one
+line, so that per-group arrays stay readable), validated on load against the JSON Schema shipped
+in ``normcli/schema/stats.schema.json``. Loading never executes anything.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
 from normcli import __version__
 from normcli import methods as M
 from normcli.errors import IOFailure, StatsFileError
+from normcli.groups import Grouped, GroupStats
 from normcli.model import ColumnFit, RowFit, Stats
 from normcli.stats import ColumnStats
 
@@ -27,32 +31,44 @@ VERSION = 1
 def to_dict(stats: Stats) -> dict[str, Any]:
     """The stats file's content for ``stats``."""
     info = stats.info
-    return {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "normcli_version": __version__,
         "created": info.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "fitted_on": {"inputs": info.get("inputs", []),
                       "rows": info.get("rows", sum(i.get("rows", 0) for i in info.get("inputs", [])))},
-        "columns": {
-            name: {"method": fit.method, "options": fit.options,
-                   "constant": fit.stats.is_constant(), "stats": fit.stats.to_dict()}
-            for name, fit in stats.columns.items()
-        },
-        "rows": [{"method": r.method, "columns": r.columns, "options": r.options} for r in stats.rows],
     }
+    if stats.groups is not None:
+        doc["group_by"] = list(stats.group_by)
+        doc["group_keys"] = [list(k) for k in stats.groups.keys]
+    columns = {}
+    for name, fit in stats.columns.items():
+        col = {"method": fit.method, "options": fit.options,
+               "constant": fit.stats.is_constant(), "stats": fit.stats.to_dict()}
+        if stats.groups is not None and name in stats.groups.columns:
+            col["groups"] = stats.groups.columns[name].to_dict()
+        columns[name] = col
+    doc["columns"] = columns
+    doc["rows"] = [{"method": r.method, "columns": r.columns, "options": r.options} for r in stats.rows]
+    return doc
 
 
 def from_dict(doc: Any, source: str = "stats") -> Stats:
     """Validate ``doc`` (parsed JSON) and build the fitted model; StatsFileError names the field."""
     _validate(doc, source)
     columns = {}
+    per_group = {}
     for name, c in doc["columns"].items():
         options = M.options_for(c["method"], c["options"]) if c["method"] in M.PER_COLUMN else {}
+        where = f"{source}: columns.{name}"
         try:
             st = ColumnStats.from_dict(c["stats"])
+            if c.get("groups") is not None:
+                where += ".groups"
+                per_group[name] = GroupStats.from_dict(c["groups"])
         except ValueError as exc:
-            raise StatsFileError(f"{source}: columns.{name}.stats.sketch: {exc}") from None
+            raise StatsFileError(f"{where}.sketch: {exc}") from None
         columns[name] = ColumnFit(name, c["method"], options, st)
     rows = []
     for i, r in enumerate(doc["rows"]):
@@ -72,12 +88,26 @@ def from_dict(doc: Any, source: str = "stats") -> Stats:
             raise StatsFileError(f"{source}: columns.{name}.method: {fit.method} column in no 'rows' entry")
     info = {"created": doc["created"], "inputs": doc["fitted_on"]["inputs"],
             "rows": doc["fitted_on"]["rows"], "normcli_version": doc["normcli_version"]}
-    return Stats(columns, rows, info)
+    if not doc.get("group_by"):
+        return Stats(columns, rows, info)
+    groups = Grouped([tuple(k) for k in doc["group_keys"]], per_group)
+    return Stats(columns, rows, info, list(doc["group_by"]), groups)
 
 
 def dumps(stats: Stats) -> str:
     """The stats file's text: strict JSON, indented, ending in a newline."""
-    return json.dumps(to_dict(stats), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return _dump(to_dict(stats), "") + "\n"
+
+
+def _dump(value: Any, indent: str) -> str:
+    """JSON with one key per line; a list of scalars stays on one line (per-group arrays)."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_dump(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(inner + _dump(v, inner) for v in value) + "\n" + indent + "]"
+    return json.dumps(value, allow_nan=False, ensure_ascii=False)
 
 
 def save(stats: Stats, path: str) -> None:
@@ -144,7 +174,7 @@ def _validate(doc: Any, source: str) -> None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
-    err = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(_without_group_arrays(doc)))
     if err is not None:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise StatsFileError(f"{source}: {where}: {err.message}")
@@ -157,3 +187,71 @@ def _validate(doc: Any, source: str) -> None:
         for k in ("mean", "m2"):
             if st[k] is not None and not math.isfinite(st[k]):
                 raise StatsFileError(f"{source}: columns.{name}.stats.{k}: not finite")
+    _validate_groups(doc, source)
+
+
+_GROUP_FLOATS = ("mean", "mean_lo", "m2", "min", "max")
+
+
+def _without_group_arrays(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with the per-group arrays emptied: the schema checks their shape, and
+    :func:`_validate_groups` their items with NumPy (jsonschema takes seconds per 10^5 items)."""
+    if "group_keys" not in doc or not isinstance(doc.get("columns"), dict):
+        return doc
+    columns = {}
+    for name, c in doc["columns"].items():
+        if isinstance(c, dict) and isinstance(c.get("groups"), dict):
+            g = {k: [] if isinstance(v, list) else v for k, v in c["groups"].items()}
+            if isinstance(g.get("sketch"), dict):
+                g["sketch"] = {k: [] if isinstance(v, list) else v for k, v in g["sketch"].items()}
+            c = {**c, "groups": g}
+        columns[name] = c
+    return {**doc, "group_keys": [] if isinstance(doc["group_keys"], list) else doc["group_keys"],
+            "columns": columns}
+
+
+def _validate_groups(doc: dict[str, Any], source: str) -> None:
+    group_by, keys = doc.get("group_by"), doc.get("group_keys")
+    if not group_by:
+        if keys is not None or any("groups" in c for c in doc["columns"].values()):
+            raise StatsFileError(f"{source}: group_by: per-group statistics without group_by keys")
+        return
+    if keys is None:
+        raise StatsFileError(f"{source}: group_keys: missing (the file is grouped by {group_by})")
+    for i, k in enumerate(keys):
+        if not (isinstance(k, list) and len(k) == len(group_by) and all(v is None or isinstance(v, str) for v in k)):
+            raise StatsFileError(f"{source}: group_keys[{i}]: expected {len(group_by)} strings or nulls, found {k!r}")
+    if len({tuple(k) for k in keys}) != len(keys):
+        raise StatsFileError(f"{source}: group_keys: a key appears twice")
+    n = len(keys)
+    for name, c in doc["columns"].items():
+        where = f"{source}: columns.{name}.groups"
+        g = c.get("groups")
+        if g is None:
+            if c["method"] in M.PER_COLUMN:
+                raise StatsFileError(f"{where}: missing (the file is grouped by {group_by})")
+            continue
+        arrays = {k: g[k] for k in ("count", "nulls", *_GROUP_FLOATS)}
+        if isinstance(g.get("sketch"), dict):
+            arrays.update({f"sketch.{k}": g["sketch"][k] for k in ("n", "rank_error", "data")})
+        for k, v in arrays.items():
+            if len(v) != n:
+                raise StatsFileError(f"{where}.{k}: has {len(v)} entries for {n} groups")
+        counts = {}
+        for k in ("count", "nulls"):
+            if not all(type(v) is int and v >= 0 for v in g[k]):
+                raise StatsFileError(f"{where}.{k}: expected integers >= 0")
+            counts[k] = np.asarray(g[k], dtype=np.int64)
+        filled = counts["count"] > 0
+        values = {}
+        for k in _GROUP_FLOATS:
+            if not all(v is None or (type(v) in (int, float)) for v in g[k]):
+                raise StatsFileError(f"{where}.{k}: expected numbers or nulls")
+            x = np.array([math.nan if v is None else v for v in g[k]], dtype=np.float64)
+            if np.isnan(x[filled]).any():
+                raise StatsFileError(f"{where}.{k}: a group with values needs a number here")
+            values[k] = x
+        if (values["m2"][filled] < 0).any():
+            raise StatsFileError(f"{where}.m2: negative")
+        if (values["min"][filled] > values["max"][filled]).any():
+            raise StatsFileError(f"{where}.min: greater than max")

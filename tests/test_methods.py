@@ -141,3 +141,43 @@ def test_inverse_round_trip(method):
     stats = normcli.fit(df, method)
     back = stats.inverse(stats.transform(df)).to_numpy(np.float64)
     np.testing.assert_allclose(back, x, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_output_equals_float64_cast():
+    x = generated()
+    df = frame(x)
+    stats = normcli.fit(df, "zscore")
+    y32 = stats.transform(df, dtype="float32")
+    assert (y32.dtypes == np.float32).all()
+    ref = StandardScaler().fit_transform(x).astype(np.float32)
+    np.testing.assert_allclose(y32.to_numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_cli_float32_and_decimals(tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_cli
+
+    x = np.random.default_rng(21).normal(5, 3, (300, 3))
+    src = tmp_path / "d.csv"
+    frame(x).to_csv(src, index=False)
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", src, "-o", stats).code == 0
+    ref = StandardScaler().fit_transform(x)
+
+    out = tmp_path / "o.parquet"
+    r = run_cli("transform", src, "--stats", stats, "--dtype", "float32", "-o", out)
+    assert r.code == 0, r.err
+    table = pq.read_table(out)
+    assert all(str(t) == "float" for t in table.schema.types)
+    np.testing.assert_allclose(table.to_pandas().to_numpy(), ref.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+    r = run_cli("transform", src, "--stats", stats, "--decimals", "3")
+    assert r.code == 0, r.err
+    fields = [f for line in r.text.splitlines()[1:] for f in line.split(",")]
+    assert all(len(f.partition(".")[2]) <= 3 for f in fields)
+    got = pd.read_csv(io.BytesIO(r.out)).to_numpy()
+    np.testing.assert_allclose(got, np.round(ref, 3), rtol=0, atol=1e-12)
+    assert np.abs(got - ref).max() <= 0.0005 + 1e-12

@@ -66,7 +66,8 @@ def test_constant_column_has_zero_m2_and_is_flagged():
     assert not fold(np.array([0.1, 0.1, 0.1 + 1e-15]), 1).is_constant()
 
 
-finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False)
+# Squares of magnitudes below ~1e-150 underflow to subnormals in any float64 algorithm.
+finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False).filter(lambda v: v == 0 or abs(v) > 1e-100)
 
 
 @settings(max_examples=200, deadline=None)
@@ -78,7 +79,8 @@ def test_merge_of_parts_equals_whole(x, cut):
     mean, var = exact_mean_var(x)
     scale = max(abs(float(mean)), math.sqrt(float(var)), 1e-300)
     assert abs(float(mean_of(parts) - mean)) <= 1e-12 * scale
-    assert abs(parts.var() - float(var)) <= 1e-10 * float(var) + 1e-12 * scale * scale * 1e-12
+    # relative to the variance, plus a rounding floor relative to the data's magnitude
+    assert abs(parts.var() - float(var)) <= 1e-12 * float(var) + 1e-15 * scale * scale
 
 
 def test_dict_round_trip_is_exact():

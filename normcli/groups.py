@@ -1,0 +1,295 @@
+"""Per-group statistics for instance normalization of tables (``--group-by``).
+
+A batch's rows are factorized by their key (the text form of the key columns, a null key being
+a group of its own); every statistic of :class:`~normcli.stats.ColumnStats` is then computed for
+all groups at once on the rows sorted by group (``reduceat`` over contiguous runs), relative to a
+per-group shift, and merged across batches with the same Chan and double-double update, one
+array operation per statistic. Only the quantile sketches of ``robust`` need a loop per group.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from normcli import sketch as _sketch
+from normcli.errors import DataError
+from normcli.stats import ColumnStats, chan_merge, is_constant, two_sum, variance
+
+Key = tuple  # one entry (str or None) per key column
+
+
+def key_text(column: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
+    """The values of key column ``name`` in their text form (nulls stay null).
+
+    CSV keys arrive as the text read; other types (Parquet, DataFrames) are cast to string,
+    so a key compares equal in fit and transform whatever the integer or string type holding it.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.type == pa.string():
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"group key column '{name}' of type {column.type} has no text form") from None
+
+
+@dataclass(frozen=True)
+class Factorized:
+    """The rows of one batch by group: ``keys[g]`` is group ``g``'s key, ``codes[row]`` its group.
+
+    ``order`` lists the rows sorted by group (stable) and group ``g`` occupies
+    ``order[starts[g]:starts[g] + sizes[g]]``; every group has at least one row.
+    """
+
+    keys: list[Key]
+    codes: np.ndarray
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.bincount(self.codes, minlength=len(self.keys)).astype(np.int64)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        starts = np.zeros(len(self.keys), dtype=np.int64)
+        np.cumsum(self.sizes[:-1], out=starts[1:])
+        return starts
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        return np.argsort(self.codes, kind="stable")
+
+
+def factorize(columns: Sequence[pa.Array]) -> Factorized:
+    """Group rows by the tuple of their values in ``columns`` (string arrays, see :func:`key_text`)."""
+    codes = None
+    parts: list[np.ndarray] = []
+    dictionaries: list[list[Any]] = []
+    for col in columns:
+        enc = pc.dictionary_encode(col, null_encoding="encode")
+        idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        words = enc.dictionary.to_pylist()
+        dictionaries.append(words)
+        if codes is None:
+            codes, parts = idx, [np.arange(len(words))]
+            continue
+        # combine with the groups so far and renumber densely, keeping each group's parts
+        uniq, codes = np.unique(codes * len(words) + idx, return_inverse=True)
+        prev, own = np.divmod(uniq, max(len(words), 1))
+        parts = [p[prev] for p in parts] + [own]
+    assert codes is not None
+    codes = codes.reshape(-1)
+    keys = list(zip(*[[words[i] for i in p.tolist()] for words, p in zip(dictionaries, parts)]))
+    return Factorized(keys, codes)
+
+
+def describe(names: Sequence[str], key: Key) -> str:
+    """A key for messages: ``store='s1', region=null``."""
+    return ", ".join(f"{n}={'null' if v is None else repr(v)}" for n, v in zip(names, key))
+
+
+_FLOATS = ("mean", "mean_lo", "m2", "min", "max")
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """:class:`~normcli.stats.ColumnStats` of one column for many groups, as parallel arrays.
+
+    An empty group (no non-null value) has mean 0, M2 0, min +inf and max -inf, like an empty
+    ColumnStats. ``sketch`` is a list with one quantile sketch (or None when empty) per group,
+    or None when no sketch is kept.
+    """
+
+    count: np.ndarray
+    nulls: np.ndarray
+    mean: np.ndarray
+    mean_lo: np.ndarray
+    m2: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    sketch: list | None = field(default=None, compare=False)
+
+    @classmethod
+    def empty(cls, n: int, sketched: bool = False) -> GroupStats:
+        """The statistics of ``n`` groups without any row."""
+        zeros = np.zeros(n)
+        return cls(np.zeros(n, np.int64), np.zeros(n, np.int64), zeros, zeros.copy(), zeros.copy(),
+                   np.full(n, math.inf), np.full(n, -math.inf), [None] * n if sketched else None)
+
+    @classmethod
+    def of(cls, values: np.ndarray, groups: Factorized, sketch_k: int | None = None) -> GroupStats:
+        """Statistics of float64 ``values`` (NaN meaning null) for every group of ``groups``."""
+        n_groups = len(groups.keys)
+        if n_groups == 0:
+            return cls.empty(0, sketch_k is not None)
+        starts, sizes = groups.starts, groups.sizes
+        xs = values[groups.order]
+        valid = ~np.isnan(xs)
+        has_null = not bool(valid.all())
+        lo, hi = np.fmin.reduceat(xs, starts), np.fmax.reduceat(xs, starts)  # fmin/fmax skip NaN
+        count = np.add.reduceat(valid, starts, dtype=np.int64) if has_null else sizes.copy()
+        filled = count > 0
+        shift = np.where(filled, lo, 0.0)  # any value of the group will do; its minimum is at hand
+        d = xs - np.repeat(shift, sizes)
+        if has_null:
+            d[~valid] = 0.0
+        dmean = np.add.reduceat(d, starts) / np.maximum(count, 1)
+        d -= np.repeat(dmean, sizes)
+        if has_null:
+            d[~valid] = 0.0
+        np.square(d, out=d)
+        m2 = np.add.reduceat(d, starts)
+        mean, mean_lo = two_sum(shift, dmean)
+        sketches = None
+        if sketch_k is not None:
+            sketches = [None] * n_groups
+            for g in np.flatnonzero(filled).tolist():
+                v = xs[starts[g]:starts[g] + sizes[g]]
+                sk = _sketch.new(sketch_k)
+                sk.update(v[~np.isnan(v)] if has_null else v)
+                sketches[g] = sk
+        return cls(count, sizes - count, mean, mean_lo, m2,
+                   np.where(filled, lo, math.inf), np.where(filled, hi, -math.inf), sketches)
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def take(self, index: np.ndarray) -> GroupStats:
+        """The groups at ``index``, an empty group where the index is -1."""
+        out = GroupStats.empty(len(index), self.sketch is not None)
+        hit = index >= 0
+        src = index[hit]
+        for name in ("count", "nulls", *_FLOATS):
+            getattr(out, name)[hit] = getattr(self, name)[src]
+        sketches = None
+        if self.sketch is not None:
+            sketches = [self.sketch[i] if i >= 0 else None for i in index.tolist()]
+        return GroupStats(out.count, out.nulls, out.mean, out.mean_lo, out.m2, out.min, out.max, sketches)
+
+    def merge(self, other: GroupStats) -> GroupStats:
+        """Group by group, the statistics of both inputs (the groups are aligned)."""
+        na, nb = self.count, other.count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean, lo, m2 = chan_merge(na, self.mean, self.mean_lo, self.m2,
+                                      nb, other.mean, other.mean_lo, other.m2)
+        both, only_b = (na > 0) & (nb > 0), (na == 0) & (nb > 0)
+        mean = np.where(both, mean, np.where(only_b, other.mean, self.mean))
+        lo = np.where(both, lo, np.where(only_b, other.mean_lo, self.mean_lo))
+        m2 = np.where(both, m2, np.where(only_b, other.m2, self.m2))
+        sketches = None
+        if self.sketch is not None or other.sketch is not None:
+            a = self.sketch or [None] * len(self)
+            b = other.sketch or [None] * len(other)
+            sketches = [x if y is None else y if x is None else _sketch.merge(x, y) for x, y in zip(a, b)]
+        return GroupStats(na + nb, self.nulls + other.nulls, mean, lo, m2,
+                          np.minimum(self.min, other.min), np.maximum(self.max, other.max), sketches)
+
+    def group(self, i: int) -> ColumnStats:
+        """Group ``i`` as a :class:`~normcli.stats.ColumnStats`."""
+        sk = self.sketch[i] if self.sketch is not None else None
+        if self.count[i] == 0:
+            return ColumnStats(nulls=int(self.nulls[i]), sketch=sk)
+        return ColumnStats(int(self.count[i]), int(self.nulls[i]), *(float(getattr(self, k)[i]) for k in _FLOATS),
+                           sketch=sk)
+
+    def var(self, ddof: int = 0) -> np.ndarray:
+        """Per-group variance (0 where fewer than ``ddof + 1`` values)."""
+        return variance(self.count, self.m2, ddof)
+
+    @property
+    def maxabs(self) -> np.ndarray:
+        """Per-group largest absolute value (0 for an empty group)."""
+        return np.where(self.count > 0, np.maximum(np.abs(self.min), np.abs(self.max)), 0.0)
+
+    def is_constant(self) -> np.ndarray:
+        """Per group, True when it holds one distinct value or none."""
+        return is_constant(self.count, self.mean, self.mean_lo, self.m2, self.min, self.max)
+
+    def quantile(self, q: float) -> np.ndarray:
+        """Per-group ``q`` quantile from the sketches (NaN for an empty group)."""
+        if self.sketch is None:
+            raise DataError("robust needs quantile sketches in the stats file; refit with --method robust")
+        return np.array([math.nan if sk is None else _sketch.quantile(sk, q) for sk in self.sketch])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Columnar, strict-JSON-ready form (floats of empty groups are null)."""
+        empty = self.count == 0
+        out: dict[str, Any] = {"count": self.count.tolist(), "nulls": self.nulls.tolist()}
+        for name in _FLOATS:
+            values: list[Any] = getattr(self, name).tolist()
+            for i in np.flatnonzero(empty).tolist():
+                values[i] = None
+            out[name] = values
+        if self.sketch is not None:
+            dicts = [None if sk is None else _sketch.to_dict(sk) for sk in self.sketch]
+            k = next((d["k"] for d in dicts if d is not None), _sketch.DEFAULT_K)
+            out["sketch"] = {"kind": "kll_doubles", "k": k,
+                             "n": [0 if d is None else d["n"] for d in dicts],
+                             "rank_error": [0.0 if d is None else d["rank_error"] for d in dicts],
+                             "data": [None if d is None else d["data"] for d in dicts]}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GroupStats:
+        """Inverse of :meth:`to_dict`; ``d`` has been validated. Raises ValueError on a damaged sketch."""
+        count = np.asarray(d["count"], dtype=np.int64)
+        empty = count == 0
+        floats = {}
+        for name, fill in zip(_FLOATS, (0.0, 0.0, 0.0, math.inf, -math.inf)):
+            values = np.array([fill if v is None else v for v in d[name]], dtype=np.float64)
+            values[empty] = fill
+            floats[name] = values
+        sketches = None
+        if d.get("sketch") is not None:
+            s = d["sketch"]
+            sketches = [None if data is None else
+                        _sketch.from_dict({"k": s["k"], "n": n, "data": data})
+                        for n, data in zip(s["n"], s["data"])]
+        return cls(count, np.asarray(d["nulls"], dtype=np.int64), sketch=sketches, **floats)
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """The group keys seen so far and, per column, the :class:`GroupStats` aligned with them."""
+
+    keys: list[Key]
+    columns: dict[str, GroupStats]
+    index: dict[Key, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.index) != len(self.keys):
+            self.index.clear()
+            self.index.update((k, i) for i, k in enumerate(self.keys))
+
+    def lookup(self, keys: Sequence[Key]) -> np.ndarray:
+        """The position of each of ``keys`` among this object's keys, -1 for an unseen one."""
+        get = self.index.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def merge(self, other: Grouped) -> Grouped:
+        """Both inputs' groups: the union of the keys (in order of first appearance), merged stats."""
+        if not other.keys:
+            return self
+        if not self.keys:
+            return other
+        pos = self.lookup(other.keys)
+        new = np.flatnonzero(pos < 0)
+        n_old = len(self.keys)
+        pos[new] = n_old + np.arange(len(new))
+        keys = self.keys + [other.keys[i] for i in new.tolist()]
+        index = dict(self.index)
+        index.update((keys[j], j) for j in range(n_old, len(keys)))
+        total = len(keys)
+        pad = np.concatenate([np.arange(n_old), np.full(len(new), -1)])
+        spread = np.full(total, -1)
+        spread[pos] = np.arange(len(other.keys))
+        cols = {name: st.take(pad).merge(other.columns[name].take(spread)) if len(new) else
+                st.merge(other.columns[name].take(spread))
+                for name, st in self.columns.items()}
+        return Grouped(keys, cols, index)

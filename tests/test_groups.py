@@ -1,0 +1,334 @@
+"""Per-group (instance) normalization against pandas groupby and NumPy references, through the API and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import normcli
+from normcli import sketch as _sketch
+from tests.conftest import run_cli
+
+TOL = 1e-12
+
+
+def grouped_frame(n=3000, groups=40, seed=3, nan=0.05):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    df = pd.DataFrame({
+        "key": np.char.add("k", g.astype(str)),
+        "x": rng.normal(0, 1, n) * (g + 1) + 10 * g,
+        "y": 50 + rng.normal(0, 2, n),
+    })
+    df.loc[rng.random(n) < nan, "x"] = np.nan
+    return df
+
+
+def instance_norm_reference(df, cols, key, eps=0.0):
+    """torch.nn.InstanceNorm's formula, per group instead of per sample: (x - mean_g) / sqrt(var_g + eps)."""
+    out = df[cols].copy()
+    for _, idx in df.groupby(key, dropna=False).groups.items():
+        block = df.loc[idx, cols].to_numpy(np.float64)
+        mean = np.nanmean(block, axis=0)
+        var = np.nanmean((block - mean) ** 2, axis=0)
+        out.loc[idx, cols] = (block - mean) / np.sqrt(var + eps)
+    return out.to_numpy(np.float64)
+
+
+def test_instance_norm_equals_numpy_reference_and_pandas_groupby():
+    df = grouped_frame()
+    y = normcli.fit(df, "zscore", group_by="key").transform(df)[["x", "y"]].to_numpy(np.float64)
+    np.testing.assert_allclose(y, instance_norm_reference(df, ["x", "y"], "key"), rtol=1e-9, atol=1e-9)
+    g = df.groupby("key")[["x", "y"]]
+    ref = ((df[["x", "y"]] - g.transform("mean")) / g.transform(lambda s: s.std(ddof=0))).to_numpy(np.float64)
+    np.testing.assert_allclose(y, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_large_offset_per_group_matches_exact_reference():
+    # NumPy's own mean loses ~1e-8 relative here; an exact (fsum) reference does not.
+    import math
+    from fractions import Fraction
+
+    rng = np.random.default_rng(12)
+    df = pd.DataFrame({"key": rng.choice(["a", "b", "c"], 3000), "x": 1e9 + rng.normal(0, 1e-3, 3000)})
+    y = normcli.fit(df, "zscore", group_by="key").transform(df)["x"].to_numpy()
+    for key, x in df.groupby("key")["x"]:
+        fx = [Fraction(v) for v in x]
+        mean = sum(fx) / len(fx)
+        std = math.sqrt(float(sum((v - mean) ** 2 for v in fx) / len(fx)))
+        ref = np.array([float(v - mean) for v in fx]) / std
+        np.testing.assert_allclose(y[x.index], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_instance_norm_with_eps_like_torch():
+    df = grouped_frame(nan=0.0)
+    y = normcli.fit(df, "zscore", group_by="key", eps=1e-5).transform(df)[["x"]].to_numpy(np.float64)
+    np.testing.assert_allclose(y, instance_norm_reference(df, ["x"], "key", eps=1e-5), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method,ref", [
+    ("minmax", lambda s: (s - s.min()) / (s.max() - s.min())),
+    ("maxabs", lambda s: s / s.abs().max()),
+    ("robust", lambda s: (s - s.median()) / (s.quantile(0.75) - s.quantile(0.25))),
+])
+def test_every_per_column_method_per_group(method, ref):
+    df = grouped_frame()
+    stats = normcli.fit(df, method, group_by="key", sketch_k=4096)  # exact sketches at this size
+    y = stats.transform(df)[["x"]].to_numpy(np.float64)
+    expected = df.groupby("key")[["x"]].transform(ref).to_numpy(np.float64)
+    np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_two_keys_and_null_key_are_groups():
+    df = grouped_frame(n=600, groups=3)
+    df["other"] = pd.Series(np.where(np.arange(600) % 4 == 0, None, "a"), dtype=object)
+    stats = normcli.fit(pa.Table.from_pandas(df, preserve_index=False), "zscore", group_by=["key", "other"])
+    assert stats.group_by == ["key", "other"]
+    assert len(stats.groups.keys) == df.groupby(["key", "other"], dropna=False).ngroups
+    y = stats.transform(df)[["x"]].to_numpy(np.float64)
+    g = df.groupby(["key", "other"], dropna=False)["x"]
+    ref = ((df["x"] - g.transform("mean")) / g.transform(lambda s: s.std(ddof=0))).to_numpy(np.float64)
+    np.testing.assert_allclose(y[:, 0], ref, rtol=1e-9, atol=1e-9)
+
+
+def test_inverse_with_groups():
+    df = grouped_frame()
+    for method in ("zscore", "minmax", "maxabs", "robust"):
+        stats = normcli.fit(df, method, group_by="key")
+        back = stats.inverse(stats.transform(df))[["x", "y"]].to_numpy(np.float64)
+        np.testing.assert_allclose(back, df[["x", "y"]].to_numpy(np.float64), rtol=1e-12, atol=1e-9)
+
+
+def test_integer_parquet_keys_match_their_text_form(tmp_path):
+    df = grouped_frame(n=500, groups=5)
+    df["key"] = df["key"].str[1:].astype(np.int64)
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    stats = normcli.fit(str(path), "zscore", group_by="key")
+    assert sorted(k[0] for k in stats.groups.keys) == sorted(str(v) for v in df["key"].unique())
+    text = df.assign(key=df["key"].astype(str))  # the same keys as strings select the same groups
+    np.testing.assert_allclose(stats.transform(text)["x"], stats.transform(df)["x"], rtol=0, atol=0)
+
+
+def test_chunk_independence_with_groups(tmp_path):
+    df = grouped_frame(n=4000, groups=300)
+    path = tmp_path / "train.csv"
+    df.to_csv(path, index=False)
+    whole = normcli.fit(df, ["zscore", "robust:y"], group_by="key")
+    from normcli import io
+    from normcli.api import fit_paths
+
+    original = io.open_source
+    try:
+        io.open_source = lambda p, **kw: original(p, **{**kw, "block_size": 2048})
+        tiny = fit_paths([str(path)], ["zscore", "robust:y"], group_by=["key"])
+    finally:
+        io.open_source = original
+    order = tiny.groups.lookup(whole.groups.keys)
+    assert (order >= 0).all() and len(tiny.groups.keys) == len(whole.groups.keys)
+    for col in ("x", "y"):
+        a, b = whole.groups.columns[col], tiny.groups.columns[col].take(order)
+        np.testing.assert_array_equal(a.count, b.count)
+        np.testing.assert_array_equal(a.min, b.min)
+        np.testing.assert_array_equal(a.max, b.max)
+        np.testing.assert_allclose(a.mean + a.mean_lo, b.mean + b.mean_lo, rtol=1e-12)
+        np.testing.assert_allclose(a.m2, b.m2, rtol=1e-10)
+
+
+# --- merge property: fit(A) merged with fit(B) equals fit(A + B) ----------------------------------
+
+PER_COLUMN = ["zscore", "minmax", "maxabs", "robust"]
+
+
+def _assert_column_stats_equal(a, b):
+    assert (a.count, a.nulls) == (b.count, b.nulls)
+    if a.count:
+        assert (a.min, a.max) == (b.min, b.max)
+        assert a.mean + a.mean_lo == pytest.approx(b.mean + b.mean_lo, rel=1e-12, abs=1e-300)
+        assert a.m2 == pytest.approx(b.m2, rel=1e-12, abs=1e-12 * max(1.0, abs(b.mean)) ** 2)
+    if a.sketch is not None and a.count:  # these sketches hold every value: quantiles are exact
+        for q in (0.25, 0.5, 0.75):
+            assert _sketch.quantile(a.sketch, q) == pytest.approx(_sketch.quantile(b.sketch, q), rel=1e-12, abs=1e-12)
+
+
+values = st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(float("nan"))), min_size=0, max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=values, b=values, keys=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=80, max_size=80),
+       method=st.sampled_from(PER_COLUMN), grouped=st.booleans())
+def test_merge_equals_fit_of_union(a, b, keys, method, grouped):
+    if not a or not b:
+        return
+    fa = pd.DataFrame({"k": keys[:len(a)], "x": np.array(a, dtype=np.float64)})
+    fb = pd.DataFrame({"k": keys[40:40 + len(b)], "x": np.array(b, dtype=np.float64)})
+    both = pd.concat([fa, fb], ignore_index=True)
+    opts = {"group_by": "k"} if grouped else {}
+    merged = normcli.merge(normcli.fit(fa, method, **opts), normcli.fit(fb, method, **opts))
+    whole = normcli.fit(both, method, **opts)
+    _assert_column_stats_equal(merged.columns["x"].stats, whole.columns["x"].stats)
+    if grouped:
+        order = merged.groups.lookup(whole.groups.keys)
+        assert sorted(merged.groups.keys) == sorted(whole.groups.keys)
+        for i, j in enumerate(order.tolist()):
+            _assert_column_stats_equal(merged.groups.columns["x"].group(j), whole.groups.columns["x"].group(i))
+            # the NumPy reference of the group's moments
+            x = both.loc[both["k"] == whole.groups.keys[i][0], "x"].to_numpy()
+            x = x[~np.isnan(x)]
+            g = whole.groups.columns["x"].group(i)
+            assert g.count == x.size
+            if x.size:
+                assert (g.min, g.max) == (x.min(), x.max())
+                assert g.m2 == pytest.approx(((x - x.mean()) ** 2).sum(), rel=1e-9, abs=1e-6)
+
+
+def test_merge_of_large_robust_groups_within_sketch_bound():
+    df = grouped_frame(n=40_000, groups=2, nan=0.0)
+    half = len(df) // 2
+    merged = normcli.merge(normcli.fit(df[:half], "robust", group_by="key", sketch_k=64),
+                           normcli.fit(df[half:], "robust", group_by="key", sketch_k=64))
+    gs = merged.groups.columns["x"]
+    for i, key in enumerate(merged.groups.keys):
+        x = df.loc[df["key"] == key[0], "x"].to_numpy()
+        sk = gs.sketch[i]
+        err = _sketch.rank_error(sk)
+        assert err > 0
+        for q in (0.25, 0.5, 0.75):
+            rank = (x < _sketch.quantile(sk, q)).mean()
+            assert abs(rank - q) <= err
+
+
+# --- the stats file --------------------------------------------------------------------------
+
+
+def test_stats_file_round_trip_and_columnar_groups(tmp_path):
+    df = grouped_frame(n=800, groups=30)
+    stats = normcli.fit(df, ["zscore", "robust:y"], group_by="key")
+    path = tmp_path / "s.json"
+    stats.save(str(path))
+    doc = json.loads(path.read_text())
+    assert doc["group_by"] == ["key"] and len(doc["group_keys"]) == 30
+    block = doc["columns"]["x"]["groups"]
+    assert set(block) >= {"count", "nulls", "mean", "mean_lo", "m2", "min", "max"}
+    assert all(len(v) == 30 for v in block.values())
+    assert len(path.read_text().splitlines()) < 150  # one line per array, not per group and field
+    again = normcli.load(str(path))
+    pd.testing.assert_frame_equal(again.transform(df), stats.transform(df))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["columns"]["x"]["groups"]["mean"].pop(), "columns.x.groups.mean: has 29 entries for 30 groups"),
+    (lambda d: d["columns"]["x"]["groups"]["count"].__setitem__(0, -1), "columns.x.groups.count: expected integers >= 0"),
+    (lambda d: d["columns"]["x"]["groups"]["min"].__setitem__(0, 1e300), "columns.x.groups.min: greater than max"),
+    (lambda d: d["group_keys"].__setitem__(0, ["a", "b"]), "group_keys[0]: expected 1 strings or nulls"),
+    (lambda d: d["columns"]["x"].pop("groups"), "columns.x.groups: missing"),
+])
+def test_damaged_groups_are_named(tmp_path, edit, message):
+    df = grouped_frame(n=800, groups=30, nan=0.0)
+    doc = json.loads(normcli.fit(df, "zscore", group_by="key").to_json())
+    edit(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    r = run_cli("inspect", path)
+    assert r.code == 4 and message in r.err and "Traceback" not in r.err
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fitted(tmp_path):
+    df = grouped_frame(n=1000, groups=4, nan=0.0)
+    df.loc[0:9, "key"] = "007"
+    train = tmp_path / "train.csv"
+    df.to_csv(train, index=False)
+    r = run_cli("fit", train, "--group-by", "key", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    test = df.head(40).copy()
+    test.loc[0:4, "key"] = "new"
+    test_path = tmp_path / "test.csv"
+    test.to_csv(test_path, index=False)
+    return df, test, test_path, tmp_path / "s.json"
+
+
+def _cli_transform(test_path, stats_path, *args):
+    r = run_cli("transform", test_path, "--stats", stats_path, *args)
+    return r, (pd.read_csv(pd.io.common.BytesIO(r.out), dtype={"key": str}) if r.code == 0 else None)
+
+
+def test_cli_group_fit_matches_groupby_and_keeps_key_text(fitted):
+    df, test, test_path, stats_path = fitted
+    r, out = _cli_transform(test_path, stats_path)
+    seen = ~test["key"].eq("new").to_numpy()
+    g = df.groupby("key")["x"]
+    mean, std = g.mean(), g.std(ddof=0)
+    ref = ((test["x"] - test["key"].map(mean)) / test["key"].map(std)).to_numpy()
+    np.testing.assert_allclose(out["x"].to_numpy()[seen], ref[seen], rtol=1e-9, atol=1e-9)
+    assert out["key"].tolist() == test["key"].tolist()  # "007" stays "007"
+
+
+def test_cli_unseen_global_warns_with_count(fitted):
+    df, test, test_path, stats_path = fitted
+    r, out = _cli_transform(test_path, stats_path)
+    assert r.code == 0 and "5 rows" in r.err and "new" in r.err
+    ref = (test["x"][:5] - df["x"].mean()) / df["x"].std(ddof=0)
+    np.testing.assert_allclose(out["x"][:5], ref, rtol=1e-9)
+
+
+def test_cli_unseen_passthrough_and_null(fitted):
+    df, test, test_path, stats_path = fitted
+    r, out = _cli_transform(test_path, stats_path, "--unseen-group", "passthrough")
+    assert r.code == 0 and r.err == ""
+    np.testing.assert_array_equal(out["x"][:5], test["x"][:5])
+    r, out = _cli_transform(test_path, stats_path, "--unseen-group", "null")
+    assert r.code == 0 and out["x"][:5].isna().all() and out["x"][5:].notna().all()
+    assert r.out.decode().splitlines()[1] == "new,,"  # a real null: an empty CSV field
+
+
+def test_cli_unseen_error_names_the_key(fitted):
+    _, _, test_path, stats_path = fitted
+    r = run_cli("transform", test_path, "--stats", stats_path, "--unseen-group", "error")
+    assert r.code == 3 and "key='new'" in r.err and "Traceback" not in r.err
+
+
+def test_cli_inverse_with_groups(fitted, tmp_path):
+    df, test, test_path, stats_path = fitted
+    norm = tmp_path / "norm.csv"
+    assert run_cli("transform", test_path, "--stats", stats_path, "-o", norm).code == 0
+    r = run_cli("inverse", norm, "--stats", stats_path)
+    back = pd.read_csv(pd.io.common.BytesIO(r.out))
+    np.testing.assert_allclose(back[["x", "y"]], test[["x", "y"]], rtol=1e-12)
+
+
+def test_cli_inspect_shows_groups_and_policy(fitted):
+    *_, stats_path = fitted
+    r = run_cli("inspect", stats_path, env={"COLUMNS": "200"})
+    assert r.code == 0 and "5 groups" in r.text and "key" in r.text and "scale1" in r.text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--unseen-group", "maybe"], "--unseen-group must be one of"),
+    (["--dtype", "float16"], "--dtype must be one of"),
+    (["--decimals", "-1"], "--decimals must be between 0 and 15"),
+])
+def test_cli_bad_transform_options(fitted, args, message):
+    _, _, test_path, stats_path = fitted
+    r = run_cli("transform", test_path, "--stats", stats_path, *args)
+    assert r.code == 2 and message in r.err
+
+
+def test_group_key_cannot_be_normalized(tmp_path):
+    df = grouped_frame(n=50)
+    df["key"] = np.arange(50)
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    r = run_cli("fit", path, "--group-by", "key", "--columns", "key,x")
+    assert r.code == 2 and "--group-by key" in r.err
+    r = run_cli("fit", path, "--group-by", "nokey")
+    assert r.code == 3 and "'nokey'" in r.err
