@@ -113,21 +113,25 @@ def column_params(method: str, stats: ColumnStats, options: Mapping[str, Any]) -
         if options.get("clip"):
             clip = (a, b)
     elif method == "maxabs":
-        center, center_lo, scale, gain, offset = 0.0, 0.0, stats.maxabs, 1.0, 0.0
+        scale = stats.maxabs if stats.scale is None else stats.scale
+        center, center_lo, gain, offset = 0.0, 0.0, 1.0, 0.0
         constant = scale == 0.0  # a constant non-zero column has a perfectly good max-abs
     elif method == "robust":
-        if stats.sketch is None:
+        if stats.sketch is not None:
+            q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
+            center, center_lo = _sketch.quantile(stats.sketch, 0.5), 0.0
+            scale = _sketch.quantile(stats.sketch, q_hi) - _sketch.quantile(stats.sketch, q_lo)
+        elif stats.scale is not None:  # imported: a fixed centre and scale
+            center, center_lo, scale = stats.center or 0.0, 0.0, stats.scale
+        else:
             raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
-        q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
-        center, center_lo = _sketch.quantile(stats.sketch, 0.5), 0.0
-        scale = _sketch.quantile(stats.sketch, q_hi) - _sketch.quantile(stats.sketch, q_lo)
         constant = scale == 0.0  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):
             clip = (-float(options["clip_sigma"]), float(options["clip_sigma"]))
     else:
         raise UsageError(f"'{method}' is not a per-column method")
-    if stats.count == 0:
+    if stats.count == 0 and stats.scale is None:
         center, center_lo = 0.0, 0.0
     const_zero = False
     if constant or scale == 0.0 or not math.isfinite(scale):

@@ -32,6 +32,11 @@ class ColumnStats:
     ``count`` counts the non-null values, ``nulls`` the null or NaN ones. The mean is
     ``mean + mean_lo`` exactly; ``mean`` alone is the nearest float64. ``sketch`` is an optional
     mergeable quantile sketch (see :mod:`normcli.sketch`), ``None`` when not requested.
+
+    Statistics imported from another library (:func:`normcli.from_sklearn`) may lack some
+    fields: an unknown mean, M2, min or max is NaN (null in the stats file). ``center`` and
+    ``scale`` are fixed parameters carried instead of a sketch (an imported ``RobustScaler``) or
+    a max-abs (an imported ``MaxAbsScaler``); they are not mergeable.
     """
 
     count: int = 0
@@ -42,6 +47,8 @@ class ColumnStats:
     min: float = math.inf
     max: float = -math.inf
     sketch: Any = field(default=None, compare=False)
+    center: float | None = None
+    scale: float | None = None
 
     @classmethod
     def of(cls, values: np.ndarray, sketch: Any = None) -> ColumnStats:
@@ -73,6 +80,10 @@ class ColumnStats:
 
     def merge(self, other: ColumnStats) -> ColumnStats:
         """The statistics of both inputs together (Chan, Golub and LeVeque's pairwise update)."""
+        if self.scale is not None or other.scale is not None:
+            from normcli.errors import StatsFileError
+
+            raise StatsFileError("imported fixed center/scale parameters cannot be merged")
         sketch = _merge_sketches(self.sketch, other.sketch)
         nulls = self.nulls + other.nulls
         if other.count == 0:
@@ -85,7 +96,7 @@ class ColumnStats:
         mean, mean_lo = two_sum(self.mean, self.mean_lo + delta * frac)
         m2 = self.m2 + other.m2 + delta * delta * (self.count * frac)
         return ColumnStats(n, nulls, mean, mean_lo, m2,
-                           min(self.min, other.min), max(self.max, other.max), sketch)
+                           _known(min, self.min, other.min), _known(max, self.max, other.max), sketch)
 
     def var(self, ddof: int = 0) -> float:
         """Variance with ``ddof`` delta degrees of freedom; 0 when fewer than ``ddof + 1`` values."""
@@ -109,24 +120,34 @@ class ColumnStats:
         unshifted accumulation; ours is shifted, so the mean term is measured from the minimum.
         For an exactly constant column M2 is exactly 0.
         """
+        if self.scale is not None:
+            return self.scale == 0.0
         if self.count == 0 or self.max == self.min:
             return True
         n, var = self.count, self.var()
-        spread = (self.mean - self.min) + self.mean_lo
+        # an imported column may not know its minimum: then scikit-learn's own bound
+        spread = self.mean if math.isnan(self.min) else (self.mean - self.min) + self.mean_lo
         return var <= n * _EPS * var + (n * spread * _EPS) ** 2
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready dict (no NaN or infinity: an empty column has nulls for the floats)."""
         empty = self.count == 0
+
+        def num(v: float) -> float | None:
+            return None if empty or math.isnan(v) else v
+
         out: dict[str, Any] = {
             "count": self.count,
             "nulls": self.nulls,
-            "mean": None if empty else self.mean,
-            "mean_lo": None if empty else self.mean_lo,
-            "m2": None if empty else self.m2,
-            "min": None if empty else self.min,
-            "max": None if empty else self.max,
+            "mean": num(self.mean),
+            "mean_lo": num(self.mean_lo),
+            "m2": num(self.m2),
+            "min": num(self.min),
+            "max": num(self.max),
         }
+        if self.scale is not None:
+            out["center"] = self.center
+            out["scale"] = self.scale
         if self.sketch is not None:
             from normcli import sketch as _sketch
 
@@ -141,10 +162,20 @@ class ColumnStats:
             from normcli import sketch as _sketch
 
             sk = _sketch.from_dict(d["sketch"])
+        fixed = {"center": d.get("center"), "scale": d.get("scale")}
         if d["count"] == 0:
-            return cls(nulls=d["nulls"], sketch=sk)
-        return cls(d["count"], d["nulls"], d["mean"], d["mean_lo"], d["m2"],
-                   d["min"], d["max"], sk)
+            return cls(nulls=d["nulls"], sketch=sk, **fixed)
+
+        def num(key: str) -> float:
+            return math.nan if d.get(key) is None else d[key]
+
+        return cls(d["count"], d["nulls"], num("mean"), num("mean_lo"), num("m2"),
+                   num("min"), num("max"), sk, **fixed)
+
+
+def _known(pick: Any, a: float, b: float) -> float:
+    """``pick(a, b)``, or NaN (unknown) when either is unknown."""
+    return math.nan if math.isnan(a) or math.isnan(b) else pick(a, b)
 
 
 def _merge_sketches(a: Any, b: Any) -> Any:

@@ -21,6 +21,9 @@ from normcli.model import ColumnFit, RowFit, Stats
 from normcli.stats import ColumnStats
 
 FORMAT = "normcli-stats"
+# The statistics each method needs when its column has values (others may be null: unknown,
+# as in statistics imported from scikit-learn).
+_REQUIRED = {"zscore": ("mean", "mean_lo", "m2"), "minmax": ("min", "max"), "maxabs": ("min", "max")}
 VERSION = 1
 
 
@@ -150,9 +153,13 @@ def _validate(doc: Any, source: str) -> None:
         raise StatsFileError(f"{source}: {where}: {err.message}")
     for name, c in doc["columns"].items():
         st = c["stats"]
-        if st["count"] > 0 and any(st[k] is None for k in ("mean", "mean_lo", "m2", "min", "max")):
-            raise StatsFileError(f"{source}: columns.{name}.stats: a column with values needs mean, m2, min and max")
-        if st["count"] > 0 and st["min"] > st["max"]:
+        need = _REQUIRED.get(c["method"], ())
+        if st.get("scale") is not None and c["method"] in ("maxabs", "robust"):
+            need = ()  # imported fixed parameters stand in for the moments
+        if st["count"] > 0 and any(st[k] is None for k in need):
+            raise StatsFileError(f"{source}: columns.{name}.stats: a {c['method']} column with values "
+                                 f"needs {', '.join(need)}")
+        if st["count"] > 0 and None not in (st["min"], st["max"]) and st["min"] > st["max"]:
             raise StatsFileError(f"{source}: columns.{name}.stats.min: greater than max")
         for k in ("mean", "m2"):
             if st[k] is not None and not math.isfinite(st[k]):
