@@ -123,12 +123,19 @@ def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> N
         raise DataError(f"'{path}' has no column '{missing[0]}'")
 
 
-def transform(stats: Stats, data: Any, *, inverse: bool = False, **overrides: Any) -> Any:
-    """Apply (or with ``inverse=True`` undo) ``stats`` to in-memory ``data``, returning the same kind.
+def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | None = None,
+              **overrides: Any) -> Any:
+    """Apply (or with ``inverse=True`` undo) ``stats`` to ``data``, returning the same kind.
 
-    Fitted columns become float64; every other column is returned untouched.
+    Fitted columns become float64; every other column is returned untouched. ``data`` may be a
+    path: it is streamed into ``output`` (required), and the output path is returned.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if _is_path(data):
+        if output is None:
+            raise UsageError("transforming a file needs output= (a path)")
+        transform_file(stats, os.fspath(data), os.fspath(output), inverse=inverse, overrides=overrides)
+        return output
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
@@ -191,8 +198,8 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str) -> pa.Schema:
     return pa.schema(fields)
 
 
-def merge(*parts: Stats) -> Stats:
-    """Exact merge of statistics fitted on disjoint data with the same columns, methods and options.
+def merge(*parts: Stats | str) -> Stats:
+    """Exact merge of statistics (or stats files) fitted on disjoint data with the same columns and methods.
 
     Raises :class:`~normcli.errors.StatsFileError` naming the first mismatch.
     """
@@ -200,6 +207,7 @@ def merge(*parts: Stats) -> Stats:
 
     if not parts:
         raise UsageError("merge needs at least one stats file")
+    parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:
         out = merge_stats(out, other)

@@ -231,16 +231,28 @@ class Stats:
         return self._map(batch, inverse=True, overrides=None)
 
     def transform(self, data: Any, **overrides: Any) -> Any:
-        """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind."""
+        """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind.
+
+        A path is streamed into ``output=`` (a path), which is returned.
+        """
         from normcli import api
 
         return api.transform(self, data, **overrides)
 
-    def inverse(self, data: Any) -> Any:
-        """Undo :meth:`transform` on ``data``."""
+    def inverse(self, data: Any, output: str | None = None) -> Any:
+        """Undo :meth:`transform` on ``data`` (a path is streamed into ``output``)."""
         from normcli import api
 
-        return api.transform(self, data, inverse=True)
+        return api.transform(self, data, inverse=True, output=output)
+
+    def export(self, target: str, **options: Any) -> Any:
+        """This model as SQL text, a scikit-learn estimator, safetensors bytes or an ONNX model.
+
+        See :func:`normcli.export.export`; e.g. ``stats.export("sql", dialect="sqlite", columns=[...])``.
+        """
+        from normcli.export import export
+
+        return export(self, target, **options)
 
     def save(self, path: str) -> None:
         """Write the stats file to ``path`` atomically."""

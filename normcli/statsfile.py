@@ -85,7 +85,11 @@ def dumps(stats: Stats) -> str:
 
 def save(stats: Stats, path: str) -> None:
     """Write ``stats`` to ``path`` atomically (a temporary file beside it, renamed into place)."""
-    text = dumps(stats).encode("utf-8")
+    write_atomic(path, dumps(stats).encode("utf-8"))
+
+
+def write_atomic(path: str, text: bytes) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".normcli-tmp", dir=directory)

@@ -181,3 +181,27 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
         return ColumnFit(name, "robust", M.options_for("robust", opts), st)
     raise UsageError(f"cannot import a {kind} (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, "
                      "Normalizer or a ColumnTransformer of them)")
+
+
+# What a skops file may hold to be imported: the scalers, their container and NumPy types.
+TRUSTED_PREFIXES = ("sklearn.preprocessing.", "sklearn.compose.", "sklearn.pipeline.", "numpy.", "builtins.")
+
+
+def load_skops(path: str) -> Any:
+    """Load a skops file holding only scikit-learn preprocessing types (never unpickles code)."""
+    sio = require("skops.io")
+    from normcli.errors import IOFailure
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise IOFailure(f"cannot read '{path}': {exc.strerror}") from None
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # skops raises several kinds for a damaged file
+        raise UsageError(f"'{path}' is not a skops file ({type(exc).__name__}: {exc})") from None
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise UsageError(f"'{path}' holds types normcli does not load: {', '.join(refused)}")
+    return sio.loads(data, trusted=untrusted)
