@@ -125,12 +125,16 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
 
 def load(path: str) -> Stats:
     """Read, parse and validate the stats file at ``path``."""
+    return loads(read_bytes(path, "stats file"), source=f"stats file '{path}'")
+
+
+def read_bytes(path: str, what: str) -> bytes:
+    """The content of ``path``; IOFailure naming ``what`` it is when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
-        raise IOFailure(f"cannot read stats file '{path}': {exc.strerror}") from None
-    return loads(text, source=f"stats file '{path}'")
+        raise IOFailure(f"cannot read {what} '{path}': {exc.strerror}") from None
 
 
 @lru_cache(maxsize=1)

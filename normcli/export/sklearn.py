@@ -190,13 +190,9 @@ TRUSTED_PREFIXES = ("sklearn.preprocessing.", "sklearn.compose.", "sklearn.pipel
 def load_skops(path: str) -> Any:
     """Load a skops file holding only scikit-learn preprocessing types (never unpickles code)."""
     sio = require("skops.io")
-    from normcli.errors import IOFailure
+    from normcli.statsfile import read_bytes
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise IOFailure(f"cannot read '{path}': {exc.strerror}") from None
+    data = read_bytes(path, "skops file")
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several kinds for a damaged file
