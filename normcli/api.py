@@ -128,18 +128,26 @@ def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> N
         raise DataError(f"'{path}' has no column '{missing[0]}'")
 
 
-def transform(stats: Stats, data: Any, *, inverse: bool = False, unseen_group: str = "global",
-              dtype: str = "float64", decimals: int | None = None, **overrides: Any) -> Any:
-    """Apply (or with ``inverse=True`` undo) ``stats`` to in-memory ``data``, returning the same kind.
+def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | None = None,
+              unseen_group: str = "global", dtype: str = "float64", decimals: int | None = None,
+              **overrides: Any) -> Any:
+    """Apply (or with ``inverse=True`` undo) ``stats`` to ``data``, returning the same kind.
 
     Fitted columns become ``dtype`` (float64 or float32), rounded to ``decimals`` places when
     given; every other column is returned untouched. With grouped statistics, a row whose key
     was not seen in fit follows ``unseen_group``: ``global`` (the overall statistics, with a
     warning counting the rows), ``passthrough`` (left as is), ``null`` or ``error``.
     ``overrides`` replace fitted options: ``clip``, ``clip_sigma``, ``fill_missing``.
+    ``data`` may be a path: it is streamed into ``output`` (required), which is returned.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    output = OutputOptions(unseen_group, dtype, decimals)
+    output_options = OutputOptions(unseen_group, dtype, decimals)
+    if _is_path(data):
+        if output is None:
+            raise UsageError("transforming a file needs output= (a path)")
+        transform_file(stats, os.fspath(data), os.fspath(output), inverse=inverse, overrides=overrides,
+                       out_options=output_options)
+        return output
     unseen = UnseenGroups()
     try:
         import pandas as pd
@@ -148,13 +156,13 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, unseen_group: s
     if pd is not None and isinstance(data, pd.DataFrame):
         stats.check_columns(data.columns)
         table = pa.Table.from_pandas(data[stats.needed_columns + stats.group_by], preserve_index=False)
-        done = _map_table(stats, table, inverse, overrides, output, unseen)
+        done = _map_table(stats, table, inverse, overrides, output_options, unseen)
         out = data.copy()
         for name in stats.needed_columns:
             out[name] = done.column(name).to_numpy(zero_copy_only=False)
     else:
         table = _as_table(data)
-        done = _map_table(stats, table, inverse, overrides, output, unseen)
+        done = _map_table(stats, table, inverse, overrides, output_options, unseen)
         out = done.to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
     if unseen.rows and unseen_group == "global":
         import warnings
@@ -230,8 +238,8 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType) -
     return pa.schema(fields)
 
 
-def merge(*parts: Stats) -> Stats:
-    """Exact merge of statistics fitted on disjoint data with the same columns, methods and options.
+def merge(*parts: Stats | str) -> Stats:
+    """Exact merge of statistics (or stats files) fitted on disjoint data with the same columns and methods.
 
     Raises :class:`~normcli.errors.StatsFileError` naming the first mismatch.
     """
@@ -239,6 +247,7 @@ def merge(*parts: Stats) -> Stats:
 
     if not parts:
         raise UsageError("merge needs at least one stats file")
+    parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:
         out = merge_stats(out, other)

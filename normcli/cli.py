@@ -289,6 +289,9 @@ def inspect(
         flags = []
         if st.is_constant():
             flags.append("constant")
+        if col.method == "zscore":
+            flags += [f"{k}={col.options[k]:g}" for k, d in (("eps", 0.0), ("gamma", 1.0), ("beta", 0.0))
+                      if col.options.get(k, d) != d]
         if fitted.groups is not None and name in fitted.groups.columns:
             gs = fitted.groups.columns[name]
             flags.append(f"{int((gs.count > 0).sum()):,} groups")
@@ -308,6 +311,53 @@ def inspect(
     for row in fitted.rows:
         opts = ", ".join(f"{k}={v}" for k, v in row.options.items() if v is not None)
         console.print(f"{row.method} over {', '.join(row.columns)} ({opts})")
+
+
+@app.command()
+def export(
+    stats: Annotated[str, typer.Argument(help="The stats file.")],
+    to: Annotated[str, typer.Option("--to", help="Target: sql, sklearn (skops file), torch (safetensors) or onnx.")],
+    output: OutputOpt = None,
+    dialect: Annotated[str, typer.Option("--dialect", help="sql: duckdb, postgres, sqlite or spark.")] = "duckdb",
+    table: Annotated[str, typer.Option("--table", help="sql: the table to select from.")] = "data",
+    columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="sql, sklearn: every input column in order, to pass the unfitted ones through.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="onnx: float64 or float32.")] = "float64",
+    debug: DebugOpt = False,
+) -> None:
+    """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
+    from normcli import api
+    from normcli.export import export_bytes
+
+    opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns)},
+                            "sklearn": {"columns": _split(columns)}, "onnx": {"dtype": dtype}}.get(to, {})
+    _write(output, export_bytes(api.load(stats), to, **opts), text=to == "sql")
+
+
+@app.command(name="import")
+def import_(
+    model: Annotated[str, typer.Argument(help="A fitted scikit-learn scaler or ColumnTransformer saved with skops.")],
+    output: OutputOpt = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="The estimator's input columns in order (default: its feature_names_in_).")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Turn a fitted scikit-learn scaler (.skops) into a stats file."""
+    from normcli import statsfile
+    from normcli.export.sklearn import from_sklearn, load_skops
+
+    _write(output, statsfile.dumps(from_sklearn(load_skops(model), _split(columns))).encode("utf-8"), text=True)
+
+
+def _write(output: Optional[str], data: bytes, text: bool) -> None:
+    """``data`` to stdout (text only) or atomically to ``output``."""
+    from normcli import statsfile
+
+    if output in (None, "-"):
+        if not text and sys.stdout.isatty():
+            raise UsageError("refusing to write binary output to a terminal: give -o FILE")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        statsfile.write_atomic(output, data)
 
 
 @app.callback(invoke_without_command=True)

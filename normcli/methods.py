@@ -138,19 +138,25 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
         if options.get("clip"):
             clip = (a, b)
     elif method == "maxabs":
-        center, center_lo, scale, gain, offset = 0.0, 0.0, stats.maxabs, 1.0, 0.0
+        fixed = getattr(stats, "scale", None)  # an imported MaxAbsScaler carries its scale
+        scale = stats.maxabs if fixed is None else fixed
+        center, center_lo, gain, offset = 0.0, 0.0, 1.0, 0.0
         constant = np.equal(scale, 0.0)  # a constant non-zero column has a perfectly good max-abs
     elif method == "robust":
-        q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
-        center, center_lo = _quantile(stats, 0.5), 0.0
-        scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
+        fixed = getattr(stats, "scale", None)
+        if fixed is not None:  # imported: a fixed centre and scale instead of a sketch
+            center, center_lo, scale = stats.center or 0.0, 0.0, fixed
+        else:
+            q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
+            center, center_lo = _quantile(stats, 0.5), 0.0
+            scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
         constant = np.equal(scale, 0.0)  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):
             clip = (-float(options["clip_sigma"]), float(options["clip_sigma"]))
     else:
         raise UsageError(f"'{method}' is not a per-column method")
-    empty = np.equal(stats.count, 0)
+    empty = np.equal(stats.count, 0) & (getattr(stats, "scale", None) is None)
     center, center_lo = np.where(empty, 0.0, center), np.where(empty, 0.0, center_lo)
     with np.errstate(invalid="ignore"):
         degenerate = constant | (scale == 0.0) | ~np.isfinite(scale)
@@ -160,8 +166,12 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
     fill = None
     if options.get("fill_missing"):
         centre = np.where(empty, 0.0, stats.mean) if method in ("minmax", "maxabs") else center
-        fill = Affine(center, center_lo, scale, gain, offset, clip, keep=keep).apply(np.asarray(centre, np.float64))
+        centre = np.asarray(centre, np.float64)
+        fill = Affine(center, center_lo, scale, gain, offset, clip, keep=keep).apply(
+            np.atleast_1d(centre)).reshape(centre.shape)
         fill = _scalar(np.where(const_zero, 0.0, fill))
+    if np.ndim(keep) == 0 and keep:  # one column left as it is: the identity, plainly
+        return Affine(fill=fill)
     return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,
                   _scalar(const_zero), _scalar(keep))
 

@@ -205,8 +205,21 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         _check_row_options(row)
     fits = {c: ColumnFit(c, claimed[c], M.options_for(claimed[c], options) if claimed[c] in M.PER_COLUMN else {})
             for c in types if c in claimed}
+    _spread_zscore_options(fits)
     needs_sketch = any(f.method == "robust" for f in fits.values())
     return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by)
+
+
+def _spread_zscore_options(fits: Mapping[str, ColumnFit]) -> None:
+    """zscore's ``gamma``/``beta``: one number for every zscore column, or one per column in order."""
+    names = [c for c, f in fits.items() if f.method == "zscore"]
+    for key in ("gamma", "beta"):
+        for i, c in enumerate(names):
+            v = fits[c].options.get(key)
+            if isinstance(v, (list, tuple)):
+                if len(v) not in (1, len(names)):
+                    raise UsageError(f"--{key} has {len(v)} values but {len(names)} columns are fitted with zscore")
+                fits[c].options[key] = float(v[0] if len(v) == 1 else v[i])
 
 
 def _check_row_options(row: RowFit) -> None:
@@ -320,16 +333,28 @@ class Stats:
         return self._map(batch, True, None, output or OutputOptions(), unseen)
 
     def transform(self, data: Any, **options: Any) -> Any:
-        """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind."""
+        """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind.
+
+        A path is streamed into ``output=`` (a path), which is returned.
+        """
         from normcli import api
 
         return api.transform(self, data, **options)
 
     def inverse(self, data: Any, **options: Any) -> Any:
-        """Undo :meth:`transform` on ``data``."""
+        """Undo :meth:`transform` on ``data`` (a path is streamed into ``output=``)."""
         from normcli import api
 
         return api.transform(self, data, inverse=True, **options)
+
+    def export(self, target: str, **options: Any) -> Any:
+        """This model as SQL text, a scikit-learn estimator, safetensors bytes or an ONNX model.
+
+        See :func:`normcli.export.export`; e.g. ``stats.export("sql", dialect="sqlite", columns=[...])``.
+        """
+        from normcli.export import export
+
+        return export(self, target, **options)
 
     def save(self, path: str) -> None:
         """Write the stats file to ``path`` atomically."""

@@ -67,6 +67,11 @@ class ColumnStats:
     ``count`` counts the non-null values, ``nulls`` the null or NaN ones. The mean is
     ``mean + mean_lo`` exactly; ``mean`` alone is the nearest float64. ``sketch`` is an optional
     mergeable quantile sketch (see :mod:`normcli.sketch`), ``None`` when not requested.
+
+    Statistics imported from another library (:func:`normcli.from_sklearn`) may lack some
+    fields: an unknown mean, M2, min or max is NaN (null in the stats file). ``center`` and
+    ``scale`` are fixed parameters carried instead of a sketch (an imported ``RobustScaler``) or
+    a max-abs (an imported ``MaxAbsScaler``); they are not mergeable.
     """
 
     count: int = 0
@@ -77,6 +82,8 @@ class ColumnStats:
     min: float = math.inf
     max: float = -math.inf
     sketch: Any = field(default=None, compare=False)
+    center: float | None = None
+    scale: float | None = None
 
     @classmethod
     def of(cls, values: np.ndarray, sketch: Any = None) -> ColumnStats:
@@ -108,6 +115,10 @@ class ColumnStats:
 
     def merge(self, other: ColumnStats) -> ColumnStats:
         """The statistics of both inputs together (Chan, Golub and LeVeque's pairwise update)."""
+        if self.scale is not None or other.scale is not None:
+            from normcli.errors import StatsFileError
+
+            raise StatsFileError("imported fixed center/scale parameters cannot be merged")
         sketch = _merge_sketches(self.sketch, other.sketch)
         nulls = self.nulls + other.nulls
         if other.count == 0:
@@ -118,7 +129,7 @@ class ColumnStats:
         mean, mean_lo, m2 = chan_merge(self.count, self.mean, self.mean_lo, self.m2,
                                        other.count, other.mean, other.mean_lo, other.m2)
         return ColumnStats(n, nulls, mean, mean_lo, m2,
-                           min(self.min, other.min), max(self.max, other.max), sketch)
+                           _known(min, self.min, other.min), _known(max, self.max, other.max), sketch)
 
     def var(self, ddof: int = 0) -> float:
         """Variance with ``ddof`` delta degrees of freedom; 0 when fewer than ``ddof + 1`` values."""
@@ -134,21 +145,35 @@ class ColumnStats:
         return max(abs(self.min), abs(self.max)) if self.count else 0.0
 
     def is_constant(self) -> bool:
-        """True when the column holds one distinct value (or none); see :func:`is_constant`."""
-        return bool(is_constant(self.count, self.mean, self.mean_lo, self.m2, self.min, self.max))
+        """True when the column holds one distinct value (or none); see :func:`is_constant`.
+
+        An imported column with a fixed scale is constant when that scale is 0; one that does
+        not know its minimum uses scikit-learn's own bound (the mean measured from 0).
+        """
+        if self.scale is not None:
+            return self.scale == 0.0
+        lo = 0.0 if math.isnan(self.min) else self.min
+        return bool(is_constant(self.count, self.mean, self.mean_lo, self.m2, lo, self.max))
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready dict (no NaN or infinity: an empty column has nulls for the floats)."""
         empty = self.count == 0
+
+        def num(v: float) -> float | None:
+            return None if empty or math.isnan(v) else v
+
         out: dict[str, Any] = {
             "count": self.count,
             "nulls": self.nulls,
-            "mean": None if empty else self.mean,
-            "mean_lo": None if empty else self.mean_lo,
-            "m2": None if empty else self.m2,
-            "min": None if empty else self.min,
-            "max": None if empty else self.max,
+            "mean": num(self.mean),
+            "mean_lo": num(self.mean_lo),
+            "m2": num(self.m2),
+            "min": num(self.min),
+            "max": num(self.max),
         }
+        if self.scale is not None:
+            out["center"] = self.center
+            out["scale"] = self.scale
         if self.sketch is not None:
             from normcli import sketch as _sketch
 
@@ -163,10 +188,20 @@ class ColumnStats:
             from normcli import sketch as _sketch
 
             sk = _sketch.from_dict(d["sketch"])
+        fixed = {"center": d.get("center"), "scale": d.get("scale")}
         if d["count"] == 0:
-            return cls(nulls=d["nulls"], sketch=sk)
-        return cls(d["count"], d["nulls"], d["mean"], d["mean_lo"], d["m2"],
-                   d["min"], d["max"], sk)
+            return cls(nulls=d["nulls"], sketch=sk, **fixed)
+
+        def num(key: str) -> float:
+            return math.nan if d.get(key) is None else d[key]
+
+        return cls(d["count"], d["nulls"], num("mean"), num("mean_lo"), num("m2"),
+                   num("min"), num("max"), sk, **fixed)
+
+
+def _known(pick: Any, a: float, b: float) -> float:
+    """``pick(a, b)``, or NaN (unknown) when either is unknown."""
+    return math.nan if math.isnan(a) or math.isnan(b) else pick(a, b)
 
 
 def _merge_sketches(a: Any, b: Any) -> Any:

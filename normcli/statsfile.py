@@ -25,6 +25,9 @@ from normcli.model import ColumnFit, RowFit, Stats
 from normcli.stats import ColumnStats
 
 FORMAT = "normcli-stats"
+# The statistics each method needs when its column has values (others may be null: unknown,
+# as in statistics imported from scikit-learn).
+_REQUIRED = {"zscore": ("mean", "mean_lo", "m2"), "minmax": ("min", "max"), "maxabs": ("min", "max")}
 VERSION = 1
 
 
@@ -112,7 +115,11 @@ def _dump(value: Any, indent: str) -> str:
 
 def save(stats: Stats, path: str) -> None:
     """Write ``stats`` to ``path`` atomically (a temporary file beside it, renamed into place)."""
-    text = dumps(stats).encode("utf-8")
+    write_atomic(path, dumps(stats).encode("utf-8"))
+
+
+def write_atomic(path: str, text: bytes) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".normcli-tmp", dir=directory)
@@ -148,12 +155,16 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
 
 def load(path: str) -> Stats:
     """Read, parse and validate the stats file at ``path``."""
+    return loads(read_bytes(path, "stats file"), source=f"stats file '{path}'")
+
+
+def read_bytes(path: str, what: str) -> bytes:
+    """The content of ``path``; IOFailure naming ``what`` it is when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
-        raise IOFailure(f"cannot read stats file '{path}': {exc.strerror}") from None
-    return loads(text, source=f"stats file '{path}'")
+        raise IOFailure(f"cannot read {what} '{path}': {exc.strerror}") from None
 
 
 @lru_cache(maxsize=1)
@@ -180,9 +191,13 @@ def _validate(doc: Any, source: str) -> None:
         raise StatsFileError(f"{source}: {where}: {err.message}")
     for name, c in doc["columns"].items():
         st = c["stats"]
-        if st["count"] > 0 and any(st[k] is None for k in ("mean", "mean_lo", "m2", "min", "max")):
-            raise StatsFileError(f"{source}: columns.{name}.stats: a column with values needs mean, m2, min and max")
-        if st["count"] > 0 and st["min"] > st["max"]:
+        need = _REQUIRED.get(c["method"], ())
+        if st.get("scale") is not None and c["method"] in ("maxabs", "robust"):
+            need = ()  # imported fixed parameters stand in for the moments
+        if st["count"] > 0 and any(st[k] is None for k in need):
+            raise StatsFileError(f"{source}: columns.{name}.stats: a {c['method']} column with values "
+                                 f"needs {', '.join(need)}")
+        if st["count"] > 0 and None not in (st["min"], st["max"]) and st["min"] > st["max"]:
             raise StatsFileError(f"{source}: columns.{name}.stats.min: greater than max")
         for k in ("mean", "m2"):
             if st[k] is not None and not math.isfinite(st[k]):

@@ -1,0 +1,58 @@
+"""Generators that turn a fitted model into another system's form, one small module per target.
+
+Every target reads only the fitted :class:`~normcli.model.Stats` (never files, never the CLI):
+``sql`` gives text, ``sklearn`` a fitted estimator, ``torch`` safetensors bytes, ``onnx`` a
+``ModelProto``. :func:`export` dispatches by name; :func:`export_bytes` gives what the CLI writes.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from normcli.errors import UsageError
+from normcli.model import Stats
+
+TARGETS = ("sql", "sklearn", "torch", "onnx")
+# The pip extra that brings each optional module.
+_EXTRAS = {"sklearn": "sklearn", "skops": "sklearn", "safetensors": "torch", "onnx": "onnx"}
+
+
+def require(module: str) -> Any:
+    """Import ``module`` or raise one UsageError naming the pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        extra = _EXTRAS.get(module.split(".")[0], module)
+        raise UsageError(f"this needs the '{module}' package: pip install 'normcli[{extra}]'") from None
+
+
+def check_ungrouped(stats: Stats, target: str) -> None:
+    """Raise a UsageError when ``stats`` holds per-group statistics the ``target`` cannot express yet."""
+    grouped = stats.info.get("group_by") or any(getattr(c, "groups", None) for c in stats.columns.values())
+    if grouped:
+        raise UsageError(f"export to {target} is not yet supported for grouped stats (--group-by)")
+
+
+def export(stats: Stats, target: str, **options: Any) -> Any:
+    """The ``target`` form of ``stats``: SQL text, a scikit-learn estimator, safetensors bytes or an ONNX model.
+
+    ``options`` go to the target's function: :func:`normcli.export.sql.to_sql`,
+    :func:`normcli.export.sklearn.to_sklearn`, :func:`normcli.export.torch.to_torch`,
+    :func:`normcli.export.onnx.to_onnx`.
+    """
+    if target not in TARGETS:
+        raise UsageError(f"unknown export target '{target}' (choose from {', '.join(TARGETS)})")
+    module = importlib.import_module(f"normcli.export.{target}")
+    return getattr(module, f"to_{target}")(stats, **options)
+
+
+def export_bytes(stats: Stats, target: str, **options: Any) -> bytes:
+    """What ``normcli export --to TARGET`` writes: UTF-8 SQL, a skops file, safetensors or ONNX bytes."""
+    out = export(stats, target, **options)
+    if isinstance(out, str):
+        return out.encode("utf-8")
+    if isinstance(out, bytes):
+        return out
+    if target == "sklearn":
+        return require("skops.io").dumps(out)
+    return out.SerializeToString()  # an onnx.ModelProto

@@ -1,0 +1,172 @@
+"""SQL: one SELECT that reproduces ``transform``, for DuckDB, PostgreSQL, SQLite and Spark SQL.
+
+Per-column methods become ``((CAST(x AS DOUBLE) - center) - center_lo) / scale * gain + offset``
+in the order NumPy evaluates it, with the clip, fill and constant-column policies; row-wise
+methods become row expressions over helper columns computed in derived tables (row norm; for
+``layer`` the row count and mean, then the row variance). NULL in, NULL out, like ``transform``.
+
+Other columns pass through in place: DuckDB's ``SELECT * EXCLUDE (...) REPLACE (...)`` keeps every
+input column without knowing them; the other dialects have no such syntax and take ``columns``,
+the full list of input columns in order. Numbers are written with ``repr`` (round-trip exact)
+and an exponent, so every dialect reads them as DOUBLE rather than DECIMAL.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from normcli import methods as M
+from normcli.errors import UsageError
+from normcli.export import check_ungrouped
+from normcli.model import RowFit, Stats
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL dialect quotes identifiers, names DOUBLE and takes a row maximum."""
+
+    quote: str
+    double: str
+    greatest: str
+    star_replace: bool
+
+
+DIALECTS = {
+    "duckdb": Dialect('"', "DOUBLE", "GREATEST", True),
+    "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False),
+    "sqlite": Dialect('"', "REAL", "MAX", False),
+    "spark": Dialect("`", "DOUBLE", "GREATEST", False),
+}
+HELPER = "__normcli_"  # prefix of the helper columns of row-wise methods
+
+
+def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
+           columns: Sequence[str] | None = None) -> str:
+    """One SELECT over ``table`` that normalizes like ``normcli transform`` with ``stats``.
+
+    ``columns`` lists every input column in order (fitted or not); without it the query uses
+    DuckDB's ``* REPLACE``, so it is required for the other dialects. ``table`` may be
+    ``schema.table`` (each dot-separated part is quoted).
+    """
+    if dialect not in DIALECTS:
+        raise UsageError(f"unknown SQL dialect '{dialect}' (choose from {', '.join(DIALECTS)})")
+    check_ungrouped(stats, "sql")
+    d = DIALECTS[dialect]
+    if columns is None and not d.star_replace:
+        raise UsageError(f"{dialect} has no SELECT * REPLACE: pass --columns with every input column in order")
+    if columns is not None:
+        missing = [c for c in stats.columns if c not in set(columns)]
+        if missing:
+            raise UsageError(f"--columns lacks the fitted column '{missing[0]}'")
+    q = _Quoter(d)
+    out = {name: _column_sql(q, name, stats.params(name))
+           for name, fit in stats.columns.items() if fit.method in M.PER_COLUMN}
+    # Helper columns (expression, name) of the first and second derived table. Per-group
+    # statistics will join the source against an inline VALUES table of (key, params) here.
+    levels: list[list[tuple[str, str]]] = [[], []]
+    for i, row in enumerate(stats.rows):
+        out.update(_row_sql(q, i, row, levels))
+    source = ".".join(q.ident(p) for p in table.split("."))
+    for helpers in levels:
+        if helpers:
+            items = [f"{expr} AS {q.ident(name)}" for expr, name in helpers]
+            source = "(\n  SELECT *,\n    " + ",\n    ".join(items) + f"\n  FROM {source}\n) AS t"
+    helper_names = [q.ident(name) for lvl in levels for _, name in lvl]
+    if columns is None:
+        items = [f"{expr} AS {q.ident(name)}" for name, expr in out.items()]
+        exclude = f"EXCLUDE ({', '.join(helper_names)}) " if helper_names else ""
+        select = f"SELECT * {exclude}REPLACE (\n  " + ",\n  ".join(items) + "\n)"
+    else:
+        items = [f"{out[c]} AS {q.ident(c)}" if c in out else q.ident(c) for c in columns]
+        select = "SELECT\n  " + ",\n  ".join(items)
+    return f"{select}\nFROM {source}\n"
+
+
+class _Quoter:
+    def __init__(self, dialect: Dialect) -> None:
+        self.d = dialect
+        self.quote = dialect.quote
+
+    def ident(self, name: str) -> str:
+        """``name`` as a quoted identifier (the quote character doubled inside)."""
+        return self.quote + name.replace(self.quote, self.quote * 2) + self.quote
+
+    def col(self, name: str) -> str:
+        """The column ``name`` read as DOUBLE."""
+        return f"CAST({self.ident(name)} AS {self.d.double})"
+
+
+def num(v: float) -> str:
+    """A float literal that round-trips exactly and reads as DOUBLE in every dialect."""
+    v = float(v)
+    if not math.isfinite(v):
+        raise UsageError(f"cannot write the non-finite number {v} in SQL")
+    r = repr(v)
+    if "e" not in r:
+        r += "e0"
+    return f"({r})" if v < 0 else r
+
+
+def _column_sql(q: _Quoter, name: str, p: M.Affine) -> str:
+    """The SQL of :meth:`normcli.methods.Affine.apply` on column ``name``."""
+    x = q.col(name)
+    e = x
+    if p.center != 0.0:
+        e = f"({e} - {num(p.center)})"
+    if p.center_lo != 0.0:
+        e = f"({e} - {num(p.center_lo)})"
+    if p.scale != 1.0:
+        e = f"({e} / {num(p.scale)})"
+    if p.gain != 1.0:
+        e = f"({e} * {num(p.gain)})"
+    if p.offset != 0.0:
+        e = f"({e} + {num(p.offset)})"
+    if p.const_zero:
+        e = f"CASE WHEN {x} IS NULL THEN NULL ELSE 0e0 END"
+    if p.clip is not None:
+        lo, hi = num(p.clip[0]), num(p.clip[1])
+        e = f"CASE WHEN {e} < {lo} THEN {lo} WHEN {e} > {hi} THEN {hi} ELSE {e} END"
+    if p.fill is not None:
+        e = f"COALESCE({e}, {num(p.fill)})"
+    return e
+
+
+def _row_sql(q: _Quoter, i: int, row: RowFit, levels: list[list[tuple[str, str]]]) -> dict[str, str]:
+    """Expressions of row-wise method ``i``; adds its helper columns to ``levels``."""
+    xs = [q.col(c) for c in row.columns]
+    nz = [f"COALESCE({x}, 0e0)" for x in xs]
+    h = {k: f"{HELPER}r{i}_{k}" for k in ("norm", "n", "mean", "var")}
+    ref = {k: q.ident(v) for k, v in h.items()}
+    if row.method == "layer":
+        n = " + ".join(f"CASE WHEN {x} IS NULL THEN 0e0 ELSE 1e0 END" for x in xs)
+        levels[0].append((f"({n})", h["n"]))
+        levels[0].append((f"({' + '.join(nz)}) / NULLIF({n}, 0e0)", h["mean"]))
+        sq = " + ".join(f"COALESCE(({x} - {ref['mean']}) * ({x} - {ref['mean']}), 0e0)" for x in xs)
+        levels[1].append((f"({sq}) / NULLIF({ref['n']}, 0e0)", h["var"]))
+        eps = num(row.options["eps"])
+        if row.options["eps_mode"] == "std":
+            denom = f"(SQRT({ref['var']}) + {eps})"
+        else:
+            denom = f"SQRT({ref['var']} + {eps})"
+        out = {}
+        for j, (c, x) in enumerate(zip(row.columns, xs)):
+            e = f"(({x} - {ref['mean']}) / {denom})"
+            if row.options.get("gamma") is not None:
+                e = f"({e} * {num(row.options['gamma'][j])})"
+            if row.options.get("beta") is not None:
+                e = f"({e} + {num(row.options['beta'][j])})"
+            out[c] = e
+        return out
+    if row.method == "l1":
+        norm = " + ".join(f"ABS({v})" for v in nz)
+    elif row.method == "l2":
+        norm = "SQRT(" + " + ".join(f"{v} * {v}" for v in nz) + ")"
+    elif row.method == "max":
+        absv = [f"ABS({v})" for v in nz]
+        norm = absv[0] if len(absv) == 1 else f"{q.d.greatest}({', '.join(absv)})"
+    else:
+        raise UsageError(f"'{row.method}' is not a row-wise method")
+    levels[0].append((f"({norm})", h["norm"]))
+    denom = f"CASE WHEN {ref['norm']} > 0e0 THEN {ref['norm']} ELSE 1e0 END"
+    return {c: f"({x} / {denom})" for c, x in zip(row.columns, xs)}

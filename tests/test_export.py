@@ -1,0 +1,333 @@
+"""Every export target run by the target system itself, compared with normcli's transform.
+
+Tolerances: 1e-12 (absolute and relative) in float64, 1e-6 for ONNX in float32.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import normcli
+from normcli import statsfile
+from normcli.errors import UsageError
+
+TOL = 1e-12
+
+
+def data(n: int = 400, seed: int = 3) -> pd.DataFrame:
+    """Numbers with nulls, a constant column, awkward column names and a text column."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "id": [f"r{i:04d}" for i in range(n)],
+        "a": rng.normal(50, 20, n),
+        "b b": rng.normal(-3, 0.5, n),
+        'quo"te': rng.uniform(1, 9, n),
+        "ünï": rng.exponential(2, n),
+        "const": np.full(n, 3.25),
+        "big": 1e9 + rng.normal(0, 1e-3, n),
+    })
+    for c in ("a", "b b", 'quo"te', "ünï"):
+        df.loc[rng.random(n) < 0.1, c] = np.nan
+    return df
+
+
+CONFIGS = {
+    "zscore": (["zscore"], {}),
+    "zscore_ddof1_eps_gamma": (["zscore"], {"ddof": 1, "eps": 0.25, "gamma": 2.0, "beta": -1.0}),
+    "zscore_clip_fill": (["zscore"], {"clip_sigma": 1.5, "fill_missing": True}),
+    "minmax_clip": (["minmax"], {"range": [-1.0, 3.0], "clip": True}),
+    "maxabs_zero": (["maxabs"], {"constant": "zero"}),
+    "zscore_zero_fill": (["zscore"], {"constant": "zero", "fill_missing": True}),
+    "robust_passthrough": (["robust"], {"constant": "passthrough"}),
+    "robust_passthrough_zero": (["robust", "zscore:const"], {"constant": "zero"}),
+    "mixed_rows": (["zscore", "minmax:a", "l1:b b,quo\"te", "max:ünï,const"], {}),
+    "layer": (["zscore", "layer:a,b b,quo\"te,ünï"], {"gamma": 1.5, "beta": 0.5}),
+    "layer_std": (["maxabs", "layer:a,ünï"], {"eps_mode": "std", "eps": 0.01}),
+    "l2": (["l2"], {}),
+}
+
+
+def fitted(name: str, offset_column: bool = True) -> tuple[pd.DataFrame, normcli.Stats, pd.DataFrame]:
+    """New data, stats fitted with config ``name`` and normcli's transform of the new data.
+
+    ``offset_column=False`` leaves out ``big`` (1e9 + noise), whose mean needs two doubles: a
+    target that holds the mean in one double (scikit-learn, torch, float32) cannot be exact on it.
+    """
+    df = data() if offset_column else data().drop(columns="big")
+    methods, opts = CONFIGS[name]
+    stats = normcli.fit(df, methods, **opts)
+    new = data(seed=4) if offset_column else data(seed=4).drop(columns="big")
+    new[["a", "b b"]] *= 1.3  # outside the fitted range, so clipping matters
+    return new, stats, stats.transform(new)
+
+
+def assert_same(got: pd.DataFrame, ref: pd.DataFrame, columns, tol: float = TOL) -> None:
+    for c in columns:
+        g, r = pd.to_numeric(got[c]).to_numpy(np.float64), ref[c].to_numpy(np.float64)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=c)
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol, err_msg=c)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_sql_duckdb_equals_transform(name):
+    duckdb = pytest.importorskip("duckdb")
+    new, stats, ref = fitted(name)
+    sql = stats.export("sql", dialect="duckdb", table="new")
+    got = duckdb.sql(sql).df()
+    assert list(got.columns) == list(new.columns)  # every column, in input order
+    assert_same(got, ref, stats.columns)
+    assert got["id"].tolist() == new["id"].tolist()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_sql_sqlite_equals_transform(name):
+    new, stats, ref = fitted(name)
+    con = sqlite3.connect(":memory:")
+    new.to_sql("my table", con, index=False)
+    sql = stats.export("sql", dialect="sqlite", table="my table", columns=list(new.columns))
+    got = pd.read_sql_query(sql, con)
+    assert list(got.columns) == list(new.columns)
+    assert_same(got, ref, stats.columns)
+
+
+def test_sql_quotes_and_numbers():
+    _, stats, _ = fitted("zscore")
+    spark = stats.export("sql", dialect="spark", columns=["id", *stats.columns])
+    assert "`quo\"te`" in spark and "`ünï`" in spark
+    pg = stats.export("sql", dialect="postgres", columns=["id", *stats.columns])
+    assert '"quo""te"' in pg and "DOUBLE PRECISION" in pg
+    mean = stats.columns["a"].stats.mean
+    assert repr(mean) in pg  # full round-trip precision
+
+
+def test_sql_without_columns_needs_duckdb():
+    _, stats, _ = fitted("zscore")
+    with pytest.raises(UsageError, match="--columns"):
+        stats.export("sql", dialect="sqlite")
+    with pytest.raises(UsageError, match="lacks the fitted column"):
+        stats.export("sql", dialect="postgres", columns=["id"])
+
+
+def test_grouped_stats_are_refused():
+    _, stats, _ = fitted("zscore")
+    stats.info["group_by"] = ["id"]
+    for target in ("sql", "onnx"):
+        with pytest.raises(UsageError, match="not yet supported for grouped"):
+            stats.export(target)
+
+
+SKLEARN = ["zscore", "minmax_clip", "robust_passthrough", "l2"]
+
+
+@pytest.mark.parametrize("name", [*SKLEARN, "maxabs"])
+def test_sklearn_equals_transform(name):
+    pytest.importorskip("sklearn")
+    if name == "maxabs":
+        df = data()
+        stats = normcli.fit(df, "maxabs")
+        new, ref = data(seed=4), stats.transform(data(seed=4))
+    else:
+        new, stats, ref = fitted(name, offset_column=False)
+    if name == "l2":  # Normalizer rejects NaN
+        new = new.dropna().reset_index(drop=True)
+        ref = stats.transform(new)
+    ct = normcli.to_sklearn(stats, columns=list(new.columns))
+    got = ct.transform(new)
+    assert set(got.columns) == set(new.columns)
+    assert_same(got, ref, stats.columns)
+
+
+@pytest.mark.parametrize("name", ["layer", "zscore_ddof1_eps_gamma", "zscore_clip_fill", "zscore_zero_fill"])
+def test_sklearn_refuses_what_it_cannot_express(name):
+    pytest.importorskip("sklearn")
+    _, stats, _ = fitted(name)
+    with pytest.raises(UsageError):
+        normcli.to_sklearn(stats)
+
+
+def test_sklearn_skops_file_round_trip(tmp_path, cli):
+    sio = pytest.importorskip("skops.io")
+    new, stats, ref = fitted("zscore", offset_column=False)
+    stats.save(tmp_path / "s.json")
+    r = cli("export", tmp_path / "s.json", "--to", "sklearn", "-o", tmp_path / "m.skops",
+            "--columns", ",".join(new.columns))
+    assert r.code == 0, r.err
+    est = sio.load(tmp_path / "m.skops", trusted=sio.get_untrusted_types(file=tmp_path / "m.skops"))
+    assert_same(est.transform(new), ref, stats.columns)
+    r = cli("import", tmp_path / "m.skops", "-o", tmp_path / "back.json")
+    assert r.code == 0, r.err
+    assert_same(normcli.load(str(tmp_path / "back.json")).transform(new), ref, stats.columns)
+
+
+def sklearn_estimators():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
+
+    return {
+        "standard": StandardScaler(),
+        "minmax": MinMaxScaler(feature_range=(-2, 2), clip=True),
+        "maxabs": MaxAbsScaler(),
+        "robust": RobustScaler(quantile_range=(10, 90)),
+        "robust_unit": RobustScaler(unit_variance=True),
+        "column_transformer": ColumnTransformer([("s", StandardScaler(), ["a", "b b"]),
+                                                 ("m", MinMaxScaler(), ["quo\"te"]),
+                                                 ("r", RobustScaler(), ["ünï"])], remainder="passthrough"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["standard", "minmax", "maxabs", "robust", "robust_unit", "column_transformer"])
+def test_sklearn_normcli_sklearn_round_trip(kind):
+    pytest.importorskip("sklearn")
+    cols = ["a", "b b", 'quo"te', "ünï"]
+    train, new = data()[cols], data(seed=4)[cols] * 1.2
+    est = sklearn_estimators()[kind].fit(train)
+    ref = pd.DataFrame(est.transform(new), columns=cols) if kind != "column_transformer" else None
+    stats = statsfile.loads(statsfile.dumps(normcli.from_sklearn(est)))  # through the stats file
+    ours = stats.transform(new)
+    if ref is not None:
+        assert_same(ours, ref, cols)
+    back = normcli.to_sklearn(stats, columns=cols).transform(new)
+    assert_same(back, ours, cols)
+
+
+def test_from_sklearn_keeps_mergeable_moments():
+    from sklearn.preprocessing import StandardScaler
+
+    df = data()
+    est = StandardScaler().fit(df[["a"]].to_numpy())
+    st = normcli.from_sklearn(est, ["a"]).columns["a"].stats
+    ours = normcli.fit(df, columns=["a"]).columns["a"].stats
+    assert st.count == ours.count
+    assert st.mean == pytest.approx(ours.mean, rel=1e-14)
+    assert st.m2 == pytest.approx(ours.m2, rel=1e-12)
+    merged = normcli.merge(normcli.from_sklearn(est, ["a"]), normcli.from_sklearn(est, ["a"]))
+    assert merged.columns["a"].stats.count == 2 * st.count
+
+
+def test_from_sklearn_without_names_needs_columns():
+    from sklearn.preprocessing import StandardScaler
+
+    est = StandardScaler().fit(np.ones((3, 2)))
+    with pytest.raises(UsageError, match="--columns"):
+        normcli.from_sklearn(est)
+    with pytest.raises(UsageError, match="2 columns"):
+        normcli.from_sklearn(est, ["a"])
+
+
+TORCH = ["zscore", "zscore_ddof1_eps_gamma", "maxabs_zero", "robust_passthrough_zero", "layer", "mixed_rows"]
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_torch_modules_equal_transform(name):
+    torch = pytest.importorskip("torch")
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    new, stats, _ = fitted(name, offset_column=False)
+    new = new.dropna().reset_index(drop=True)  # torch has no nulls
+    ref = stats.transform(new)
+    blob = stats.export("torch")
+    tensors = load(blob)
+    with safe_open(_tmp(blob), "pt") as f:
+        meta = {k: json.loads(v) for k, v in f.metadata().items()}
+    assert meta["columns"] == list(stats.columns)
+
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    if "batchnorm" in meta:
+        cols = meta["batchnorm"]["columns"]
+        bn = torch.nn.BatchNorm1d(len(cols), eps=meta["batchnorm"]["eps"]).double().eval()
+        bn.load_state_dict(part("batchnorm."))
+        got = bn(torch.tensor(new[cols].to_numpy(np.float64))).detach().numpy()
+        assert_same(pd.DataFrame(got, columns=cols), ref, cols)
+    for i, spec in enumerate(meta["layer"]):
+        cols = spec["columns"]
+        ln = torch.nn.LayerNorm(len(cols), eps=spec["eps"]).double().eval()
+        ln.load_state_dict(part(f"layer{i}."))
+        got = ln(torch.tensor(new[cols].to_numpy(np.float64))).detach().numpy()
+        assert_same(pd.DataFrame(got, columns=cols), ref, cols)
+    for spec in meta["normalize"]:
+        cols = spec["columns"]
+        got = torch.nn.functional.normalize(torch.tensor(new[cols].to_numpy(np.float64)), p=spec["p"], dim=1)
+        assert_same(pd.DataFrame(got.numpy(), columns=cols), ref, cols)
+
+
+def _tmp(blob: bytes) -> str:
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False)
+    f.write(blob)
+    f.close()
+    return f.name
+
+
+def test_torch_refuses_clip():
+    pytest.importorskip("safetensors")
+    _, stats, _ = fitted("zscore_clip_fill")
+    with pytest.raises(UsageError, match="BatchNorm1d"):
+        stats.export("torch")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("dtype,tol", [("float64", TOL), ("float32", 1e-6)])
+def test_onnx_runtime_equals_transform(name, dtype, tol):
+    ort = pytest.importorskip("onnxruntime")
+    new, stats, ref = fitted(name, offset_column=dtype == "float64")
+    model = stats.export("onnx", dtype=dtype)
+    cols = json.loads({p.key: p.value for p in model.metadata_props}["columns"])
+    assert cols == list(stats.columns)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"X": new[cols].to_numpy(dtype)})[0]
+    assert got.dtype == np.dtype(dtype)
+    assert_same(pd.DataFrame(got.astype(np.float64), columns=cols), ref, cols, tol)
+
+
+def test_cli_export_sql_and_onnx(tmp_path, cli, sample_csv):
+    duckdb = pytest.importorskip("duckdb")
+    assert cli("fit", sample_csv, "-m", "zscore", "-m", "layer:units,price", "-o", tmp_path / "s.json").code == 0
+    r = cli("export", tmp_path / "s.json", "--to", "sql", "--table", "sales")
+    assert r.code == 0, r.err
+    sales = pd.read_csv(sample_csv)
+    got = duckdb.sql(r.text).df()
+    ref = normcli.load(str(tmp_path / "s.json")).transform(sales)
+    assert_same(got, ref, ["units", "price", "sales", "temperature"])
+    assert cli("export", tmp_path / "s.json", "--to", "onnx", "-o", tmp_path / "m.onnx").code == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    r = cli("export", tmp_path / "s.json", "--to", "sklearn", "-o", tmp_path / "m.skops")
+    assert r.code == 2 and "layer has no scikit-learn equivalent" in r.err
+    r = cli("export", tmp_path / "s.json", "--to", "sql", "--dialect", "oracle")
+    assert r.code == 2 and "unknown SQL dialect" in r.err
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.startswith("onnx"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    monkeypatch.delitem(__import__("sys").modules, "onnx", raising=False)
+    _, stats, _ = fitted("zscore")
+    with pytest.raises(UsageError, match=r"pip install 'normcli\[onnx\]'"):
+        stats.export("onnx")
+
+
+def test_zscore_gamma_beta_eps_are_recorded_and_shown(tmp_path, cli, sample_csv):
+    r = cli("fit", sample_csv, "--eps", "0.5", "--gamma", "2,3,4,5", "--beta", "1", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert [doc["columns"][c]["options"]["gamma"] for c in ("units", "price", "sales", "temperature")] == [2, 3, 4, 5]
+    assert doc["columns"]["price"]["options"]["eps"] == 0.5
+    r = cli("inspect", tmp_path / "s.json", env={"COLUMNS": "200"})
+    assert "gamma=3" in r.text and "eps=0.5" in r.text and "beta=1" in r.text
+    r = cli("fit", sample_csv, "--gamma", "2,3", "-o", tmp_path / "t.json")
+    assert r.code == 2 and "4 columns are fitted with zscore" in r.err
