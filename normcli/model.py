@@ -53,6 +53,7 @@ class FitPlan:
     columns: dict[str, ColumnFit]
     rows: list[RowFit]
     sketch_k: int | None = None
+    sketch_all: bool = False  # a quantile sketch for every column, not only robust ones
 
     @property
     def numeric(self) -> list[str]:
@@ -64,7 +65,7 @@ class FitPlan:
         out = {}
         for name, col in self.columns.items():
             x = _float_values(batch.column(name))
-            needs_sketch = self.sketch_k is not None and col.method == "robust"
+            needs_sketch = self.sketch_k is not None and (col.method == "robust" or self.sketch_all)
             st = ColumnStats.of(x, _sketch.new(self.sketch_k) if needs_sketch else None)
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
                 raise DataError(f"column '{name}' holds an infinite value; fit takes finite numbers only")
@@ -93,14 +94,16 @@ def merge_partials(a: Mapping[str, ColumnStats], b: Mapping[str, ColumnStats]) -
 
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             options: Mapping[str, Any] | None = None, sketch_k: int | None = None) -> FitPlan:
+             options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
+             sketch_all: bool = False) -> FitPlan:
     """Decide what to fit from the input's column types and the user's method specs.
 
     ``methods`` holds specs ``NAME`` (the default for every selected column not named
     elsewhere) or ``NAME:col1,col2`` (those columns; for a row-wise method, the columns it
     spans, in order). ``columns`` restricts the default selection, which is every numeric
     column; ``exclude`` removes columns from it. ``options`` are method options (ddof, range,
-    eps, ...); each method takes the ones it knows.
+    eps, ...); each method takes the ones it knows. ``sketch_all`` keeps a quantile sketch of
+    every column (for ``check``), not only of the ``robust`` ones.
     """
     options = dict(options or {})
     for name in [*(columns or ()), *exclude]:
@@ -157,8 +160,18 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         _check_row_options(row)
     fits = {c: ColumnFit(c, claimed[c], M.options_for(claimed[c], options) if claimed[c] in M.PER_COLUMN else {})
             for c in types if c in claimed}
-    needs_sketch = any(f.method == "robust" for f in fits.values())
-    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None)
+    needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
+    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, sketch_all)
+
+
+def plan_from_stats(stats: Stats) -> FitPlan:
+    """The plan that fitted ``stats``: its columns, methods, options and sketches, to fit more data
+    the same way (``fit --update``) and merge the result into it."""
+    cols = {n: ColumnFit(n, f.method, dict(f.options)) for n, f in stats.columns.items()}
+    ks = [f.stats.sketch.k for f in stats.columns.values() if f.stats.sketch is not None]
+    sketch_all = any(f.stats.sketch is not None and f.method != "robust" for f in stats.columns.values())
+    return FitPlan(cols, [RowFit(r.method, list(r.columns), dict(r.options)) for r in stats.rows],
+                   ks[0] if ks else None, sketch_all)
 
 
 def _check_row_options(row: RowFit) -> None:
