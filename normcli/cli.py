@@ -484,7 +484,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     LOG.started = time.monotonic()
     wanted = _prescan_log_format(args)
     LOG.format = wanted if wanted in LOG_FORMATS else "text"
-    LOG.quiet = False
+    LOG.quiet = "-q" in args or "--quiet" in args
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not in the main thread (embedded use)
