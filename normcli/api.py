@@ -263,10 +263,7 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
         return stats
     finally:
         if spool is not None:
-            try:
-                os.unlink(spool)
-            except OSError:
-                pass
+            io.discard(spool)
 
 
 def transform(stats: Stats, data: Any, *, inverse: bool = False, **overrides: Any) -> Any:

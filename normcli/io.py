@@ -724,18 +724,25 @@ def spool_stdin(suffix: str) -> str:
     The caller removes the file; on any failure here it is removed before the error propagates.
     """
     fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+    done = False
     try:
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise _read_failure("-", exc) from exc
-        raise
+        done = True
+    except OSError as exc:
+        raise _read_failure("-", exc) from exc
+    finally:
+        if not done:
+            discard(tmp)
     return tmp
+
+
+def discard(path: str) -> None:
+    """Delete the file ``path`` if it exists (cleanup: errors are ignored)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
