@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 
 from normcli import engine, statsfile
-from normcli.errors import UsageError
-from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit
+from normcli.errors import StatsFileError, UsageError
+from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
 
 BATCH_ROWS = 65536
 
@@ -92,32 +92,63 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
                                                              "bytes": None}], "rows": table.num_rows})
 
 
+Log = Callable[[str, dict], None]
+
+
+def _no_log(event: str, fields: dict) -> None:
+    pass
+
+
 def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence[str] | None = None,
               exclude: Sequence[str] = (), group_by: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
               sketch_k: int | None = None, progress: engine.Progress | None = None,
-              options: Mapping[str, Any] | None = None) -> Stats:
-    """Fit over one or more files (or ``-`` for stdin), streaming; the plan comes from the first."""
+              options: Mapping[str, Any] | None = None, sketch_all: bool = False,
+              log: Log | None = None) -> Stats:
+    """Fit over files, directories, globs (or ``-`` for stdin), streaming; the plan comes from the
+    first file. Every input file is recorded in ``fitted_on.inputs`` with its fingerprint."""
     from normcli import io
 
-    plan: FitPlan | None = None
-    acc: Partial | None = None
-    inputs = []
-    for path in paths:
-        source = io.open_source(path, fmt=fmt, delimiter=delimiter)
+    def make_plan(source: Any) -> FitPlan:
+        return plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
+                        options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all)
+
+    plan, acc, inputs = _fold_inputs(io.expand_inputs(paths), make_plan, merge_partials, _require_columns,
+                                     fmt, delimiter, progress, log)
+    return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+
+
+def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: Callable[[Any, Any], Any],
+                 require: Callable[[Sequence[str], Sequence[str], str], None], fmt: str | None,
+                 delimiter: str | None, progress: engine.Progress | None, log: Log | None) -> tuple[Any, Any, list]:
+    """Fold every input file with the plan ``make_plan`` returns for the first one.
+
+    The plan has ``numeric``, ``empty()`` and ``partial(batch)``; ``require`` checks each file has
+    the plan's columns. Returns the plan, the merged partials and one ``fitted_on.inputs`` entry
+    per file (with its fingerprint, except for stdin).
+    """
+    from normcli import io
+
+    log = log or _no_log
+    plan, acc, inputs = None, None, []
+    for item in items:
+        entry: dict[str, Any] = {"path": item.path}
+        if item.path != "-":
+            entry["fingerprint"] = io.fingerprint(item.path)
+        source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
             if plan is None:
-                plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
-                                options=options, sketch_k=sketch_k, group_by=group_by)
+                plan = make_plan(source)
                 acc = plan.empty()
-            else:
-                _require_columns(plan.numeric + plan.group_by, source.columns, path)
-            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge_partials, acc, progress,
-                                       keep=plan.group_by)
+            keys = list(getattr(plan, "group_by", []))
+            require(plan.numeric + keys, source.columns, item.path)
+            log("input", {"path": item.path, "bytes": source.size})
+            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge, acc, progress, keep=keys)
         finally:
             source.close()
-        inputs.append({"path": path, "rows": summary.rows, "bytes": summary.bytes})
-    assert plan is not None and acc is not None
-    return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+        entry.update(rows=summary.rows, bytes=summary.bytes)
+        inputs.append(entry)
+        log("rows", {"path": item.path, "rows": summary.rows})
+    return plan, acc, inputs
 
 
 def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> None:
@@ -126,6 +157,119 @@ def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> N
     missing = [c for c in needed if c not in set(have)]
     if missing:
         raise DataError(f"'{path}' has no column '{missing[0]}'")
+
+
+def _require_fitted(needed: Sequence[str], have: Sequence[str], path: str) -> None:
+    missing = [c for c in needed if c not in set(have)]
+    if missing:
+        raise StatsFileError(f"column '{missing[0]}' of the stats file is not in '{path}'")
+
+
+def absorbed(stats: Stats) -> list[dict]:
+    """The fingerprints of the inputs ``stats`` was fitted on (inputs without one are left out)."""
+    return [i["fingerprint"] for i in stats.info.get("inputs", []) if i.get("fingerprint")]
+
+
+def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimiter: str | None = None,
+           progress: engine.Progress | None = None, log: Log | None = None) -> tuple[Stats, int]:
+    """Fold new input files into ``stats``: fit them with the same columns, methods, options and
+    sketches, then merge exactly. An input whose fingerprint ``stats`` already holds is skipped
+    (logged as a ``skip`` event), so running the same update twice counts nothing twice.
+
+    Returns the updated statistics and the number of inputs absorbed (0: ``stats`` unchanged).
+    """
+    from normcli import io
+
+    log = log or _no_log
+    seen = absorbed(stats)
+    fresh = []
+    for item in io.expand_inputs(paths):
+        if item.path != "-" and io.fingerprint(item.path) in seen:
+            log("skip", {"path": item.path, "reason": "already absorbed by the stats file"})
+        else:
+            fresh.append(item)
+    if not fresh:
+        return stats, 0
+    plan = plan_from_stats(stats)
+    _, acc, inputs = _fold_inputs(fresh, lambda source: plan, merge_partials, _require_fitted,
+                                  fmt, delimiter, progress, log)
+    new = plan.finish(acc, {"inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+    merged = merge(stats, new)
+    merged.info["created"] = _now()
+    return merged, len(fresh)
+
+
+def check(stats: Stats, paths: Sequence[str], *, thresholds: Mapping[str, float | None] | None = None,
+          fmt: str | None = None, delimiter: str | None = None, progress: engine.Progress | None = None,
+          log: Log | None = None) -> dict[str, Any]:
+    """Drift report of the inputs ``paths`` against ``stats`` (see :mod:`normcli.drift`).
+
+    ``thresholds`` may set ``max_shift``, ``max_null_rate_change`` and ``max_psi``; the report's
+    ``drift`` is true when a column exceeds one.
+    """
+    from normcli import drift, io
+
+    plan = drift.DriftPlan(stats)
+    _, acc, inputs = _fold_inputs(io.expand_inputs(paths), lambda source: plan, drift.merge, _require_fitted,
+                                  fmt, delimiter, progress, log)
+    report = plan.report(acc, thresholds)
+    report["inputs"] = [{"path": i["path"], "rows": i["rows"]} for i in inputs]
+    return report
+
+
+def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, fmt: str | None = None,
+                    to: str | None = None, delimiter: str | None = None, inverse: bool = False,
+                    progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
+                    out_options: OutputOptions | None = None, log: Log | None = None) -> list[engine.InputSummary]:
+    """Transform files, directories or globs. One input goes to ``output`` (a file, ``-`` or a
+    directory); several need ``output`` to be a directory (``DIR/``), where each input's output
+    gets the input's relative name, each written atomically."""
+    from normcli import io
+
+    log = log or _no_log
+    items = io.expand_inputs(paths)
+    to_dir = output not in (None, "-") and (output.endswith(("/", os.sep)) or os.path.isdir(output))
+    if len(items) > 1 and not to_dir:
+        raise UsageError("several inputs need an output directory: -o DIR/")
+    done = []
+    for item in items:
+        target = io.output_path(output, item, to) if to_dir else output
+        log("input", {"path": item.path, "output": target or "-"})
+        summary = transform_file(stats, item.path, target, fmt=fmt, to=to, delimiter=delimiter,
+                                 inverse=inverse, progress=progress, overrides=overrides,
+                                 out_options=out_options)
+        log("rows", {"path": item.path, "rows": summary.rows})
+        done.append(summary)
+    return done
+
+
+def fit_transform(path: str, stats_out: str | None, output: str | None, methods: Sequence[str], *,
+                  fmt: str | None = None, to: str | None = None, delimiter: str | None = None,
+                  progress: engine.Progress | None = None, log: Log | None = None,
+                  **fit_kw: Any) -> Stats:
+    """Fit ``path`` and transform it with the result, writing ``stats_out`` and ``output``.
+
+    Standard input (``-``) is spooled to a temporary file first (copied in chunks, so memory stays
+    bounded) and the file is removed afterwards, whatever happens.
+    """
+    from normcli import io
+
+    spool = None
+    try:
+        if path == "-":
+            spool = io.spool_stdin(".parquet" if fmt == "parquet" else ".csv")
+            fmt = fmt or "csv"
+        source = spool or path
+        stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=log, **fit_kw)
+        if spool is not None:
+            stats.info["inputs"] = [{"path": "-", "rows": stats.info["rows"], "bytes": None}]
+        if stats_out not in (None, "-"):
+            stats.save(stats_out)
+        transform_file(stats, source, output, fmt=fmt, to=to, delimiter=delimiter, progress=progress)
+        return stats
+    finally:
+        if spool is not None:
+            io.discard(spool)
 
 
 def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | None = None,
@@ -241,7 +385,8 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType) -
 def merge(*parts: Stats | str) -> Stats:
     """Exact merge of statistics (or stats files) fitted on disjoint data with the same columns and methods.
 
-    Raises :class:`~normcli.errors.StatsFileError` naming the first mismatch.
+    Raises :class:`~normcli.errors.StatsFileError` naming the first mismatch, or the first input
+    file (same fingerprint) two parts were both fitted on.
     """
     from normcli.model import merge_stats
 
@@ -250,6 +395,10 @@ def merge(*parts: Stats | str) -> Stats:
     parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:
+        shared = [f for f in absorbed(other) if f in absorbed(out)]
+        if shared:
+            raise StatsFileError(f"cannot merge: both files were fitted on '{shared[0]['path']}' "
+                                 "(the data must be disjoint)")
         out = merge_stats(out, other)
     return out
 

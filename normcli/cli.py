@@ -1,22 +1,21 @@
 """The ``normcli`` command line: parse options, call the library, report errors in one place."""
 from __future__ import annotations
 
+import datetime as _dt
+import inspect
 import json
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Annotated, Any, Optional
 
 import typer
 
-try:  # Typer vendors its own Click from 0.2x on; older ones use the click package
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc
 
 from normcli import __version__
-from normcli.errors import EXIT_INTERNAL, EXIT_USAGE, Interrupted, NormcliError, UsageError
+from normcli.errors import EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Interrupted, NormcliError, UsageError
 
 app = typer.Typer(
     name="normcli",
@@ -35,27 +34,41 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of a
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, rows, warning, end).")]
+InputsArg = Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet), directories, globs, or - for stdin.")]
+LOG_FORMATS = ("text", "json")
 
 
-def _quiet_on_closed_pipe(command):
-    """Turn a closed stdout (``| head``) into a quiet success before Click sees it.
+class _EventLog:
+    """The events of a run on stderr: as text (warnings and notes only) or one JSON object per line."""
 
-    Click answers an EPIPE with exit code 1; a reader that stopped early is not an error.
-    """
-    import functools
+    def __init__(self) -> None:
+        self.format = "text"
+        self.quiet = False
+        self.started = time.monotonic()
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except BrokenPipeError:
-            raise _PipeClosed() from None
+    def configure(self, log_format: str, quiet: bool) -> None:
+        """Set the format (``text`` or ``json``) and whether only errors are shown."""
+        if log_format not in LOG_FORMATS:
+            raise UsageError(f"--log-format must be text or json, got '{log_format}'")
+        self.format, self.quiet = log_format, quiet
 
-    return wrapper
+    def __call__(self, event: str, fields: dict) -> None:
+        if self.quiet and event not in ("error", "end"):
+            return
+        if self.format == "json":
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+            line = json.dumps({"event": event, "time": now, **fields}, allow_nan=False, default=str)
+            print(line, file=sys.stderr, flush=True)
+        elif event == "warning":
+            _stderr().print(f"[yellow]warning:[/yellow] {fields['message']}", markup=True)
+        elif event == "skip":
+            print(f"note: skipped '{fields['path']}': {fields['reason']}", file=sys.stderr, flush=True)
+        elif event == "error":
+            print(f"Error: {fields['message']}", file=sys.stderr, flush=True)
 
 
-class _PipeClosed(Exception):
-    pass
+LOG = _EventLog()
 
 
 def _stderr():
@@ -66,7 +79,7 @@ def _stderr():
 
 def _warn(message: str, quiet: bool) -> None:
     if not quiet:
-        _stderr().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+        LOG("warning", {"message": message})
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -143,10 +156,10 @@ def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, 
 
 
 @app.command()
-@_quiet_on_closed_pipe
 def fit(
-    inputs: Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet) or - for stdin.")],
+    inputs: InputsArg,
     output: OutputOpt = None,
+    update: Annotated[Optional[str], typer.Option("--update", "-u", help="Fold INPUTS into this stats file (same columns and methods); inputs it already absorbed are skipped. Written back in place unless -o is given.")] = None,
     method: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="NAME (default for all selected columns) or NAME:col1,col2; repeatable. Methods: zscore, minmax, maxabs, robust, layer, l1, l2, max.")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="Comma-separated columns to fit (default: every numeric column).")] = None,
     exclude: Annotated[Optional[str], typer.Option("--exclude", "-x", help="Comma-separated columns to leave out.")] = None,
@@ -163,13 +176,46 @@ def fit(
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Nulls become the normalized centre.")] = False,
     quantile_range: Annotated[Optional[str], typer.Option("--quantile-range", help="robust: quantiles of the scale, default 25,75.")] = None,
     sketch_k: Annotated[Optional[int], typer.Option("--sketch-k", help="robust: KLL sketch accuracy parameter (default 200).")] = None,
+    sketch: Annotated[bool, typer.Option("--sketch", help="Keep a quantile sketch of every column, for the PSI and KS metrics of check.")] = False,
     fmt: FormatOpt = None,
     delimiter: DelimiterOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Learn normalization statistics from INPUTS and write the stats file (JSON)."""
-    from normcli import api, statsfile
+    from normcli import api
+
+    LOG.configure(log_format, quiet)
+    fit_options = {k: v for k, v in locals().items() if k in _FIT_ONLY}
+    if update is not None:
+        if any(v not in (None, False, []) for k, v in fit_options.items() if k not in _READ_OPTIONS):
+            raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
+        if inputs.count("-") > 1:
+            raise UsageError("stdin (-) can be read only once")
+        with _progress(inputs, quiet, "fit") as progress:
+            stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
+                                         progress=progress, log=LOG)
+        target = output or update
+        if absorbed == 0 and target == update:
+            return
+        _write_stats(stats, target)
+        return
+    stats = _fit_stats(inputs, **fit_options)
+    _write_stats(stats, output)
+
+
+_FIT_ONLY = ("method", "columns", "exclude", "group_by", "ddof", "range_", "eps", "eps_mode", "gamma", "beta", "clip",
+             "clip_sigma", "constant", "fill_missing", "quantile_range", "sketch_k", "sketch", "fmt",
+             "delimiter", "quiet")
+_READ_OPTIONS = ("fmt", "delimiter", "quiet")
+
+
+def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, range_, eps, eps_mode, gamma, beta, clip,
+               clip_sigma, constant, fill_missing, quantile_range, sketch_k, sketch, fmt, delimiter, quiet,
+               fit_fn=None) -> Any:
+    """Validate the fit options and fit ``inputs`` (``fit_fn`` replaces ``api.fit_paths``)."""
+    from normcli import api
 
     options = _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, constant,
                               fill_missing, quantile_range)
@@ -178,9 +224,10 @@ def fit(
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be read only once")
     with _progress(inputs, quiet, "fit") as progress:
-        stats = api.fit_paths(inputs, method or [], columns=_split(columns), exclude=_split(exclude) or (),
-                              group_by=_split(group_by) or (), fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
-                              options=options)
+        stats = (fit_fn or api.fit_paths)(inputs, method or [], columns=_split(columns),
+                                          exclude=_split(exclude) or (), group_by=_split(group_by) or (),
+                                          fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
+                                          options=options, sketch_all=sketch, log=LOG)
     for name, col in stats.columns.items():
         if col.stats.is_constant() and col.method not in ("layer", "l1", "l2", "max"):
             policy = col.options.get("constant", "scale1")
@@ -191,6 +238,12 @@ def fit(
             if n:
                 policy = stats.columns[name].options.get("constant", "scale1")
                 _warn(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})", quiet)
+    return stats
+
+
+def _write_stats(stats: Any, output: Optional[str]) -> None:
+    from normcli import statsfile
+
     if output in (None, "-"):
         sys.stdout.write(statsfile.dumps(stats))
         sys.stdout.flush()
@@ -198,7 +251,7 @@ def fit(
         stats.save(output)
 
 
-def _transform(input: str, stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
+def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
                unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None) -> None:
     from normcli import api
@@ -206,25 +259,28 @@ def _transform(input: str, stats_path: str, output: Optional[str], fmt: Optional
 
     if to is not None and to not in ("csv", "tsv", "parquet"):
         raise UsageError(f"--to must be csv, tsv or parquet, got '{to}'")
+    if inputs.count("-") > 1:
+        raise UsageError("stdin (-) can be read only once")
     out_options = OutputOptions(unseen_group, dtype, decimals)
     stats = api.load(stats_path)
-    with _progress([input], quiet, "inverse" if inverse else "transform") as progress:
-        summary = api.transform_file(stats, input, output, fmt=fmt, to=to, delimiter=delimiter, inverse=inverse,
-                                     progress=progress, overrides=overrides, out_options=out_options)
-    unseen = summary.extra["unseen"]
-    if unseen.rows and unseen_group == "global":
-        _warn(api.unseen_message(stats, unseen), quiet)
+    with _progress(inputs, quiet, "inverse" if inverse else "transform") as progress:
+        summaries = api.transform_paths(stats, inputs, output, fmt=fmt, to=to, delimiter=delimiter,
+                                        inverse=inverse, progress=progress, overrides=overrides,
+                                        out_options=out_options, log=LOG)
+    for summary in summaries:
+        unseen = summary.extra["unseen"]
+        if unseen.rows and unseen_group == "global":
+            _warn(api.unseen_message(stats, unseen), quiet)
 
 
 UnseenOpt = Annotated[str, typer.Option("--unseen-group", help="With --group-by statistics, rows of a key not seen in fit: global (overall statistics, warned with a count; default), passthrough (unscaled), null or error.")]
 
 
 @app.command()
-@_quiet_on_closed_pipe
 def transform(
-    input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, Parquet) or - for stdin.")],
+    inputs: InputsArg,
     stats: StatsOpt,
-    output: OutputOpt = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout; DIR/ for one output per input, named like it.")] = None,
     fmt: FormatOpt = None,
     to: ToOpt = None,
     delimiter: DelimiterOpt = None,
@@ -236,17 +292,18 @@ def transform(
     decimals: Annotated[Optional[int], typer.Option("--decimals", help="Round normalized values to N decimal places (compact CSV).")] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
-    """Normalize INPUT with a stats file; every other column passes through unchanged."""
+    """Normalize INPUTS with a stats file; every other column passes through unchanged."""
+    LOG.configure(log_format, quiet)
     overrides = {"clip": clip, "clip_sigma": clip_sigma, "fill_missing": fill_missing}
-    _transform(input, stats, output, fmt, to, delimiter, quiet, False,
+    _transform(inputs, stats, output, fmt, to, delimiter, quiet, False,
                {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals)
 
 
 @app.command()
-@_quiet_on_closed_pipe
 def inverse(
-    input: Annotated[str, typer.Argument(help="Normalized input file or - for stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Normalized input files, directories, globs, or - for stdin.")],
     stats: StatsOpt,
     output: OutputOpt = None,
     fmt: FormatOpt = None,
@@ -255,13 +312,133 @@ def inverse(
     unseen_group: UnseenOpt = "global",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Undo transform: map normalized per-column values back to the original scale."""
-    _transform(input, stats, output, fmt, to, delimiter, quiet, True, {}, unseen_group)
+    LOG.configure(log_format, quiet)
+    _transform(inputs, stats, output, fmt, to, delimiter, quiet, True, {}, unseen_group)
 
 
 @app.command()
-@_quiet_on_closed_pipe
+def merge(
+    parts: Annotated[list[str], typer.Argument(help="Stats files fitted on disjoint data with the same columns and methods.")],
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
+) -> None:
+    """Merge stats files exactly, as if one fit had read all their data."""
+    from normcli import api
+
+    LOG.configure(log_format, quiet)
+    loaded = []
+    for path in parts:
+        loaded.append(api.load(path))
+        LOG("input", {"path": path, "rows": loaded[-1].info.get("rows", 0)})
+    merged = api.merge(*loaded)
+    merged.info["created"] = None
+    _write_stats(merged, output)
+
+
+@app.command()
+def check(
+    inputs: InputsArg,
+    stats: StatsOpt,
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Drift when |standardized mean shift| exceeds this.")] = 3.0,
+    max_null_rate_change: Annotated[float, typer.Option("--max-null-rate-change", help="Drift when |null rate change| exceeds this.")] = 0.1,
+    max_psi: Annotated[float, typer.Option("--max-psi", help="Drift when the population stability index exceeds this (sketched columns).")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of a table.")] = False,
+    fmt: FormatOpt = None,
+    delimiter: DelimiterOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
+) -> int:
+    """Report drift of INPUTS against a stats file; exit 6 when a column drifted."""
+    from normcli import api
+
+    LOG.configure(log_format, quiet)
+    for name, value in (("--max-shift", max_shift), ("--max-null-rate-change", max_null_rate_change),
+                        ("--max-psi", max_psi)):
+        if not value >= 0:
+            raise UsageError(f"{name} must not be negative")
+    if inputs.count("-") > 1:
+        raise UsageError("stdin (-) can be read only once")
+    fitted = api.load(stats)
+    thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
+    with _progress(inputs, quiet, "check") as progress:
+        report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
+                           progress=progress, log=LOG)
+    report["stats"] = stats
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
+    else:
+        _print_drift(report)
+    drifted = [c["column"] for c in report["columns"] if c["drift"]]
+    if drifted:
+        LOG("drift", {"columns": drifted})
+    return EXIT_DRIFT if report["drift"] else EXIT_OK
+
+
+def _print_drift(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(v: Any, fmt: str = ".3g") -> str:
+        return "" if v is None else format(v, fmt)
+
+    table = Table(title=f"drift of {report['rows']:,} rows against {report['stats']}")
+    heads = ("column", "rows", "mean shift", "std ratio", "null rate change", "out of range", "PSI", "KS", "drift")
+    for head in heads:
+        table.add_column(head, justify="left" if head in ("column", "drift") else "right")
+    for c in report["columns"]:
+        table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", num(c["mean_shift"]), num(c["std_ratio"]),
+                      num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
+                      num(c["ks"]), ", ".join(c["drift"]) or "ok")
+    Console(highlight=False, width=120).print(table)
+
+
+def fit_transform(input: str, stats_out: Optional[str], output: Optional[str], to: Optional[str],
+                  log_format: str, debug: bool, **fit_options: Any) -> None:
+    """Fit INPUT and transform it in one run: write the stats file and the normalized data."""
+    from normcli import api
+
+    LOG.configure(log_format, fit_options["quiet"])
+    if to is not None and to not in ("csv", "tsv", "parquet"):
+        raise UsageError(f"--to must be csv, tsv or parquet, got '{to}'")
+    if stats_out in (None, "-") and output in (None, "-"):
+        raise UsageError("fit-transform writes two outputs: give --stats-out FILE or -o FILE")
+
+    def fit_then_transform(inputs: list[str], methods: list[str], **kw: Any) -> Any:
+        return api.fit_transform(inputs[0], stats_out, output, methods, to=to, **kw)
+
+    stats = _fit_stats([input], **fit_options, fit_fn=fit_then_transform)
+    if stats_out in (None, "-"):
+        _write_stats(stats, None)
+
+
+def _fit_transform_signature() -> inspect.Signature:
+    """fit-transform takes fit's options (spelled the same) plus its own two outputs."""
+    own = [
+        inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=Annotated[str, typer.Argument(help="Input file (CSV, TSV, Parquet) or - for stdin (spooled to a temporary file).")]),
+        inspect.Parameter("stats_out", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Optional[str], typer.Option("--stats-out", help="Where to write the stats file (- or none: stdout, then -o is needed).")]),
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=OutputOpt),
+        inspect.Parameter("to", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ToOpt),
+    ]
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+              for p in inspect.signature(fit, eval_str=True).parameters.values()
+              if p.name in _FIT_ONLY or p.name in ("debug", "log_format")]
+    return inspect.Signature(own + shared)
+
+
+fit_transform.__signature__ = _fit_transform_signature()
+app.command("fit-transform")(fit_transform)
+
+
+@app.command()
 def inspect(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
@@ -371,44 +548,89 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _prescan_log_format(args: list[str]) -> str:
+    """The --log-format value anywhere on the command line, so that even a usage error is logged in it."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--log-format" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return "text"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit code; every error becomes one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    LOG.started = time.monotonic()
+    wanted = _prescan_log_format(args)
+    LOG.format = wanted if wanted in LOG_FORMATS else "text"
+    LOG.quiet = "-q" in args or "--quiet" in args
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not in the main thread (embedded use)
         pass
+    command = next((a for a in args if not a.startswith("-")), None)
+    if LOG.format == "json":
+        LOG("start", {"command": command, "argv": args, "version": __version__, "pid": os.getpid()})
+    code = _run(args, debug)
+    if LOG.format == "json":
+        LOG("end", {"command": command, "status": code,
+                    "duration_s": round(time.monotonic() - LOG.started, 6)})
+    return code
+
+
+# The click exception classes Typer raises: recent Typer vendors its own copy of click.
+_CX = sys.modules[typer.BadParameter.__module__]
+_EXITS = tuple({typer.Exit, getattr(_CX, "Exit", typer.Exit)})
+_USAGE = (_CX.UsageError,)
+_ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_CX, "Abort", typer.Abort)})
+
+
+def _run(args: list[str], debug: bool) -> int:
     try:
-        rv = app(args=args, prog_name="normcli", standalone_mode=False)
+        # Not click's main(): it turns a closed pipe into exit 1 and SIGINT into a blank line on
+        # stderr before this function could map them.
+        command = typer.main.get_command(app)
+        with command.make_context("normcli", args) as ctx:
+            rv = command.invoke(ctx)
         return rv if isinstance(rv, int) else 0
     except NormcliError as exc:
-        _report(str(exc), debug)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except click_exc.UsageError as exc:
-        if exc.format_message():  # empty when the help was shown for a bare `normcli`
-            _report(exc.format_message(), debug)
-        return EXIT_USAGE
-    except (KeyboardInterrupt, typer.Abort):
-        _report("interrupted", debug)
-        return 128 + signal.SIGINT
-    except (BrokenPipeError, _PipeClosed):
+        return _report(str(exc), debug, exc.exit_code)
+    except _EXITS as exc:
+        return getattr(exc, "exit_code", 0)
+    except _USAGE as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `normcli CMD`: the help, on stderr
+            exc.show()
+            return EXIT_USAGE
+        return _report(exc.format_message(), debug, EXIT_USAGE)
+    except _ABORTS:
+        return _report("interrupted by SIGINT", debug, 128 + signal.SIGINT)
+    except BrokenPipeError:
         # The reader went away (`| head`): not an error. Point stdout at /dev/null so the
         # interpreter's final flush does not complain.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
     except Exception as exc:  # a bug: still one line, the traceback with --debug
-        _report(f"internal error: {type(exc).__name__}: {exc}", debug)
-        return EXIT_INTERNAL
+        return _report(f"internal error: {type(exc).__name__}: {exc}", debug, EXIT_INTERNAL)
 
 
-def _report(message: str, debug: bool) -> None:
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _report(message: str, debug: bool, code: int) -> int:
     if debug:
         traceback.print_exc()
-    print(f"Error: {message}", file=sys.stderr)
+    LOG("error", {"message": message, "exit_code": code})
+    return code
 
 
 def run() -> None:

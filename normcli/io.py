@@ -13,6 +13,8 @@ about 1.8x slower.
 """
 from __future__ import annotations
 
+import glob as _glob
+import hashlib
 import io as _pyio
 import os
 import re
@@ -27,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import DataError, IOFailure, UsageError
@@ -620,6 +623,220 @@ class _ParquetSource(Source):
     def close(self) -> None:
         self._file.close()
         self._close_spool()
+
+
+class _DatasetSource(_ParquetSource):
+    """One Parquet file of a hive-partitioned directory, read through ``pyarrow.dataset``.
+
+    The ``key=value`` directories between ``base`` and the file become string columns after the
+    file's own, so they can select or group rows without being fitted as numbers by default.
+    """
+
+    def __init__(self, path: str, base: str, batch_rows: int = _PARQUET_BATCH_ROWS):
+        self._batch_rows = batch_rows
+        self.path = path
+        self.format = "parquet"
+        self._spool = None
+        self._used = False
+        try:
+            self.size = os.path.getsize(path)
+            if self.size == 0:
+                raise DataError(f"{_display(path)} is empty")
+            keys = [part.split("=", 1)[0] for part in _hive_parts(os.path.relpath(os.path.dirname(path), base))]
+            partitioning = pads.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
+            self._dataset = pads.dataset([path], format="parquet", partitioning=partitioning,
+                                         partition_base_dir=base)
+        except OSError as exc:
+            raise _read_failure(path, exc) from exc
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
+        self._schema = self._dataset.schema
+        self.columns = list(self._schema.names)
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
+        if self._used:
+            raise RuntimeError("Source.pieces() can be used only once")
+        self._used = True
+        numeric = self._check_columns(numeric)
+        keep = self._check_columns(keep)
+        columns = None if keep_others else list(dict.fromkeys([*numeric, *keep]))
+        total_rows = max(self._dataset.count_rows(), 1)
+        row = 1
+        try:
+            for batch in self._dataset.to_batches(columns=columns, batch_size=self._batch_rows,
+                                                  batch_readahead=2, fragment_readahead=1):
+                yield Piece(batch, self.size * batch.num_rows // total_rows, row, numeric, keep_others, keep)
+                row += batch.num_rows
+        except OSError as exc:
+            raise _read_failure(self.path, exc) from exc
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+
+    def close(self) -> None:
+        pass
+
+
+def _hive_parts(reldir: str) -> list[str]:
+    parts = [p for p in reldir.split(os.sep) if p and p != "."]
+    return parts if parts and all("=" in p and not p.startswith("=") for p in parts) else []
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file found by :func:`expand_inputs`.
+
+    ``path`` opens it; ``name`` is its name relative to the argument that found it (the file's
+    own name, its path under a directory, or under a glob's fixed prefix), used to name its
+    output; ``base`` is the hive-partitioned directory it lies in, if any.
+    """
+
+    path: str
+    name: str
+    base: str | None = None
+
+
+def _is_data_file(name: str) -> bool:
+    lower = name.lower()
+    return not name.startswith((".", "_")) and any(lower.endswith(ext) for ext in _EXTENSIONS)
+
+
+def _walk(directory: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(directory, onerror=None):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found.extend(os.path.join(root, f) for f in sorted(files) if _is_data_file(f))
+    return found
+
+
+def _glob_root(pattern: str) -> str:
+    parts = pattern.split(os.sep)
+    fixed = []
+    for part in parts[:-1]:
+        if _glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed)
+
+
+def expand_inputs(specs: Sequence[str]) -> list[InputFile]:
+    """The ordered list of input files named by ``specs``: files, ``-``, directories and globs.
+
+    A directory stands for every CSV, TSV and Parquet file under it (recursively, sorted by path,
+    skipping names starting with ``.`` or ``_``); a Parquet file under ``key=value`` directories
+    is read with those keys as columns. A glob (``*``, ``?``, ``[..]``, ``**``) stands for the
+    files it matches, sorted. A file named twice is read once. Nothing found is an IOFailure.
+    """
+    out: list[InputFile] = []
+    seen: set[str] = set()
+
+    def add(item: InputFile) -> None:
+        key = item.path if item.path == "-" else os.path.realpath(item.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+
+    for spec in specs:
+        if spec == "-":
+            add(InputFile("-", "-"))
+        elif os.path.isdir(spec):
+            files = _walk(spec)
+            if not files:
+                raise IOFailure(f"cannot read '{spec}': the directory holds no CSV, TSV or Parquet file")
+            for f in files:
+                rel = os.path.relpath(f, spec)
+                hive = _hive_parts(os.path.dirname(rel)) and detect_format(f, None) == "parquet"
+                add(InputFile(f, rel, spec if hive else None))
+        elif _glob.has_magic(spec) and not os.path.exists(spec):
+            matches = sorted(m for m in _glob.glob(spec, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise IOFailure(f"cannot read '{spec}': no file matches")
+            root = _glob_root(spec)
+            for m in matches:
+                add(InputFile(m, os.path.relpath(m, root) if root else m))
+        else:
+            add(InputFile(spec, os.path.basename(spec) or spec))
+    return out
+
+
+def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = None) -> Source:
+    """Open an :class:`InputFile`: hive-partitioned Parquet through ``pyarrow.dataset``, else :func:`open_source`."""
+    if item.base is not None and fmt in (None, "parquet"):
+        return _DatasetSource(item.path, item.base)
+    return open_source(item.path, fmt=fmt, delimiter=delimiter)
+
+
+_FINGERPRINT_SPAN = 1 << 20
+
+
+def fingerprint(path: str) -> dict:
+    """Identity of an input file: absolute path, size, mtime and a SHA-256 of its content.
+
+    The hash covers the whole file when it is under 2 MiB, else its first and last MiB (so that
+    the cost does not grow with the file). ``-`` (stdin) has no fingerprint: raises UsageError.
+    """
+    if path == "-":
+        raise UsageError("standard input has no fingerprint")
+    try:
+        st = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            if st.st_size < 2 * _FINGERPRINT_SPAN:
+                for chunk in iter(lambda: f.read(_FINGERPRINT_SPAN), b""):
+                    digest.update(chunk)
+            else:
+                digest.update(f.read(_FINGERPRINT_SPAN))
+                f.seek(-_FINGERPRINT_SPAN, os.SEEK_END)
+                digest.update(f.read(_FINGERPRINT_SPAN))
+    except OSError as exc:
+        raise _read_failure(path, exc) from exc
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime,
+            "sha256": digest.hexdigest()}
+
+
+def spool_stdin(suffix: str) -> str:
+    """Copy standard input to a new temporary file (in chunks) and return its path.
+
+    The caller removes the file; on any failure here it is removed before the error propagates.
+    """
+    fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        done = True
+    except OSError as exc:
+        raise _read_failure("-", exc) from exc
+    finally:
+        if not done:
+            discard(tmp)
+    return tmp
+
+
+def discard(path: str) -> None:
+    """Delete the file ``path`` if it exists (cleanup: errors are ignored)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
+    """Where the output of ``item`` goes under ``directory``: the same relative name, with the
+    extension of ``fmt`` when that differs from the input's. Parent directories are created."""
+    name = item.name
+    if fmt is not None and detect_format(name, None) != fmt:
+        lower = name.lower()
+        for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+            if lower.endswith(ext):
+                name = name[: -len(ext)]
+                break
+        name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt]
+    path = os.path.join(directory, name)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    except OSError as exc:
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+    return path
 
 
 def open_source(

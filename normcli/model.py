@@ -72,6 +72,7 @@ class FitPlan:
     rows: list[RowFit]
     sketch_k: int | None = None
     group_by: list[str] = field(default_factory=list)
+    sketch_all: bool = False  # a quantile sketch for every column, not only robust ones
 
     @property
     def numeric(self) -> list[str]:
@@ -83,15 +84,18 @@ class FitPlan:
         """The per-column columns, fitted per group when the plan groups."""
         return [n for n, c in self.columns.items() if c.method in M.PER_COLUMN]
 
-    def _sketch_k(self, col: ColumnFit) -> int | None:
-        return self.sketch_k if self.sketch_k is not None and col.method == "robust" else None
+    def _sketch_k(self, col: ColumnFit, overall: bool = False) -> int | None:
+        """The sketch size for ``col``: robust columns, and with ``sketch_all`` every column
+        overall (per group only robust ones need it)."""
+        wanted = col.method == "robust" or (overall and self.sketch_all)
+        return self.sketch_k if self.sketch_k is not None and wanted else None
 
     def partial(self, batch: pa.RecordBatch | pa.Table) -> Partial:
         """Statistics of one batch for every planned column (pure; safe to run in threads)."""
         out, values = {}, {}
         for name, col in self.columns.items():
             x = values[name] = _float_values(batch.column(name))
-            k = self._sketch_k(col)
+            k = self._sketch_k(col, overall=True)
             st = ColumnStats.of(x, None if k is None else _sketch.new(k))
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
                 raise DataError(f"column '{name}' holds an infinite value; fit takes finite numbers only")
@@ -135,7 +139,7 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
              options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
-             group_by: Sequence[str] = ()) -> FitPlan:
+             group_by: Sequence[str] = (), sketch_all: bool = False) -> FitPlan:
     """Decide what to fit from the input's column types and the user's method specs.
 
     ``methods`` holds specs ``NAME`` (the default for every selected column not named
@@ -144,7 +148,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     column; ``exclude`` removes columns from it. ``options`` are method options (ddof, range,
     eps, ...); each method takes the ones it knows. ``group_by`` names key columns: every
     per-column statistic is then fitted per key value as well as overall; key columns are never
-    normalized themselves.
+    normalized themselves. ``sketch_all`` keeps a quantile
+    sketch of every column (for ``check``), not only of the ``robust`` ones.
     """
     options = dict(options or {})
     group_by = list(dict.fromkeys(group_by))
@@ -206,8 +211,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     fits = {c: ColumnFit(c, claimed[c], M.options_for(claimed[c], options) if claimed[c] in M.PER_COLUMN else {})
             for c in types if c in claimed}
     _spread_zscore_options(fits)
-    needs_sketch = any(f.method == "robust" for f in fits.values())
-    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by)
+    needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
+    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all)
 
 
 def _spread_zscore_options(fits: Mapping[str, ColumnFit]) -> None:
@@ -220,6 +225,14 @@ def _spread_zscore_options(fits: Mapping[str, ColumnFit]) -> None:
                 if len(v) not in (1, len(names)):
                     raise UsageError(f"--{key} has {len(v)} values but {len(names)} columns are fitted with zscore")
                 fits[c].options[key] = float(v[0] if len(v) == 1 else v[i])
+def plan_from_stats(stats: Stats) -> FitPlan:
+    """The plan that fitted ``stats``: its columns, methods, options and sketches, to fit more data
+    the same way (``fit --update``) and merge the result into it."""
+    cols = {n: ColumnFit(n, f.method, dict(f.options)) for n, f in stats.columns.items()}
+    ks = [f.stats.sketch.k for f in stats.columns.values() if f.stats.sketch is not None]
+    sketch_all = any(f.stats.sketch is not None and f.method != "robust" for f in stats.columns.values())
+    return FitPlan(cols, [RowFit(r.method, list(r.columns), dict(r.options)) for r in stats.rows],
+                   ks[0] if ks else None, list(stats.group_by), sketch_all)
 
 
 def _check_row_options(row: RowFit) -> None:

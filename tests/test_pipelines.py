@@ -1,0 +1,445 @@
+"""Cron and pipeline operations through the real CLI: many inputs, merge, update, check,
+fit-transform, exit codes, pipes, signals and JSON logs. References are computed with NumPy."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, run_cli
+from normcli import errors
+
+TOL = 1e-12
+
+
+def day_frame(day: int, n: int = 400, shift: float = 0.0, seed: int | None = None) -> pd.DataFrame:
+    rng = np.random.default_rng(seed if seed is not None else day)
+    x = rng.normal(100.0, 5.0, n) + shift
+    y = rng.normal(0.0, 1.0, n)
+    y[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame({"id": [f"{day:02d}-{i:05d}" for i in range(n)], "x": x, "y": y})
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, float_format="%.17g")
+    return path
+
+
+def load_stats(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def assert_moments(col: dict, values: np.ndarray) -> None:
+    v = values[~np.isnan(values)]
+    st = col["stats"]
+    assert st["count"] == v.size
+    assert st["nulls"] == values.size - v.size
+    assert abs(st["mean"] - v.mean()) <= TOL * abs(v.mean())
+    assert abs(st["m2"] / st["count"] - v.var()) <= 1e-11 * v.var()
+    assert st["min"] == v.min() and st["max"] == v.max()
+
+
+def csv_values(path: Path, col: str) -> np.ndarray:
+    return pd.read_csv(path)[col].to_numpy(dtype=np.float64)
+
+
+# -- many inputs -------------------------------------------------------------------------------
+
+
+def test_fit_directory_of_csv_equals_numpy_over_all_files(tmp_path):
+    frames = [day_frame(d) for d in (1, 2, 3)]
+    write_csv(frames[0], tmp_path / "in" / "a.csv")
+    write_csv(frames[1], tmp_path / "in" / "sub" / "b.csv")
+    write_csv(frames[2], tmp_path / "in" / "c.csv")
+    (tmp_path / "in" / ".hidden.csv").write_text("x\nnot a number\n")
+    r = run_cli("fit", tmp_path / "in", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "s.json")
+    allx = np.concatenate([f["x"].to_numpy() for f in frames])
+    assert_moments(doc["columns"]["x"], allx)
+    paths = [Path(i["path"]).name for i in doc["fitted_on"]["inputs"]]
+    assert paths == ["a.csv", "c.csv", "b.csv"]  # sorted by path: in/a, in/c, in/sub/b
+    assert doc["fitted_on"]["rows"] == 1200
+
+
+def test_fit_hive_partitioned_parquet_directory(tmp_path):
+    frames = {}
+    for day in ("2024-01-01", "2024-01-02"):
+        df = day_frame(int(day[-1]))[["x", "y"]]
+        frames[day] = df
+        part = tmp_path / "ds" / f"day={day}"
+        part.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), part / "part-0.parquet",
+                       row_group_size=100)
+    r = run_cli("fit", tmp_path / "ds", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "s.json")
+    assert list(doc["columns"]) == ["x", "y"]  # the partition key is text, not fitted
+    assert_moments(doc["columns"]["y"], np.concatenate([f["y"].to_numpy() for f in frames.values()]))
+    # the key is a column: it can be excluded or named, and a numeric-only plan ignores it
+    r = run_cli("fit", tmp_path / "ds", "--columns", "day", "-o", tmp_path / "t.json")
+    assert r.code == errors.EXIT_DATA and "'day' is not numeric" in r.err
+
+
+def test_fit_glob_and_duplicate_paths_are_read_once(tmp_path):
+    a = write_csv(day_frame(1), tmp_path / "d" / "day1.csv")
+    write_csv(day_frame(2), tmp_path / "d" / "day2.csv")
+    r = run_cli("fit", str(tmp_path / "d" / "day*.csv"), str(a), "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    assert load_stats(tmp_path / "s.json")["fitted_on"]["rows"] == 800
+    r = run_cli("fit", str(tmp_path / "d" / "nothing*.csv"))
+    assert r.code == errors.EXIT_IO and "no file matches" in r.err
+
+
+def test_transform_many_inputs_to_directory_keeps_relative_names(tmp_path):
+    frames = {"a.csv": day_frame(1), "sub/b.csv": day_frame(2)}
+    for name, df in frames.items():
+        write_csv(df, tmp_path / "in" / name)
+    assert run_cli("fit", tmp_path / "in", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/")
+    assert r.code == 0, r.err
+    allx = np.concatenate([f["x"].to_numpy() for f in frames.values()])
+    for name, df in frames.items():
+        out = pd.read_csv(tmp_path / "out" / name, dtype={"id": str})
+        assert out["id"].tolist() == df["id"].tolist()
+        expected = (df["x"].to_numpy() - allx.mean()) / allx.std()
+        assert np.max(np.abs(out["x"].to_numpy() - expected)) < 1e-12
+    assert not list((tmp_path / "out").rglob("*normcli-tmp"))
+    # --to changes the extension; several inputs without a directory are a usage error
+    r = run_cli("transform", str(tmp_path / "in" / "**" / "*.csv"), "--stats", tmp_path / "s.json",
+                "-o", str(tmp_path / "pq") + "/", "--to", "parquet")
+    assert r.code == 0, r.err
+    assert sorted(p.relative_to(tmp_path / "pq").as_posix() for p in (tmp_path / "pq").rglob("*.parquet")) == \
+        ["a.parquet", "sub/b.parquet"]
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json")
+    assert r.code == errors.EXIT_USAGE and "-o DIR/" in r.err and r.out == b""
+
+
+# -- merge -------------------------------------------------------------------------------------
+
+
+def test_merge_equals_one_fit_over_all_data(tmp_path):
+    d1, d2 = day_frame(1), day_frame(2)
+    write_csv(d1, tmp_path / "d1.csv")
+    write_csv(d2, tmp_path / "d2.csv")
+    for d in ("d1", "d2"):
+        assert run_cli("fit", tmp_path / f"{d}.csv", "-o", tmp_path / f"{d}.json").code == 0
+    r = run_cli("merge", tmp_path / "d1.json", tmp_path / "d2.json", "-o", tmp_path / "all.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "all.json")
+    for col in ("x", "y"):
+        assert_moments(doc["columns"][col], np.concatenate([d1[col].to_numpy(), d2[col].to_numpy()]))
+    assert doc["fitted_on"]["rows"] == 800
+    # to stdout, strict JSON
+    r = run_cli("merge", tmp_path / "d1.json", tmp_path / "d2.json")
+    assert r.code == 0 and json.loads(r.text)["fitted_on"]["rows"] == 800
+
+
+def test_merge_mismatch_and_overlap_are_stats_errors(tmp_path):
+    write_csv(day_frame(1), tmp_path / "d1.csv")
+    write_csv(day_frame(2), tmp_path / "d2.csv")
+    assert run_cli("fit", tmp_path / "d1.csv", "-o", tmp_path / "z.json").code == 0
+    assert run_cli("fit", tmp_path / "d2.csv", "-m", "minmax", "-o", tmp_path / "m.json").code == 0
+    r = run_cli("merge", tmp_path / "z.json", tmp_path / "m.json", "-o", tmp_path / "bad.json")
+    assert r.code == errors.EXIT_STATS and "cannot merge" in r.err
+    r = run_cli("merge", tmp_path / "z.json", tmp_path / "z.json", "-o", tmp_path / "bad.json")
+    assert r.code == errors.EXIT_STATS and "disjoint" in r.err
+    assert not (tmp_path / "bad.json").exists()
+
+
+# -- fit --update and the cron scenario -------------------------------------------------------
+
+
+def test_two_day_cron_scenario(tmp_path):
+    """fit day 1, update with day 2, update with day 2 again (skipped), check day 3 with drift."""
+    days = {1: day_frame(1), 2: day_frame(2), 3: day_frame(3, shift=40.0)}
+    for d, df in days.items():
+        write_csv(df, tmp_path / f"day{d}.csv")
+    stats = tmp_path / "stats.json"
+    script = f"""
+set -u
+cd {tmp_path}
+run() {{ {sys.executable} -m normcli "$@"; echo "$1=$?" >> codes.txt; }}
+run fit day1.csv -o stats.json --sketch
+run fit day2.csv --update stats.json
+cp stats.json after_day2.json
+run fit day2.csv --update stats.json 2> rerun.err
+run check day3.csv --stats stats.json --json > drift.json
+"""
+    p = subprocess.run(["bash", "-c", script], capture_output=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr
+    codes = (tmp_path / "codes.txt").read_text().split()
+    assert codes == ["fit=0", "fit=0", "fit=0", f"check={errors.EXIT_DRIFT}"]
+    doc = load_stats(stats)
+    assert stats.read_bytes() == (tmp_path / "after_day2.json").read_bytes()  # the rerun changed nothing
+    assert "skipped" in (tmp_path / "rerun.err").read_text()
+    for col in ("x", "y"):
+        assert_moments(doc["columns"][col], np.concatenate([days[1][col].to_numpy(), days[2][col].to_numpy()]))
+    assert doc["fitted_on"]["rows"] == 800
+    assert [Path(i["path"]).name for i in doc["fitted_on"]["inputs"]] == ["day1.csv", "day2.csv"]
+    for entry in doc["fitted_on"]["inputs"]:
+        import hashlib
+
+        fp = entry["fingerprint"]
+        data = Path(fp["path"]).read_bytes()
+        assert fp["size"] == len(data) and fp["sha256"] == hashlib.sha256(data).hexdigest()
+    report = json.loads((tmp_path / "drift.json").read_text())
+    drifted = {c["column"]: c["drift"] for c in report["columns"]}
+    assert "mean_shift" in drifted["x"] and drifted["y"] == []
+
+
+def test_update_with_a_changed_file_absorbs_it(tmp_path):
+    src = write_csv(day_frame(1), tmp_path / "day.csv")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    d2 = day_frame(2)
+    write_csv(d2, src)  # same path, new content
+    r = run_cli("fit", src, "--update", tmp_path / "s.json", "-o", tmp_path / "u.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "u.json")
+    assert_moments(doc["columns"]["x"], np.concatenate([day_frame(1)["x"].to_numpy(), d2["x"].to_numpy()]))
+    # the file's own plan is kept: fit options are refused with --update
+    r = run_cli("fit", src, "--update", tmp_path / "s.json", "-m", "minmax")
+    assert r.code == errors.EXIT_USAGE
+    # a new file lacking a fitted column: the stats file does not fit it
+    (tmp_path / "nox.csv").write_text("id,y\n1,2\n")
+    r = run_cli("fit", tmp_path / "nox.csv", "--update", tmp_path / "s.json")
+    assert r.code == errors.EXIT_STATS and "'x'" in r.err
+
+
+def test_update_keeps_sketches_of_robust_columns(tmp_path):
+    d1, d2 = day_frame(1, n=60), day_frame(2, n=60)
+    write_csv(d1, tmp_path / "d1.csv")
+    write_csv(d2, tmp_path / "d2.csv")
+    assert run_cli("fit", tmp_path / "d1.csv", "-m", "robust", "-o", tmp_path / "s.json").code == 0
+    assert run_cli("fit", tmp_path / "d2.csv", "--update", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "d1.csv", "--stats", tmp_path / "s.json")
+    x = np.concatenate([d1["x"].to_numpy(), d2["x"].to_numpy()])
+    q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75])
+    out = pd.read_csv(__import__("io").BytesIO(r.out))["x"].to_numpy()
+    assert np.max(np.abs(out - (d1["x"].to_numpy() - q50) / (q75 - q25))) < 1e-12
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+def _ecdf(sample: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.sort(sample), t, side="right") / sample.size
+
+
+def test_check_metrics_against_numpy(tmp_path):
+    fit_df = day_frame(1, n=150)  # few enough values for the sketch to be exact
+    new_df = day_frame(2, n=120, shift=2.0)
+    new_df.loc[:30, "y"] = np.nan
+    write_csv(fit_df, tmp_path / "fit.csv")
+    write_csv(new_df, tmp_path / "new.csv")
+    assert run_cli("fit", tmp_path / "fit.csv", "--sketch", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "--json",
+                "--max-shift", "100", "--max-psi", "100", "--max-null-rate-change", "1")
+    assert r.code == 0, r.err
+    report = json.loads(r.text)
+    cols = {c["column"]: c for c in report["columns"]}
+    for name in ("x", "y"):
+        a = fit_df[name].to_numpy()
+        a = a[~np.isnan(a)]
+        raw = new_df[name].to_numpy()
+        b = raw[~np.isnan(raw)]
+        c = cols[name]
+        assert abs(c["mean_shift"] - (b.mean() - a.mean()) / a.std()) < 1e-9
+        assert abs(c["std_ratio"] - b.std() / a.std()) < 1e-9
+        rate_fit = fit_df[name].isna().mean()
+        assert abs(c["null_rate_change"] - (np.isnan(raw).mean() - rate_fit)) < 1e-12
+        assert c["out_of_range"] == np.mean((b < a.min()) | (b > a.max()))
+        edges = np.quantile(a, np.arange(1, 10) / 10)
+        e = np.bincount(np.searchsorted(edges, a, side="left"), minlength=10) / a.size
+        o = np.bincount(np.searchsorted(edges, b, side="left"), minlength=10) / b.size
+        e, o = np.maximum(e, 1e-4), np.maximum(o, 1e-4)
+        assert abs(c["psi"] - np.sum((o - e) * np.log(o / e))) < 1e-9
+        t = np.concatenate([a, b])
+        ks = np.max(np.abs(_ecdf(a, t) - _ecdf(b, t)))
+        assert ks - 0.02 <= c["ks"] <= ks + 1e-12
+
+
+def test_check_table_thresholds_and_exit_codes(tmp_path):
+    write_csv(day_frame(1), tmp_path / "fit.csv")
+    write_csv(day_frame(2), tmp_path / "same.csv")
+    nulls = day_frame(3)
+    nulls.loc[: len(nulls) // 2, "y"] = np.nan
+    write_csv(nulls, tmp_path / "nulls.csv")
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "same.csv", "--stats", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    assert "mean shift" in r.text and r.err == ""
+    r = run_cli("check", tmp_path / "nulls.csv", "--stats", tmp_path / "s.json")
+    assert r.code == errors.EXIT_DRIFT and "null_rate_change" in r.text
+    r = run_cli("check", tmp_path / "nulls.csv", "--stats", tmp_path / "s.json", "--max-null-rate-change", "0.9")
+    assert r.code == 0
+    # no sketch in the file: no PSI or KS, but the other metrics
+    r = run_cli("check", tmp_path / "same.csv", "--stats", tmp_path / "s.json", "--json")
+    c = json.loads(r.text)["columns"][0]
+    assert c["psi"] is None and c["ks"] is None and c["mean_shift"] is not None
+
+
+# -- fit-transform -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+def test_fit_transform_file_and_stdin(tmp_path, from_stdin):
+    df = day_frame(1)
+    src = write_csv(df, tmp_path / "in.csv")
+    spool_dir = tmp_path / "tmp"
+    spool_dir.mkdir()
+    args = ["fit-transform", "-" if from_stdin else src, "--stats-out", tmp_path / "s.json",
+            "-o", tmp_path / "out.csv", "-m", "minmax:x"]
+    r = run_cli(*args, stdin=src.read_bytes() if from_stdin else None, env={"TMPDIR": str(spool_dir)})
+    assert r.code == 0, r.err
+    x = df["x"].to_numpy()
+    out = csv_values(tmp_path / "out.csv", "x")
+    assert np.max(np.abs(out - (x - x.min()) / (x.max() - x.min()))) < 1e-12
+    doc = load_stats(tmp_path / "s.json")
+    assert doc["columns"]["x"]["method"] == "minmax"
+    assert_moments(doc["columns"]["y"], df["y"].to_numpy())
+    assert list(spool_dir.iterdir()) == []  # the spooled copy of stdin is gone
+    if from_stdin:
+        assert doc["fitted_on"]["inputs"][0]["path"] == "-"
+
+
+# -- exit codes --------------------------------------------------------------------------------
+
+
+def test_exit_code_table_in_readme_matches_errors():
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+(?:, \d+)?) \| (.+) \|$", readme, re.M))
+    codes = {c for key in table for c in key.split(", ")}
+    declared = {str(v) for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    assert codes == declared
+
+
+def test_every_command_uses_the_exit_codes(tmp_path):
+    write_csv(day_frame(1), tmp_path / "d.csv")
+    (tmp_path / "bad.csv").write_text("x\n1\nabc\n")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert run_cli("fit", tmp_path / "d.csv", "-o", tmp_path / "s.json").code == 0
+    s, d = tmp_path / "s.json", tmp_path / "d.csv"
+    cases = [
+        (errors.EXIT_OK, ["inspect", s]),
+        (errors.EXIT_USAGE, ["fit", d, "--bogus"]),
+        (errors.EXIT_USAGE, ["transform", d, "--stats", s, "-o", d]),
+        (errors.EXIT_USAGE, ["check", d, "--stats", s, "--max-shift", "-1"]),
+        (errors.EXIT_USAGE, ["fit-transform", d]),
+        (errors.EXIT_DATA, ["fit", tmp_path / "bad.csv", "--columns", "x"]),
+        (errors.EXIT_STATS, ["transform", d, "--stats", tmp_path / "bad.json"]),
+        (errors.EXIT_STATS, ["check", d, "--stats", tmp_path / "bad.json"]),
+        (errors.EXIT_STATS, ["merge", s, tmp_path / "bad.json"]),
+        (errors.EXIT_STATS, ["fit", d, "--update", tmp_path / "bad.json"]),
+        (errors.EXIT_IO, ["fit", tmp_path / "missing.csv"]),
+        (errors.EXIT_IO, ["merge", s, tmp_path / "missing.json"]),
+        (errors.EXIT_IO, ["fit-transform", tmp_path / "missing.csv", "--stats-out", tmp_path / "x.json"]),
+    ]
+    for code, args in cases:
+        r = run_cli(*args)
+        assert r.code == code, (args, r.code, r.err)
+        if code:
+            assert r.err.count("\n") == 1 and r.err.startswith("Error: ") and "Traceback" not in r.err, r.err
+            assert r.out == b""
+
+
+# -- pipes, signals, logs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A CSV of a few tens of MB, large enough to be mid-stream when a signal arrives."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(7)
+    n = 1_500_000
+    with open(d / "big.csv", "w") as f:
+        f.write("x,y,label\n")
+        block = 100_000
+        for start in range(0, n, block):
+            xs, ys = rng.normal(size=block), rng.normal(size=block)
+            f.write("".join(f"{a:.6f},{b:.6f},r{start + i}\n" for i, (a, b) in enumerate(zip(xs, ys))))
+    assert run_cli("fit", d / "big.csv", "-o", d / "s.json").code == 0
+    return d
+
+
+@pytest.mark.parametrize("to", ["csv", "parquet"])
+def test_broken_pipe_is_quiet_success(big, to):
+    cmd = (f"{sys.executable} -m normcli transform big.csv --stats s.json --to {to} 2>err.txt | head -c 20 "
+           f">/dev/null; echo ${{PIPESTATUS[0]}}")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=big, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout.decode().strip() == "0"
+    assert (big / "err.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, errors.EXIT_SIGTERM), (signal.SIGINT, errors.EXIT_SIGINT)])
+def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
+    target = tmp_path / "out.csv"
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
+                          "-o", target], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "NORMCLI_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not glob.glob(str(tmp_path / ".out.csv.*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.005)
+    assert p.poll() is None, "finished before the signal could be sent"
+    sent = time.monotonic()
+    p.send_signal(signum)
+    out, err = p.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert p.returncode == code
+    assert err.decode().count("\n") == 1 and "Traceback" not in err.decode()
+    assert list(tmp_path.iterdir()) == []  # no target, no temporary file
+
+
+def test_fit_transform_stdin_spool_is_removed_on_sigterm(big, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with open(big / "big.csv", "rb") as stdin:
+        p = subprocess.Popen([sys.executable, "-m", "normcli", "fit-transform", "-", "--stats-out",
+                              tmp_path / "s.json", "-o", tmp_path / "o.csv"], cwd=ROOT, stdin=stdin,
+                             stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(spool), "NORMCLI_THREADS": "1"})
+        deadline = time.monotonic() + 60
+        while not list(spool.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    assert p.returncode == errors.EXIT_SIGTERM
+    assert list(spool.iterdir()) == []
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_json_log_events(tmp_path):
+    df = day_frame(1)
+    df["k"] = 1.0  # constant: a warning event
+    write_csv(df, tmp_path / "a.csv")
+    write_csv(day_frame(2).assign(k=1.0), tmp_path / "b.csv")
+    r = run_cli("fit", tmp_path / "a.csv", tmp_path / "b.csv", "--log-format", "json")
+    assert r.code == 0
+    json.loads(r.text)  # stdout: the stats file only
+    events = [json.loads(line) for line in r.err.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("input") == 2 and kinds.count("rows") == 2 and "warning" in kinds
+    assert [e["rows"] for e in events if e["event"] == "rows"] == [400, 400]
+    assert events[-1]["status"] == 0 and events[-1]["duration_s"] >= 0
+    r = run_cli("transform", tmp_path / "missing.csv", "--stats", tmp_path / "x.json", "--log-format", "json")
+    events = [json.loads(line) for line in r.err.splitlines()]
+    assert [e["event"] for e in events] == ["start", "error", "end"]
+    assert events[1]["exit_code"] == events[2]["status"] == r.code == errors.EXIT_IO
+    r = run_cli("fit", tmp_path / "a.csv", "--update", tmp_path / "nope.json", "--log-format", "json", "-q")
+    assert [json.loads(line)["event"] for line in r.err.splitlines()] == ["error", "end"]
