@@ -1,7 +1,7 @@
 """Deterministic benchmark data: a string id, an integer column and ten float64 columns.
 
     python benchmarks/gendata.py --rows 5000000 --out benchmarks/data
-writes data.csv and data.parquet (and stats.json is fitted by the benchmark itself).
+writes data_5000000.csv and data_5000000.parquet.
 """
 from __future__ import annotations
 
@@ -26,26 +26,31 @@ def chunks(rows: int, seed: int = 42):
         yield pa.table(cols)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=5_000_000)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "data"))
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+def write(rows: int, out: str) -> tuple[str, str]:
+    """Write ``data_{rows}.csv`` and ``data_{rows}.parquet`` into ``out``; return their paths."""
     import polars as pl
 
-    csv_path = os.path.join(args.out, f"data_{args.rows}.csv")
-    pq_path = os.path.join(args.out, f"data_{args.rows}.parquet")
+    os.makedirs(out, exist_ok=True)
+    csv_path = os.path.join(out, f"data_{rows}.csv")
+    pq_path = os.path.join(out, f"data_{rows}.parquet")
     writer = None
     with open(csv_path, "wb") as f:
-        for i, t in enumerate(chunks(args.rows)):
+        for i, t in enumerate(chunks(rows)):
             pl.from_arrow(t).write_csv(f, include_header=i == 0)
             if writer is None:
                 writer = pq.ParquetWriter(pq_path, t.schema)
             writer.write_table(t)
     writer.close()
-    print(csv_path)
-    print(pq_path)
+    return csv_path, pq_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "data"))
+    args = ap.parse_args()
+    for path in write(args.rows, args.out):
+        print(path)
 
 
 if __name__ == "__main__":

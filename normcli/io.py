@@ -25,11 +25,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import DataError, IOFailure, UsageError
@@ -404,6 +402,8 @@ class _CsvSource(Source):
         """
         if piece.data.find(_QUOTE) >= 0:
             raise ValueError("quoted fields")
+        import polars as pl  # imported where used: Parquet-only runs need not pay for it
+
         wanted = set(piece.numeric)
         schema = {name: pl.Float64 if name in wanted else pl.String for name in self.columns}
         columns = self._output_columns(piece)
@@ -643,6 +643,8 @@ class _DatasetSource(_ParquetSource):
             if self.size == 0:
                 raise DataError(f"{_display(path)} is empty")
             keys = [part.split("=", 1)[0] for part in _hive_parts(os.path.relpath(os.path.dirname(path), base))]
+            import pyarrow.dataset as pads  # only here: it pulls in pandas, ~0.2 s and 40 MB
+
             partitioning = pads.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
             self._dataset = pads.dataset([path], format="parquet", partitioning=partitioning,
                                          partition_base_dir=base)
@@ -957,6 +959,8 @@ class _CsvSink(Sink):
 
     def encode(self, batch: pa.RecordBatch) -> bytes:
         """CSV bytes of the rows, no header: null as an empty field, "" as `""`."""
+        import polars as pl
+
         frame = pl.from_arrow(batch)
         if not isinstance(frame, pl.DataFrame):
             frame = frame.to_frame()
