@@ -1,11 +1,31 @@
-"""normcli: learn normalization statistics from tabular data and apply them, streaming."""
+"""normcli: learn normalization statistics from tabular data and apply them, streaming.
+
+The public API (``fit``, ``load``, ``merge``, ``transform``, ``export``, ``to_sklearn``,
+``from_sklearn``, ``Stats``, ``NormcliError``) is imported on first use, so that ``import
+normcli`` stays cheap and the command line can set up Arrow before pyarrow is loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from normcli.api import fit, load, merge, transform  # noqa: E402
-from normcli.errors import NormcliError  # noqa: E402
-from normcli.export import export  # noqa: E402
-from normcli.export.sklearn import from_sklearn, to_sklearn  # noqa: E402
-from normcli.model import Stats  # noqa: E402
+_API = {
+    "fit": "normcli.api", "load": "normcli.api", "merge": "normcli.api", "transform": "normcli.api",
+    "export": "normcli.export", "to_sklearn": "normcli.export.sklearn",
+    "from_sklearn": "normcli.export.sklearn", "Stats": "normcli.model", "NormcliError": "normcli.errors",
+}
+__all__ = [*_API, "__version__"]
 
-__all__ = ["fit", "load", "merge", "transform", "export", "to_sklearn", "from_sklearn", "Stats",
-           "NormcliError", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'normcli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

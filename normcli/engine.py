@@ -44,12 +44,12 @@ def default_workers() -> int:
 def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = None) -> Iterator[R]:
     """``fn`` over ``items`` in a thread pool, yielding results in input order.
 
-    ``items`` is iterated in its own thread; at most ``2 * workers + 1`` results and ``workers``
-    unstarted items are held at any time. An exception in ``items`` or ``fn`` is re-raised here;
+    ``items`` is iterated in its own thread; at most ``workers + 1`` items are being worked on or
+    waiting to be consumed, and one more is read ahead: memory is bounded by the item size. An exception in ``items`` or ``fn`` is re-raised here;
     closing the generator early stops the producer and drops pending work.
     """
     workers = workers or default_workers()
-    pending: queue.Queue = queue.Queue(maxsize=workers)
+    pending: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def produce() -> None:
@@ -74,7 +74,7 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = 
     try:
         exhausted = False
         while True:
-            while not exhausted and len(inflight) <= 2 * workers:
+            while not exhausted and len(inflight) <= workers:
                 item = pending.get()
                 if item is _DONE:
                     exhausted = True

@@ -321,22 +321,6 @@ def test_killed_run_leaves_no_target(tmp_path, stats_file):
     assert big.read_bytes().endswith(rows[-100:])  # the input is untouched
 
 
-def test_sigterm_removes_temporary_and_exits_143(tmp_path, stats_file):
-    rows = b"".join(b"id%d,2024-01-01,north,%d,%d.5,%d.25,%d\n" % (i, i % 50, i % 30, i % 700, i % 40) for i in range(400_000))
-    big = _write(tmp_path, "big.csv", b"order_id,date,store,units,price,sales,temperature\n" + rows)
-    out = tmp_path / "out.csv"
-    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", str(big), "--stats", str(stats_file), "-o", str(out)],
-                         env={**os.environ, "NORMCLI_THREADS": "1"}, stderr=subprocess.PIPE)
-    deadline = time.time() + 30
-    while time.time() < deadline and not any(n.name.endswith(".normcli-tmp") for n in tmp_path.iterdir()):
-        time.sleep(0.01)
-    p.send_signal(signal.SIGTERM)
-    err = p.communicate(timeout=30)[1].decode()
-    assert p.returncode == 143, err
-    assert err.strip() == "Error: interrupted by SIGTERM"
-    assert sorted(n.name for n in tmp_path.iterdir()) == ["big.csv", "stats.json"]
-
-
 def test_head_closes_pipe_quietly(tmp_path, stats_file):
     rows = b"".join(b"id%d,2024-01-01,north,%d,%d.5,%d.25,%d\n" % (i, i % 50, i % 30, i % 700, i % 40) for i in range(200_000))
     big = _write(tmp_path, "big.csv", b"order_id,date,store,units,price,sales,temperature\n" + rows)
