@@ -191,8 +191,14 @@ def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndar
     """
     has_nan = bool(np.isnan(x).any())
     if method == "layer":
-        mean = (np.nanmean if has_nan else np.mean)(x, axis=1, keepdims=True)
-        var = (np.nanvar if has_nan else np.var)(x, axis=1, keepdims=True)
+        if has_nan:  # by hand: nanmean/nanvar warn on all-null rows, which simply stay null
+            n = np.sum(~np.isnan(x), axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.nansum(x, axis=1, keepdims=True) / n
+                var = np.nansum((x - mean) ** 2, axis=1, keepdims=True) / n
+        else:
+            mean = np.mean(x, axis=1, keepdims=True)
+            var = np.var(x, axis=1, keepdims=True)
         if options["eps_mode"] == "std":
             y = (x - mean) / (np.sqrt(var) + options["eps"])
         else:
@@ -208,7 +214,7 @@ def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndar
     elif method == "l2":
         norm = np.sqrt((np.nansum if has_nan else np.sum)(x * x, axis=1, keepdims=True))
     elif method == "max":
-        norm = np.nanmax(ax, axis=1, keepdims=True) if has_nan else np.max(ax, axis=1, keepdims=True)
+        norm = np.max(np.where(np.isnan(ax), 0.0, ax) if has_nan else ax, axis=1, keepdims=True)
     else:
         raise UsageError(f"'{method}' is not a row-wise method")
     norm[~(norm > 0)] = 1.0  # zero (or all-null) rows are left as they are, like scikit-learn
