@@ -275,12 +275,18 @@ class _CsvSource(Source):
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(header),
-                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding),
+                # a block must hold the whole header line (pyarrow's default is 1 MiB)
+                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding,
+                                               block_size=max(len(header), 1 << 20)),
                 parse_options=self._parse_options(),
             )
+            # pyarrow decodes the names only when asked: bytes that are not text fail here.
+            self.columns = table.column_names
         except pa.ArrowInvalid as exc:
             raise DataError(f"{_display(self.path)}: cannot parse the header: {exc}") from exc
-        self.columns = table.column_names
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{_display(self.path)}: the header is not {self._encoding} text "
+                            f"({exc.reason})") from exc
         seen: set[str] = set()
         dupes = [c for c in self.columns if c in seen or seen.add(c)]
         if dupes:
