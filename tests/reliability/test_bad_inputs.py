@@ -236,3 +236,10 @@ def test_extra_columns_pass_through_byte_for_byte(tmp_path, ab_stats):
 def test_empty_stdin(tmp_path, ab_stats):
     assert_error(run_cli("fit", "-", stdin=b""), 3, "standard input is empty")
     assert_error(run_cli("transform", "-", "--stats", ab_stats, stdin=b""), 3, "standard input is empty")
+
+
+def test_ragged_row_with_bytes_that_are_not_utf8(tmp_path, ab_stats):
+    src = tmp_path / "r.csv"
+    src.write_bytes(b"a,b\n1,10\n3,30,\xc3\n")
+    assert_error(run_cli("fit", src), 3, "Expected 2 columns, got 3")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "line 3")

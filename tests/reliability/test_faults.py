@@ -97,10 +97,10 @@ def test_disk_full_while_saving_stats(big, tmp_path):
 
 def test_missing_or_unwritable_output_directory(big, tmp_path):
     (tmp_path / "plain").write_text("a regular file")
-    for target in (tmp_path / "missing" / "o.csv", tmp_path / "plain" / "o.csv"):
-        r = run_cli("transform", big / "big.csv", "--stats", big / "s.json", "-o", target)
-        assert_error(r, 5, f"cannot write '{target}'")
-        assert_error(run_cli("fit", big / "big.csv", "-o", target.with_suffix(".json")), 5, "cannot write")
+    missing, under_file = tmp_path / "missing" / "o.csv", tmp_path / "plain" / "s.json"
+    r = run_cli("transform", big / "big.csv", "--stats", big / "s.json", "-o", missing)
+    assert_error(r, 5, f"cannot write '{missing}'", "No such file or directory")
+    assert_error(run_cli("fit", big / "big.csv", "-o", under_file), 5, f"cannot write '{under_file}'", "Not a directory")
     no_leftovers(tmp_path, "plain")
 
 
@@ -144,7 +144,7 @@ def test_stats_file_replaced_while_read(tmp_path):
             cols = statsfile.to_dict(statsfile.load(str(target)))["columns"]
             assert cols in expected
             seen.add(expected.index(cols))
-        for _ in range(3):  # a few readers through the real process
+        for _ in range(1):  # a reader through the real process
             r = run_cli("inspect", target, "--json")
             assert r.code == 0, r.err
             assert json.loads(r.text)["columns"] in expected
