@@ -154,6 +154,8 @@ def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, 
         raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{quantile_range}'")
     if eps is not None and eps < 0:
         raise UsageError("--eps must not be negative")
+    if clip_sigma is not None and not clip_sigma >= 0:
+        raise UsageError("--clip-sigma must not be negative")
     return {"ddof": ddof, "range": rng, "eps": eps, "eps_mode": eps_mode,
             "gamma": _floats(gamma, "--gamma"), "beta": _floats(beta, "--beta"),
             "clip": clip or None, "clip_sigma": clip_sigma, "constant": constant,
@@ -634,6 +636,8 @@ def _silence_stdout() -> None:
 def _report(message: str, debug: bool, code: int) -> int:
     if debug:
         traceback.print_exc()
+    # One line, whatever the message quotes (a garbage header, a field with a newline).
+    message = " ".join(message.splitlines())
     LOG("error", {"message": message, "exit_code": code})
     return code
 

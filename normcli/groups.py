@@ -136,16 +136,18 @@ class GroupStats:
         count = np.add.reduceat(valid, starts, dtype=np.int64) if has_null else sizes.copy()
         filled = count > 0
         shift = np.where(filled, lo, 0.0)  # any value of the group will do; its minimum is at hand
-        d = xs - np.repeat(shift, sizes)
-        if has_null:
-            d[~valid] = 0.0
-        dmean = np.add.reduceat(d, starts) / np.maximum(count, 1)
-        d -= np.repeat(dmean, sizes)
-        if has_null:
-            d[~valid] = 0.0
-        np.square(d, out=d)
-        m2 = np.add.reduceat(d, starts)
-        mean, mean_lo = two_sum(shift, dmean)
+        # Overflowing spreads give inf/NaN moments, rejected by the fit without a RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = xs - np.repeat(shift, sizes)
+            if has_null:
+                d[~valid] = 0.0
+            dmean = np.add.reduceat(d, starts) / np.maximum(count, 1)
+            d -= np.repeat(dmean, sizes)
+            if has_null:
+                d[~valid] = 0.0
+            np.square(d, out=d)
+            m2 = np.add.reduceat(d, starts)
+            mean, mean_lo = two_sum(shift, dmean)
         sketches = None
         if sketch_k is not None:
             sketches = [None] * n_groups

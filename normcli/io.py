@@ -203,6 +203,27 @@ def _record_lines(data: bytes, first_line: int) -> np.ndarray:
     return line_of_start[keep]
 
 
+def _row_handler(fn):
+    """Mark ``fn`` as an ``invalid_row_handler`` whose undecodable rows stay quiet.
+
+    pyarrow decodes a bad row's text before calling the handler; when that text is not UTF-8 the
+    decode fails inside pyarrow, which prints the UnicodeDecodeError as an "Exception ignored"
+    traceback on stderr and then reports the row as a parse error anyway (a DataError here).
+    """
+    fn._normcli_row_handler = True
+    return fn
+
+
+def _quiet_row_handlers(hook):
+    def unraisable(info) -> None:
+        if not (getattr(info.object, "_normcli_row_handler", False) and info.exc_type is UnicodeDecodeError):
+            hook(info)
+    return unraisable
+
+
+sys.unraisablehook = _quiet_row_handlers(sys.unraisablehook)
+
+
 class _CsvSource(Source):
     def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str):
         self.path = path
@@ -273,12 +294,18 @@ class _CsvSource(Source):
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(header),
-                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding),
+                # a block must hold the whole header line (pyarrow's default is 1 MiB)
+                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding,
+                                               block_size=max(len(header), 1 << 20)),
                 parse_options=self._parse_options(),
             )
+            # pyarrow decodes the names only when asked: bytes that are not text fail here.
+            self.columns = table.column_names
         except pa.ArrowInvalid as exc:
             raise DataError(f"{_display(self.path)}: cannot parse the header: {exc}") from exc
-        self.columns = table.column_names
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{_display(self.path)}: the header is not {self._encoding} text "
+                            f"({exc.reason})") from exc
         seen: set[str] = set()
         dupes = [c for c in self.columns if c in seen or seen.add(c)]
         if dupes:
@@ -318,7 +345,7 @@ class _CsvSource(Source):
                     encoding=self._encoding,
                 ),
                 # Bad rows are reported by decode(), with their line numbers.
-                parse_options=self._parse_options(lambda row: "skip"),
+                parse_options=self._parse_options(_row_handler(lambda row: "skip")),
             )
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
@@ -426,6 +453,7 @@ class _CsvSource(Source):
     def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
         bad: list = []
 
+        @_row_handler
         def on_invalid(row) -> str:
             bad.append(row)
             return "error"

@@ -127,8 +127,20 @@ class FitPlan:
                     if flat.size:
                         key = describe(self.group_by, part.groups.keys[flat[0]])
                         raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
+            _require_finite(name, st.mean, st.mean_lo, st.m2)
+            if part.groups is not None and name in part.groups.columns:
+                gs = part.groups.columns[name]
+                filled = gs.count > 0
+                _require_finite(name, gs.mean[filled], gs.mean_lo[filled], gs.m2[filled])
             cols[name] = ColumnFit(name, col.method, col.options, st)
         return Stats(cols, list(self.rows), info or {}, list(self.group_by), part.groups)
+
+
+def _require_finite(name: str, *moments: Any) -> None:
+    """DataError when a fitted moment overflowed float64 (values near +-1.8e308 spread too wide)."""
+    if not all(m is None or np.isfinite(m).all() for m in moments):
+        raise DataError(f"column '{name}': its values are too large for float64 statistics "
+                        "(the mean or variance overflows)")
 
 
 def merge_partials(a: Partial, b: Partial) -> Partial:

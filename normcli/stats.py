@@ -20,9 +20,10 @@ _EPS = float(np.finfo(np.float64).eps)
 
 def two_sum(a: float, b: float) -> tuple[float, float]:
     """Return ``(s, e)`` with ``s = fl(a + b)`` and ``a + b == s + e`` exactly (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf in, NaN out: callers check
+        s = a + b
+        bb = s - a
+        return s, (a - (s - bb)) + (b - bb)
 
 
 def chan_merge(n_a: Any, mean_a: Any, lo_a: Any, m2_a: Any,
@@ -32,10 +33,12 @@ def chan_merge(n_a: Any, mean_a: Any, lo_a: Any, m2_a: Any,
     Works elementwise on NumPy arrays as well as on floats; the difference of the means is
     taken on the double-double form so that a large common offset cancels exactly.
     """
-    frac = n_b / (n_a + n_b)
-    delta = (mean_b - mean_a) + (lo_b - lo_a)
-    mean, lo = two_sum(mean_a, lo_a + delta * frac)
-    return mean, lo, m2_a + m2_b + delta * delta * (n_a * frac)
+    # Values near the float64 limit overflow to inf/NaN here; the fit rejects those (no warning).
+    with np.errstate(over="ignore", invalid="ignore"):
+        frac = n_b / (n_a + n_b)
+        delta = (mean_b - mean_a) + (lo_b - lo_a)
+        mean, lo = two_sum(mean_a, lo_a + delta * frac)
+        return mean, lo, m2_a + m2_b + delta * delta * (n_a * frac)
 
 
 def variance(count: Any, m2: Any, ddof: int = 0) -> Any:
@@ -102,12 +105,15 @@ class ColumnStats:
             lo, hi = float(np.min(values)), float(np.max(values))
         n = int(values.size)
         shift = float(values[0])
-        d = values - shift  # exact when values lie within a factor 2 of the shift (Sterbenz)
-        dmean = float(d.mean())
-        d -= dmean
-        np.square(d, out=d)
-        m2 = float(d.sum())
-        mean, mean_lo = two_sum(shift, dmean)
+        # inf, or values whose spread overflows float64, give inf/NaN moments that the fit
+        # rejects (FitPlan): no RuntimeWarning on stderr.
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = values - shift  # exact when values lie within a factor 2 of the shift (Sterbenz)
+            dmean = float(d.mean())
+            d -= dmean
+            np.square(d, out=d)
+            m2 = float(d.sum())
+            mean, mean_lo = two_sum(shift, dmean)
         if sketch is not None:
             # the binding takes only a writable C-contiguous array
             sketch.update(values if values.flags.writeable and values.flags.c_contiguous else values.copy())

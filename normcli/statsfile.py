@@ -150,6 +150,8 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
         doc = json.loads(text, parse_constant=reject)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StatsFileError(f"{source}: not a valid stats file (not JSON: {exc})") from None
+    except RecursionError:
+        raise StatsFileError(f"{source}: not a valid stats file (nested too deeply)") from None
     return from_dict(doc, source)
 
 
@@ -182,6 +184,9 @@ def _validate(doc: Any, source: str) -> None:
     if doc.get("version") != VERSION:
         raise StatsFileError(f"{source}: version: this normcli reads version {VERSION}, "
                              f"the file is version {doc.get('version')!r}")
+    where = _non_finite(doc)
+    if where is not None:
+        raise StatsFileError(f"{source}: {where}: not finite (a number beyond the float64 range)")
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
@@ -197,12 +202,30 @@ def _validate(doc: Any, source: str) -> None:
         if st["count"] > 0 and any(st[k] is None for k in need):
             raise StatsFileError(f"{source}: columns.{name}.stats: a {c['method']} column with values "
                                  f"needs {', '.join(need)}")
+        for k in ("range", "quantile_range"):
+            bounds = c["options"].get(k)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise StatsFileError(f"{source}: columns.{name}.options.{k}: needs a < b, found {bounds}")
         if st["count"] > 0 and None not in (st["min"], st["max"]) and st["min"] > st["max"]:
             raise StatsFileError(f"{source}: columns.{name}.stats.min: greater than max")
-        for k in ("mean", "m2"):
-            if st[k] is not None and not math.isfinite(st[k]):
-                raise StatsFileError(f"{source}: columns.{name}.stats.{k}: not finite")
     _validate_groups(doc, source)
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first float in ``value`` that is inf (JSON ``1e999`` parses so), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "(top level)")
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _non_finite(v, sub)
+        if found is not None:
+            return found
+    return None
 
 
 _GROUP_FLOATS = ("mean", "mean_lo", "m2", "min", "max")

@@ -1,0 +1,1 @@
+"""The reliability suite: bad inputs, damaged stats files, injected faults and fuzzing."""

@@ -1,0 +1,245 @@
+"""Bad inputs through the real CLI: each gives correct output (checked against NumPy or pandas)
+or one clear error line with a documented exit code, and the input is never modified."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from reliability.helpers import assert_error, csv_column, fit, no_leftovers, zscore
+
+@pytest.fixture
+def ab_stats(tmp_path):
+    """Stats of a (1, 2, 3, 4) and b (10, 20, 30, 40), fitted with zscore."""
+    src = tmp_path / "fit.csv"
+    src.write_bytes(b"a,b\n1,10\n2,20\n3,30\n4,40\n")
+    fit(src, tmp_path / "s.json")
+    (tmp_path / "fit.csv").unlink()
+    return tmp_path / "s.json"
+
+
+A = np.array([1.0, 2, 3, 4])
+B = np.array([10.0, 20, 30, 40])
+
+
+def transform(src, stats, out, *args, **kw):
+    """Transform ``src`` and check that the input file was not modified."""
+    before = src.read_bytes()
+    r = run_cli("transform", src, "--stats", stats, "-o", out, *args, **kw)
+    assert src.read_bytes() == before
+    return r
+
+
+def test_empty_file(tmp_path, ab_stats):
+    src = tmp_path / "empty.csv"
+    src.write_bytes(b"")
+    assert_error(run_cli("fit", src), 3, "'", "is empty")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "is empty")
+    no_leftovers(tmp_path, "empty.csv", "s.json")
+
+
+def test_header_only(tmp_path, ab_stats):
+    src = tmp_path / "h.csv"
+    src.write_bytes(b"a,b\n")
+    assert_error(run_cli("fit", src), 3, "no numeric columns")
+    assert transform(src, ab_stats, tmp_path / "o.csv").code == 0
+    assert (tmp_path / "o.csv").read_bytes() == b"a,b\n"
+
+
+def test_bom_and_crlf(tmp_path):
+    src = tmp_path / "w.csv"
+    src.write_bytes(b"\xef\xbb\xbfa,note,b\r\n1,x,10\r\n2,y,20\r\n3,z,30\r\n4,w,40\r\n")
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    fit(src, stats)
+    doc = json.loads(stats.read_text())
+    assert list(doc["columns"]) == ["a", "b"]  # the BOM is not part of the first name
+    st = doc["columns"]["a"]["stats"]
+    assert (st["count"], st["mean"], st["m2"]) == (4, A.mean(), ((A - A.mean()) ** 2).sum())
+    assert transform(src, stats, out).code == 0
+    ref = pd.read_csv(io.BytesIO(src.read_bytes()), encoding="utf-8-sig", dtype={"note": str})
+    got = pd.read_csv(out, dtype={"note": str})
+    assert list(got.columns) == ["a", "note", "b"]
+    assert got["note"].tolist() == ref["note"].tolist()  # no stray carriage return
+    np.testing.assert_allclose(got["a"], zscore(A), rtol=1e-15)
+    np.testing.assert_allclose(got["b"], zscore(B), rtol=1e-15)
+
+
+def test_quoted_fields_with_commas_and_newlines(tmp_path):
+    text = (b'id,note,x\n'
+            b'1,"a, b",1.5\n'
+            b'2,"two\nlines, and ""quotes""",2.5\n'
+            b'3,"",-1\n'
+            b'4,"x\r\ny",4\n')
+    src = tmp_path / "q.csv"
+    src.write_bytes(text)
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    fit(src, stats, "--columns", "x")
+    assert transform(src, stats, out).code == 0
+    ref = pd.read_csv(src, dtype=str, keep_default_na=False)
+    got = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert got["note"].tolist() == ref["note"].tolist()
+    assert got["id"].tolist() == ref["id"].tolist()
+    x = ref["x"].astype(float).to_numpy()
+    np.testing.assert_allclose(got["x"].astype(float), zscore(x), rtol=1e-15)
+
+
+@pytest.mark.parametrize("block", [None, "64"])
+def test_ragged_row_names_its_line(tmp_path, ab_stats, block):
+    rows = "".join(f"{i},{i * 10}\n" for i in range(1, 40))
+    src = tmp_path / "r.csv"
+    src.write_text("a,b\n" + rows + "7\n" + rows)  # the short row is on line 41
+    env = {"NORMCLI_BLOCK_SIZE": block} if block else None
+    assert_error(run_cli("fit", src, env=env), 3, "line 41", "expected 2 fields, found 1")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv", env=env), 3, "line 41")
+    no_leftovers(tmp_path, "r.csv", "s.json")
+
+
+def test_duplicate_column_names(tmp_path, ab_stats):
+    src = tmp_path / "d.csv"
+    src.write_bytes(b"a,b,a\n1,2,3\n")
+    assert_error(run_cli("fit", src), 3, "duplicate column names: 'a'")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "duplicate")
+
+
+def test_bytes_that_are_not_utf8(tmp_path, ab_stats):
+    header = tmp_path / "h.csv"
+    header.write_bytes(b"a,caf\xe9\n1,2\n")
+    assert_error(run_cli("fit", header), 3, "h.csv'", "the header is not utf8 text")
+    body = tmp_path / "t.csv"
+    body.write_bytes(b"a,b,t\n1,10,ok\n2,20,caf\xe9\n")
+    assert_error(transform(body, ab_stats, tmp_path / "o.csv"), 3, "invalid UTF8", "line 3")
+    no_leftovers(tmp_path, "h.csv", "t.csv", "s.json")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_garbage(tmp_path, ab_stats, seed):
+    src = tmp_path / "g.csv"
+    src.write_bytes(np.random.default_rng(seed).bytes(20000))
+    assert_error(run_cli("fit", src), 3)
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3)
+    no_leftovers(tmp_path, "g.csv", "s.json")
+
+
+def test_ten_megabyte_single_line(tmp_path, ab_stats):
+    note = b"n" * (10 << 20)
+    src = tmp_path / "long.csv"
+    src.write_bytes(b"a,note,b\n1,short,10\n2," + note + b",20\n3,\"q,\",30\n4,,40\n")
+    out = tmp_path / "o.csv"
+    assert transform(src, ab_stats, out, env={"NORMCLI_BLOCK_SIZE": "65536"}).code == 0
+    z, w = zscore(A), zscore(B)
+    expected = b"a,note,b\n" + b"".join(
+        repr(float(z[i])).encode() + b"," + t + b"," + repr(float(w[i])).encode() + b"\n"
+        for i, t in enumerate([b"short", note, b'"q,"', b""]))
+    assert out.read_bytes() == expected
+    # the same line as a header: one 10 MB column name
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes(b"a," + note + b"\n1,2\n")
+    assert_error(run_cli("fit", wide, "--columns", "b"), 3, "column 'b' is not in the input")
+
+
+def test_all_null_column(tmp_path, ab_stats):
+    src = tmp_path / "n.csv"
+    src.write_bytes(b"a,b,c\n1,,\n2,,\n3,,\n4,,\n")
+    r = run_cli("fit", src)
+    assert r.code == 0, r.err
+    assert list(json.loads(r.text)["columns"]) == ["a"]  # an all-null column is not numeric data
+    assert_error(run_cli("fit", src, "--columns", "a,b"), 3, "column 'b' is not numeric")
+    # A fitted column that is all null today stays null; the others are still normalized.
+    out = tmp_path / "o.csv"
+    assert transform(src, ab_stats, out).code == 0
+    got = out.read_bytes()
+    assert np.isnan(csv_column(got, "b")).all()
+    np.testing.assert_allclose(csv_column(got, "a"), zscore(A), rtol=1e-15)
+    assert got.decode().splitlines()[1].endswith(",,")
+
+
+def test_inf_rejected_by_fit_and_mapped_by_transform(tmp_path, ab_stats):
+    src = tmp_path / "i.csv"
+    src.write_bytes(b"a,b\n1,inf\n2,-inf\n3,30\n4,-Infinity\n")
+    assert_error(run_cli("fit", src), 3, "column 'b' holds an infinite value")
+    out = tmp_path / "o.csv"
+    assert transform(src, ab_stats, out).code == 0
+    b = np.array([np.inf, -np.inf, 30, -np.inf])
+    np.testing.assert_array_equal(csv_column(out.read_bytes(), "b"), zscore(b, B))
+
+
+def test_values_whose_variance_overflows_float64(tmp_path):
+    src = tmp_path / "h.csv"
+    src.write_bytes(b"g,a\nk,1e308\nk,-1.7e308\nk,1.7e308\n")
+    assert_error(run_cli("fit", src), 3, "column 'a'", "too large")
+    assert_error(run_cli("fit", src, "--group-by", "g"), 3, "column 'a'", "too large")
+
+
+def test_integers_above_2_53_become_float64(tmp_path):
+    big = [9007199254740993, 9007199254740995, 2**62 + 1, -(2**60) - 7]
+    src = tmp_path / "big.csv"
+    src.write_text("id,n\n" + "".join(f"{i},{v}\n" for i, v in enumerate(big)))
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    fit(src, stats, "--columns", "n")
+    x = np.array(big, dtype=np.float64)  # what pandas and scikit-learn see: rounded to float64
+    st = json.loads(stats.read_text())["columns"]["n"]["stats"]
+    assert (st["min"], st["max"]) == (x.min(), x.max())
+    assert st["mean"] + st["mean_lo"] == pytest.approx(x.mean(), rel=1e-15)
+    assert transform(src, stats, out).code == 0
+    np.testing.assert_allclose(csv_column(out.read_bytes(), "n"), zscore(x), rtol=1e-12)
+
+
+def test_non_numeric_value_after_the_first_block(tmp_path):
+    rows = [f"{i * 0.5},{i}\n" for i in range(20000)]
+    rows[15000] = "oops,15000\n"  # file line 15002, far past the first 64 KiB piece
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("x,y\n" + "".join(rows[:100]))
+    bad.write_text("x,y\n" + "".join(rows))
+    env = {"NORMCLI_BLOCK_SIZE": "65536"}
+    assert_error(run_cli("fit", bad, env=env), 3, "column 'x': value 'oops' on line 15002 is not a number")
+    stats = tmp_path / "s.json"
+    fit(good, stats)
+    r = transform(bad, stats, tmp_path / "o.csv", env=env)
+    assert_error(r, 3, "column 'x': value 'oops' on line 15002")
+    no_leftovers(tmp_path, "good.csv", "bad.csv", "s.json")
+
+
+def test_columns_in_another_order(tmp_path, ab_stats):
+    src = tmp_path / "r.csv"
+    src.write_bytes(b"b,t,a\n10,p,1\n20,q,2\n30,r,3\n40,s,4\n")
+    out = tmp_path / "o.csv"
+    assert transform(src, ab_stats, out).code == 0
+    got = out.read_bytes()
+    assert got.startswith(b"b,t,a\n")  # the file's order is kept
+    np.testing.assert_allclose(csv_column(got, "a"), zscore(A), rtol=1e-15)
+    np.testing.assert_allclose(csv_column(got, "b"), zscore(B), rtol=1e-15)
+
+
+def test_missing_fitted_column(tmp_path, ab_stats):
+    src = tmp_path / "m.csv"
+    src.write_bytes(b"a,c\n1,2\n")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 4, "column 'b'")
+    no_leftovers(tmp_path, "m.csv", "s.json")
+
+
+def test_extra_columns_pass_through_byte_for_byte(tmp_path, ab_stats):
+    src = tmp_path / "e.csv"
+    src.write_bytes(b"zip,a,b,when\n007,1,10,2024/01/02\n0042,2,20,x\n00,3,30,\n1e3,4,40,NA\n")
+    out = tmp_path / "o.csv"
+    assert transform(src, ab_stats, out).code == 0
+    z, w = zscore(A), zscore(B)
+    expected = [b"zip,a,b,when"] + [
+        b",".join([zc, repr(float(z[i])).encode(), repr(float(w[i])).encode(), wc])
+        for i, (zc, wc) in enumerate([(b"007", b"2024/01/02"), (b"0042", b"x"), (b"00", b""), (b"1e3", b"NA")])]
+    assert out.read_bytes() == b"\n".join(expected) + b"\n"
+
+
+def test_empty_stdin(tmp_path, ab_stats):
+    assert_error(run_cli("fit", "-", stdin=b""), 3, "standard input is empty")
+    assert_error(run_cli("transform", "-", "--stats", ab_stats, stdin=b""), 3, "standard input is empty")
+
+
+def test_ragged_row_with_bytes_that_are_not_utf8(tmp_path, ab_stats):
+    src = tmp_path / "r.csv"
+    src.write_bytes(b"a,b\n1,10\n3,30,\xc3\n")
+    assert_error(run_cli("fit", src), 3, "Expected 2 columns, got 3")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "line 3")

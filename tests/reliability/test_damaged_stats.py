@@ -1,0 +1,146 @@
+"""Damaged stats files: each is rejected by the loader with a message naming the field (exit 4),
+and loading never executes anything."""
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import pytest
+
+from conftest import run_cli
+from normcli import cli
+from reliability.helpers import assert_error, fit
+
+GOOD = {
+    "format": "normcli-stats", "version": 1, "normcli_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
+    "fitted_on": {"inputs": [{"path": "d.csv", "rows": 4}], "rows": 4},
+    "columns": {
+        "a": {"method": "zscore",
+              "options": {"ddof": 0, "eps": 0.0, "gamma": 1.0, "beta": 0.0, "clip_sigma": None,
+                          "constant": "scale1", "fill_missing": False},
+              "stats": {"count": 4, "nulls": 0, "mean": 2.5, "mean_lo": 0.0, "m2": 5.0, "min": 1.0, "max": 4.0}},
+        "b": {"method": "layer", "options": {},
+              "stats": {"count": 4, "nulls": 0, "mean": 25.0, "mean_lo": 0.0, "m2": 500.0, "min": 10.0, "max": 40.0}},
+        "c": {"method": "layer", "options": {},
+              "stats": {"count": 4, "nulls": 0, "mean": 1.0, "mean_lo": 0.0, "m2": 0.0, "min": 1.0, "max": 1.0}},
+    },
+    "rows": [{"method": "layer", "columns": ["b", "c"],
+              "options": {"eps": 1e-5, "eps_mode": "inside", "gamma": [1.0, 2.0], "beta": None}}],
+}
+DATA = b"a,b,c\n1,10,1\n2,20,1\n3,30,1\n4,40,1\n"
+
+
+def mutated(path: str, value) -> str:
+    """GOOD as JSON text with the field at dotted ``path`` set to ``value``."""
+    doc = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = doc
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return json.dumps(doc)
+
+
+def run_transform(tmp_path, capsys, text: str | bytes) -> tuple[int, str]:
+    """``normcli transform`` in-process with the stats file ``text``; returns (code, stderr)."""
+    data, stats = tmp_path / "d.csv", tmp_path / "s.json"
+    data.write_bytes(DATA)
+    stats.write_bytes(text.encode() if isinstance(text, str) else text)
+    code = cli.main(["transform", str(data), "--stats", str(stats), "-o", str(tmp_path / "o.csv")])
+    return code, capsys.readouterr().err
+
+
+def test_the_good_file_loads(tmp_path, capsys):
+    assert run_transform(tmp_path, capsys, json.dumps(GOOD))[0] == 0
+
+
+CASES = [
+    ("not JSON", "this is not json", "not JSON"),
+    ("truncated", json.dumps(GOOD)[:200], "not JSON"),
+    ("empty", "", "not JSON"),
+    ("binary", b"\x00\xff\xfe\x01", "not JSON"),
+    ("top level array", "[1, 2]", "top level is not an object"),
+    ("format name", mutated("format", "sklearn-stats"), "format"),
+    ("version", mutated("version", 2), "version"),
+    ("NaN token", json.dumps(GOOD).replace('"m2": 5.0', '"m2": NaN'), "NaN is not allowed"),
+    ("Infinity token", json.dumps(GOOD).replace('"mean": 2.5', '"mean": -Infinity'), "Infinity is not allowed"),
+    ("overflowing number", json.dumps(GOOD).replace('"max": 4.0', '"max": 1e999'), "columns.a.stats.max: not finite"),
+    ("negative m2", mutated("columns.a.stats.m2", -1.0), "columns.a.stats.m2"),
+    ("negative count", mutated("columns.a.stats.count", -4), "columns.a.stats.count"),
+    ("negative nulls", mutated("columns.a.stats.nulls", -1), "columns.a.stats.nulls"),
+    ("count as text", mutated("columns.a.stats.count", "4"), "columns.a.stats.count"),
+    ("min above max", mutated("columns.a.stats.min", 9.0), "columns.a.stats.min"),
+    ("missing mean", mutated("columns.a.stats.mean", None), "columns.a.stats"),
+    ("unknown method", mutated("columns.a.method", "softmax"), "columns.a.method"),
+    ("bad ddof", mutated("columns.a.options.ddof", 7), "columns.a.options.ddof"),
+    ("negative eps", mutated("columns.a.options.eps", -1.0), "columns.a.options.eps"),
+    ("bad constant policy", mutated("columns.a.options.constant", "ignore"), "columns.a.options.constant"),
+    ("clip_sigma as text", mutated("columns.a.options.clip_sigma", "3"), "columns.a.options.clip_sigma"),
+    ("gamma of a zscore column as a list", mutated("columns.a.options.gamma", [1, 2]), "columns.a.options.gamma"),
+    ("row gamma of the wrong length", mutated("rows.0.options.gamma", [1.0]), "rows[0].options.gamma"),
+    ("row beta of the wrong length", mutated("rows.0.options.beta", [0.0, 0.0, 0.0]), "rows[0].options.beta"),
+    ("row of an unknown column", mutated("rows.0.columns", ["b", "zz"]), "rows[0].columns"),
+    ("unknown row method", mutated("rows.0.method", "softmax"), "rows.0.method"),
+    ("no columns", mutated("columns", {}), "columns"),
+    ("columns as a list", mutated("columns", []), "columns"),
+    ("deep nesting", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize("text,field", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_damaged_file_is_rejected_naming_the_field(tmp_path, capsys, text, field):
+    code, err = run_transform(tmp_path, capsys, text)
+    assert code == 4, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: stats file '") and field in lines[0], err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_damaged_file_through_the_real_process(tmp_path):
+    stats = tmp_path / "s.json"
+    stats.write_text(mutated("columns.a.stats.m2", -1.0))
+    (tmp_path / "d.csv").write_bytes(DATA)
+    for args in (["transform", tmp_path / "d.csv", "--stats", stats], ["inspect", stats],
+                 ["fit", tmp_path / "d.csv", "--update", stats], ["merge", stats, stats]):
+        assert_error(run_cli(*args), 4, "columns.a.stats.m2")
+
+
+def _payloads(marker) -> dict[str, bytes]:
+    """Stats files that would run ``touch MARKER`` if a loader executed them."""
+    command = f"touch {marker}"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+            return (os.system, (command,))
+
+    reduce_json = mutated("columns.a.stats", {"__reduce__": ["os.system", [command]]})
+    extra_key = json.loads(json.dumps(GOOD))
+    extra_key["columns"]["a"]["py/object"] = "os.system"
+    extra_key["__reduce__"] = ["os.system", [command]]
+    return {
+        "pickle": pickle.dumps(Exploit()),
+        "yaml tag": f"!!python/object/apply:os.system ['{command}']\n".encode(),
+        "json __reduce__ value": reduce_json.encode(),
+        "json extra keys": json.dumps(extra_key).encode(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["pickle", "yaml tag", "json __reduce__ value", "json extra keys"])
+def test_loading_never_executes_anything(tmp_path, capsys, kind):
+    marker = tmp_path / "executed"
+    code, err = run_transform(tmp_path, capsys, _payloads(marker)[kind])
+    assert code == 4 and err.count("\n") == 1 and err.startswith("Error: stats file"), err
+    assert not marker.exists()
+
+
+def test_a_column_the_data_lacks_is_exit_4(tmp_path):
+    (tmp_path / "d.csv").write_bytes(b"a,b,c\n1,2,3\n")
+    stats = tmp_path / "s.json"
+    fit(tmp_path / "d.csv", stats)
+    (tmp_path / "e.csv").write_bytes(b"a,c\n1,3\n")
+    assert_error(run_cli("transform", tmp_path / "e.csv", "--stats", stats), 4, "column 'b'")

@@ -1,0 +1,169 @@
+"""Injected faults through the real CLI: SIGKILL, a full disk, unwritable outputs, a stats file
+replaced while read, a closed pipe. Nothing partial is ever left at a target."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli
+from normcli import statsfile
+from reliability.helpers import assert_error, fit, no_leftovers, zscore
+
+ROWS = 600_000
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A CSV of about 15 MB and its stats."""
+    d = tmp_path_factory.mktemp("big")
+    x = np.random.default_rng(3).normal(50.0, 7.0, ROWS)
+    with open(d / "big.csv", "w") as f:
+        f.write("id,x\n")
+        f.write("".join(f"r{i},{v:.6f}\n" for i, v in enumerate(x)))
+    fit(d / "big.csv", d / "s.json")
+    return d
+
+
+def _limit_file_size(limit: int):
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+def _run_limited(limit: int, *args) -> tuple[int, str]:
+    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], capture_output=True,
+                       preexec_fn=_limit_file_size(limit), timeout=120)
+    return p.returncode, p.stderr.decode()
+
+
+def test_sigkill_mid_transform_leaves_no_target_and_the_next_run_succeeds(big, tmp_path):
+    target = tmp_path / "out.csv"
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
+                          "-o", target], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "NORMCLI_THREADS": "1", "NORMCLI_BLOCK_SIZE": "65536"})
+    deadline = time.monotonic() + 60
+    tmp = []
+    while time.monotonic() < deadline and p.poll() is None:
+        tmp = list(tmp_path.glob(".out.csv.*.normcli-tmp"))
+        if tmp and tmp[0].stat().st_size > (1 << 20):
+            break
+        time.sleep(0.005)
+    assert p.poll() is None, "finished before the kill"
+    p.kill()
+    p.wait(timeout=30)
+    assert not target.exists()
+    assert len(tmp) == 1 and tmp[0].exists()  # SIGKILL cannot clean up: the temporary is left
+    # The next run ignores the leftover and succeeds; a directory scan skips it as a dot file.
+    r = run_cli("transform", big / "big.csv", "--stats", big / "s.json", "-o", target)
+    assert r.code == 0, r.err
+    src = pd.read_csv(big / "big.csv")
+    got = pd.read_csv(target)
+    assert got["id"].tolist() == src["id"].tolist()
+    np.testing.assert_allclose(got["x"], zscore(src["x"].to_numpy()), rtol=1e-9, atol=1e-12)
+    assert tmp[0].exists()
+    r = run_cli("fit", tmp_path, "--columns", "x", "--quiet")
+    assert r.code == 0, r.err
+    assert json.loads(r.text)["fitted_on"]["rows"] == ROWS
+
+
+@pytest.mark.parametrize("out", ["out.csv", "out.parquet"])
+def test_disk_full_is_exit_5_without_partial_output(big, tmp_path, out):
+    code, err = _run_limited(256 << 10, "transform", big / "big.csv", "--stats", big / "s.json", "-o", tmp_path / out)
+    assert code == 5, err
+    assert err.count("\n") == 1 and err.startswith(f"Error: cannot write '{tmp_path / out}'"), err
+    assert "File too large" in err
+    no_leftovers(tmp_path)
+
+
+def test_disk_full_while_saving_stats(big, tmp_path):
+    stats = tmp_path / "s.json"
+    stats.write_text("old")
+    code, err = _run_limited(64, "fit", big / "big.csv", "-o", stats)
+    assert code == 5 and err.count("\n") == 1 and "File too large" in err, err
+    assert stats.read_text() == "old"  # the existing target is untouched
+    no_leftovers(tmp_path, "s.json")
+
+
+def test_missing_or_unwritable_output_directory(big, tmp_path):
+    (tmp_path / "plain").write_text("a regular file")
+    missing, under_file = tmp_path / "missing" / "o.csv", tmp_path / "plain" / "s.json"
+    r = run_cli("transform", big / "big.csv", "--stats", big / "s.json", "-o", missing)
+    assert_error(r, 5, f"cannot write '{missing}'", "No such file or directory")
+    assert_error(run_cli("fit", big / "big.csv", "-o", under_file), 5, f"cannot write '{under_file}'", "Not a directory")
+    no_leftovers(tmp_path, "plain")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_directory(big, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = run_cli("transform", big / "big.csv", "--stats", big / "s.json", "-o", ro / "o.csv")
+        assert_error(r, 5, "Permission denied")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_stats_file_replaced_while_read(tmp_path):
+    """A writer saves two different stats files in a loop; readers only ever see one of them."""
+    (tmp_path / "a.csv").write_text("x,y\n" + "".join(f"{i},{i * i}\n" for i in range(50)))
+    (tmp_path / "b.csv").write_text("x,y\n" + "".join(f"{-i},{3 * i}\n" for i in range(4000)))
+    fit(tmp_path / "a.csv", tmp_path / "a.json", "--method", "robust")
+    fit(tmp_path / "b.csv", tmp_path / "b.json", "--method", "robust")
+    versions = [statsfile.load(str(tmp_path / n)) for n in ("a.json", "b.json")]
+    expected = [statsfile.to_dict(v)["columns"] for v in versions]
+    assert expected[0] != expected[1]
+    target = tmp_path / "s.json"
+    statsfile.save(versions[0], str(target))
+    stop = threading.Event()
+    writes = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            statsfile.save(versions[writes[0] % 2], str(target))
+            writes[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = set()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            cols = statsfile.to_dict(statsfile.load(str(target)))["columns"]
+            assert cols in expected
+            seen.add(expected.index(cols))
+        for _ in range(1):  # a reader through the real process
+            r = run_cli("inspect", target, "--json")
+            assert r.code == 0, r.err
+            assert json.loads(r.text)["columns"] in expected
+    finally:
+        stop.set()
+        thread.join()
+    assert writes[0] > 20 and seen == {0, 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.json", "b.csv", "b.json", "s.json"]
+
+
+@pytest.mark.parametrize("producer,consumer", [
+    ("{n} transform big.csv --stats s.json", "head -1"),
+    ("cat big.csv | {n} transform - --stats s.json --to tsv", "head -c 100"),
+    ("{n} inverse big.csv --stats s.json --to parquet", "head -c 100"),
+])
+def test_sigpipe_from_head_is_quiet_success(big, producer, consumer):
+    producer = producer.format(n=f"{sys.executable} -m normcli")
+    cmd = f"{producer} 2>err.txt | {consumer} >/dev/null; echo ${{PIPESTATUS[@]}}"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=big, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert set(p.stdout.decode().split()) == {"0"}, p.stdout
+    assert (big / "err.txt").read_text() == ""
