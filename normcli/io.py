@@ -211,17 +211,18 @@ def _row_handler(fn):
     traceback on stderr and then reports the row as a parse error anyway (a DataError here).
     """
     fn._normcli_row_handler = True
+    if not getattr(sys.unraisablehook, "_normcli", False):  # chained once, on first use
+        sys.unraisablehook = _quiet_row_handlers(sys.unraisablehook)
     return fn
 
 
 def _quiet_row_handlers(hook):
+    """``hook`` minus the undecodable-row reports of normcli's own row handlers."""
     def unraisable(info) -> None:
         if not (getattr(info.object, "_normcli_row_handler", False) and info.exc_type is UnicodeDecodeError):
             hook(info)
+    unraisable._normcli = True
     return unraisable
-
-
-sys.unraisablehook = _quiet_row_handlers(sys.unraisablehook)
 
 
 class _CsvSource(Source):

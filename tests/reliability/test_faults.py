@@ -165,5 +165,7 @@ def test_sigpipe_from_head_is_quiet_success(big, producer, consumer):
     cmd = f"{producer} 2>err.txt | {consumer} >/dev/null; echo ${{PIPESTATUS[@]}}"
     p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=big, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert set(p.stdout.decode().split()) == {"0"}, p.stdout
+    statuses = p.stdout.decode().split()
+    # normcli's own status (a `cat` feeding it may itself die of SIGPIPE once normcli stops reading)
+    assert statuses[producer.count("|")] == "0" and statuses[-1] == "0", p.stdout
     assert (big / "err.txt").read_text() == ""
