@@ -922,10 +922,38 @@ class Sink:
 
     def commit(self) -> None:
         """Finish the output: flush, fsync and rename into place (stdout: flush)."""
-        raise NotImplementedError
+        if self._done:
+            return
+        self._finish()
+        self._done = True
+        try:
+            self._close()
+            if self._tmp is None:
+                self._out.flush()
+                return
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._install()
 
     def abort(self) -> None:
         """Discard the output: close and delete the temporary file."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - the output is being thrown away anyway
+            pass
+        self._remove_tmp()
+
+    def _finish(self) -> None:
+        """Write what a complete output needs before it is closed (a header, say)."""
+
+    def _close(self) -> None:
+        """Close the format's writer and, for a file, the file."""
         raise NotImplementedError
 
     def __enter__(self) -> Sink:
@@ -1043,39 +1071,13 @@ class _CsvSink(Sink):
         if encoded:
             self._emit(encoded)
 
-    def commit(self) -> None:
-        if self._done:
-            return
+    def _finish(self) -> None:
         if not self._header_written:
             self.write(b"")
-        self._done = True
-        try:
-            if self._tmp is None:
-                self._out.flush()
-                return
-            self._out.close()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            self._remove_tmp()
-            raise self._write_failure(exc) from exc
-        self._install()
 
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._tmp is None:
-            try:
-                self._out.flush()
-            except OSError:
-                pass
-            return
-        try:
+    def _close(self) -> None:
+        if self._tmp is not None:
             self._out.close()
-        except OSError:
-            pass
-        self._remove_tmp()
 
 
 class _ParquetSink(Sink):
@@ -1113,31 +1115,8 @@ class _ParquetSink(Sink):
         except OSError as exc:
             raise self._write_failure(exc) from exc
 
-    def commit(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            self._writer.close()
-            if self._tmp is None:
-                self._out.flush()
-                return
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            self._remove_tmp()
-            raise self._write_failure(exc) from exc
-        self._install()
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001 - the output is being thrown away anyway
-            pass
-        self._remove_tmp()
+    def _close(self) -> None:
+        self._writer.close()
 
 
 def _same_file(a: str, b: str) -> bool:
