@@ -1,7 +1,9 @@
 """The ``normcli`` command line: parse options, call the library, report errors in one place."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import inspect
 import json
 import os
@@ -35,6 +37,8 @@ StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file wri
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, rows, warning, end).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli[dask]').")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: address of a running Dask scheduler (default: start a local cluster).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet), directories, globs, or - for stdin.")]
 LOG_FORMATS = ("text", "json")
 
@@ -62,6 +66,8 @@ class _EventLog:
             print(line, file=sys.stderr, flush=True)
         elif event == "warning":
             _stderr().print(f"[yellow]warning:[/yellow] {fields['message']}", markup=True)
+        elif event == "note":
+            print(f"note: {fields['message']}", file=sys.stderr, flush=True)
         elif event == "skip":
             print(f"note: skipped '{fields['path']}': {fields['reason']}", file=sys.stderr, flush=True)
         elif event == "error":
@@ -131,6 +137,22 @@ def _progress(paths: list[str], quiet: bool, label: str):
     return _RichProgress(sum(sizes) if len(sizes) == len(paths) else None, label)
 
 
+@contextlib.contextmanager
+def _engine(name: str, scheduler: Optional[str]):
+    """The engine ``--engine`` names: None for the local one, else a connected Dask engine."""
+    if name not in ("local", "dask"):
+        raise UsageError(f"--engine must be local or dask, got '{name}'")
+    if name == "local":
+        if scheduler is not None:
+            raise UsageError("--scheduler needs --engine dask")
+        yield None
+        return
+    from normcli import engine_dask
+
+    with engine_dask.connect(scheduler, LOG) as eng:
+        yield eng
+
+
 def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, constant,
                     fill_missing, quantile_range) -> dict[str, Any]:
     from normcli import methods as M
@@ -182,6 +204,8 @@ def fit(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Learn normalization statistics from INPUTS and write the stats file (JSON)."""
     from normcli import api
@@ -193,15 +217,16 @@ def fit(
             raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
-        with _progress(inputs, quiet, "fit") as progress:
+        with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
             stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
-                                         progress=progress, log=LOG)
+                                         progress=progress, log=LOG, engine=eng)
         target = output or update
         if absorbed == 0 and target == update:
             return
         _write_stats(stats, target)
         return
-    stats = _fit_stats(inputs, **fit_options)
+    with _engine(engine, scheduler) as eng:
+        stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
 
 
@@ -253,7 +278,8 @@ def _write_stats(stats: Any, output: Optional[str]) -> None:
 
 def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
-               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None) -> None:
+               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None,
+               engine: str = "local", scheduler: Optional[str] = None) -> None:
     from normcli import api
     from normcli.model import OutputOptions
 
@@ -263,10 +289,11 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
         raise UsageError("stdin (-) can be read only once")
     out_options = OutputOptions(unseen_group, dtype, decimals)
     stats = api.load(stats_path)
-    with _progress(inputs, quiet, "inverse" if inverse else "transform") as progress:
+    label = "inverse" if inverse else "transform"
+    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:
         summaries = api.transform_paths(stats, inputs, output, fmt=fmt, to=to, delimiter=delimiter,
                                         inverse=inverse, progress=progress, overrides=overrides,
-                                        out_options=out_options, log=LOG)
+                                        out_options=out_options, log=LOG, engine=eng)
     for summary in summaries:
         unseen = summary.extra["unseen"]
         if unseen.rows and unseen_group == "global":
@@ -293,12 +320,15 @@ def transform(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Normalize INPUTS with a stats file; every other column passes through unchanged."""
     LOG.configure(log_format, quiet)
     overrides = {"clip": clip, "clip_sigma": clip_sigma, "fill_missing": fill_missing}
     _transform(inputs, stats, output, fmt, to, delimiter, quiet, False,
-               {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals)
+               {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals,
+               engine, scheduler)
 
 
 @app.command()
@@ -353,6 +383,8 @@ def check(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> int:
     """Report drift of INPUTS against a stats file; exit 6 when a column drifted."""
     from normcli import api
@@ -366,9 +398,9 @@ def check(
         raise UsageError("stdin (-) can be read only once")
     fitted = api.load(stats)
     thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
-    with _progress(inputs, quiet, "check") as progress:
+    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "check") as progress:
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
-                           progress=progress, log=LOG)
+                           progress=progress, log=LOG, engine=eng)
     report["stats"] = stats
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
