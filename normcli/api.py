@@ -103,18 +103,30 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
               exclude: Sequence[str] = (), group_by: Sequence[str] = (), fmt: str | None = None, delimiter: str | None = None,
               sketch_k: int | None = None, progress: engine.Progress | None = None,
               options: Mapping[str, Any] | None = None, sketch_all: bool = False,
-              log: Log | None = None) -> Stats:
+              log: Log | None = None, engine: Any = None) -> Stats:
     """Fit over files, directories, globs (or ``-`` for stdin), streaming; the plan comes from the
-    first file. Every input file is recorded in ``fitted_on.inputs`` with its fingerprint."""
-    from normcli import io
+    first file. Every input file is recorded in ``fitted_on.inputs`` with its fingerprint.
+
+    ``engine`` runs the work elsewhere: a :class:`normcli.engine_dask.DaskEngine` (default: the
+    local streaming engine)."""
 
     def make_plan(source: Any) -> FitPlan:
         return plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all)
 
-    plan, acc, inputs = _fold_inputs(io.expand_inputs(paths), make_plan, merge_partials, _require_columns,
-                                     fmt, delimiter, progress, log)
+    expand, fold = _engine(engine)
+    plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,
+                             fmt, delimiter, progress, log)
     return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+
+
+def _engine(engine: Any) -> tuple[Callable, Callable]:
+    """How ``engine`` lists inputs and folds them: the local ones when it is None."""
+    from normcli import io
+
+    if engine is None:
+        return io.expand_inputs, _fold_inputs
+    return engine.expand_inputs, engine.fold_inputs
 
 
 def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: Callable[[Any, Any], Any],
@@ -171,28 +183,31 @@ def absorbed(stats: Stats) -> list[dict]:
 
 
 def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimiter: str | None = None,
-           progress: engine.Progress | None = None, log: Log | None = None) -> tuple[Stats, int]:
+           progress: engine.Progress | None = None, log: Log | None = None,
+           engine: Any = None) -> tuple[Stats, int]:
     """Fold new input files into ``stats``: fit them with the same columns, methods, options and
     sketches, then merge exactly. An input whose fingerprint ``stats`` already holds is skipped
     (logged as a ``skip`` event), so running the same update twice counts nothing twice.
 
     Returns the updated statistics and the number of inputs absorbed (0: ``stats`` unchanged).
+    ``engine`` as in :func:`fit_paths`.
     """
     from normcli import io
 
     log = log or _no_log
+    expand, fold = _engine(engine)
     seen = absorbed(stats)
     fresh = []
-    for item in io.expand_inputs(paths):
-        if item.path != "-" and io.fingerprint(item.path) in seen:
+    for item in expand(paths):
+        if item.path != "-" and "://" not in item.path and io.fingerprint(item.path) in seen:
             log("skip", {"path": item.path, "reason": "already absorbed by the stats file"})
         else:
             fresh.append(item)
     if not fresh:
         return stats, 0
     plan = plan_from_stats(stats)
-    _, acc, inputs = _fold_inputs(fresh, lambda source: plan, merge_partials, _require_fitted,
-                                  fmt, delimiter, progress, log)
+    _, acc, inputs = fold(fresh, lambda source: plan, merge_partials, _require_fitted,
+                          fmt, delimiter, progress, log)
     new = plan.finish(acc, {"inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
     merged = merge(stats, new)
     merged.info["created"] = _now()
@@ -201,17 +216,18 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
 
 def check(stats: Stats, paths: Sequence[str], *, thresholds: Mapping[str, float | None] | None = None,
           fmt: str | None = None, delimiter: str | None = None, progress: engine.Progress | None = None,
-          log: Log | None = None) -> dict[str, Any]:
+          log: Log | None = None, engine: Any = None) -> dict[str, Any]:
     """Drift report of the inputs ``paths`` against ``stats`` (see :mod:`normcli.drift`).
 
     ``thresholds`` may set ``max_shift``, ``max_null_rate_change`` and ``max_psi``; the report's
-    ``drift`` is true when a column exceeds one.
+    ``drift`` is true when a column exceeds one. ``engine`` as in :func:`fit_paths`.
     """
-    from normcli import drift, io
+    from normcli import drift
 
     plan = drift.DriftPlan(stats)
-    _, acc, inputs = _fold_inputs(io.expand_inputs(paths), lambda source: plan, drift.merge, _require_fitted,
-                                  fmt, delimiter, progress, log)
+    expand, fold = _engine(engine)
+    _, acc, inputs = fold(expand(paths), lambda source: plan, drift.merge, _require_fitted,
+                          fmt, delimiter, progress, log)
     report = plan.report(acc, thresholds)
     report["inputs"] = [{"path": i["path"], "rows": i["rows"]} for i in inputs]
     return report
@@ -220,13 +236,21 @@ def check(stats: Stats, paths: Sequence[str], *, thresholds: Mapping[str, float 
 def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, fmt: str | None = None,
                     to: str | None = None, delimiter: str | None = None, inverse: bool = False,
                     progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
-                    out_options: OutputOptions | None = None, log: Log | None = None) -> list[engine.InputSummary]:
+                    out_options: OutputOptions | None = None, log: Log | None = None,
+                    engine: Any = None) -> list[engine.InputSummary]:
     """Transform files, directories or globs. One input goes to ``output`` (a file, ``-`` or a
     directory); several need ``output`` to be a directory (``DIR/``), where each input's output
-    gets the input's relative name, each written atomically."""
+    gets the input's relative name, each written atomically.
+
+    With a Dask ``engine`` (see :func:`fit_paths`), ``output`` is a directory that receives one
+    part per partition (``part-00000.parquet``, ...) instead."""
     from normcli import io
 
     log = log or _no_log
+    if engine is not None:
+        return engine.transform_paths(stats, paths, output, fmt=fmt, to=to, delimiter=delimiter,
+                                      inverse=inverse, progress=progress, overrides=overrides,
+                                      out_options=out_options, log=log)
     items = io.expand_inputs(paths)
     to_dir = output not in (None, "-") and (output.endswith(("/", os.sep)) or os.path.isdir(output))
     if len(items) > 1 and not to_dir:
@@ -347,26 +371,38 @@ def transform_file(stats: Stats, input: str, output: str | None, *, fmt: str | N
     """
     from normcli import io
 
-    out_options = out_options or OutputOptions()
-    unseen = UnseenGroups()
     source = io.open_source(input, fmt=fmt, delimiter=delimiter)
     try:
-        stats.check_columns(source.columns)
-        if inverse and stats.rows:
-            stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
-        out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
-        schema = _output_schema(source, stats, out_fmt, out_options.arrow_type)
-        if inverse:
-            def fn(b: pa.RecordBatch) -> pa.RecordBatch:
-                return stats.inverse_batch(b, out_options, unseen)
-        else:
-            def fn(b: pa.RecordBatch) -> pa.RecordBatch:
-                return stats.transform_batch(b, overrides, out_options, unseen)
-        with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
-                          input_path=input) as sink:
-            summary = engine.pipe(source, sink, stats.needed_columns, fn, progress)
+        return transform_source(stats, source, output, to=to, delimiter=delimiter, inverse=inverse,
+                                progress=progress, overrides=overrides, out_options=out_options)
     finally:
         source.close()
+
+
+def transform_source(stats: Stats, source: Any, output: str | None, *, to: str | None = None,
+                     delimiter: str | None = None, inverse: bool = False,
+                     progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
+                     out_options: OutputOptions | None = None, workers: int | None = None) -> engine.InputSummary:
+    """Stream an open ``source`` (see :class:`normcli.engine.Source`; the caller closes it) through
+    ``stats`` into ``output``, atomically; as :func:`transform_file`."""
+    from normcli import io
+
+    out_options = out_options or OutputOptions()
+    unseen = UnseenGroups()
+    stats.check_columns(source.columns)
+    if inverse and stats.rows:
+        stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
+    out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
+    schema = _output_schema(source, stats, out_fmt, out_options.arrow_type)
+    if inverse:
+        def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+            return stats.inverse_batch(b, out_options, unseen)
+    else:
+        def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+            return stats.transform_batch(b, overrides, out_options, unseen)
+    with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
+                      input_path=source.path) as sink:
+        summary = engine.pipe(source, sink, stats.needed_columns, fn, progress, workers)
     summary.extra["unseen"] = unseen
     return summary
 

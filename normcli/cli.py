@@ -8,7 +8,9 @@ import os
 # Parquet transform). It must be chosen before pyarrow is first imported.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+import contextlib  # noqa: E402
 import datetime as _dt  # noqa: E402
+import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
@@ -40,6 +42,8 @@ StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file wri
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, rows, warning, end).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli[dask]').")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: address of a running Dask scheduler (default: start a local cluster).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet), directories, globs, or - for stdin.")]
 LOG_FORMATS = ("text", "json")
 
@@ -67,6 +71,8 @@ class _EventLog:
             print(line, file=sys.stderr, flush=True)
         elif event == "warning":
             _stderr().print(f"[yellow]warning:[/yellow] {fields['message']}", markup=True)
+        elif event == "note":
+            print(f"note: {fields['message']}", file=sys.stderr, flush=True)
         elif event == "skip":
             print(f"note: skipped '{fields['path']}': {fields['reason']}", file=sys.stderr, flush=True)
         elif event == "error":
@@ -136,6 +142,22 @@ def _progress(paths: list[str], quiet: bool, label: str):
     return _RichProgress(sum(sizes) if len(sizes) == len(paths) else None, label)
 
 
+@contextlib.contextmanager
+def _engine(name: str, scheduler: Optional[str]):
+    """The engine ``--engine`` names: None for the local one, else a connected Dask engine."""
+    if name not in ("local", "dask"):
+        raise UsageError(f"--engine must be local or dask, got '{name}'")
+    if name == "local":
+        if scheduler is not None:
+            raise UsageError("--scheduler needs --engine dask")
+        yield None
+        return
+    from normcli import engine_dask
+
+    with engine_dask.connect(scheduler, LOG) as eng:
+        yield eng
+
+
 def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, constant,
                     fill_missing, quantile_range) -> dict[str, Any]:
     from normcli import methods as M
@@ -189,6 +211,8 @@ def fit(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Learn normalization statistics from INPUTS and write the stats file (JSON)."""
     from normcli import api
@@ -200,15 +224,16 @@ def fit(
             raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
-        with _progress(inputs, quiet, "fit") as progress:
+        with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
             stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
-                                         progress=progress, log=LOG)
+                                         progress=progress, log=LOG, engine=eng)
         target = output or update
         if absorbed == 0 and target == update:
             return
         _write_stats(stats, target)
         return
-    stats = _fit_stats(inputs, **fit_options)
+    with _engine(engine, scheduler) as eng:
+        stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
 
 
@@ -260,7 +285,8 @@ def _write_stats(stats: Any, output: Optional[str]) -> None:
 
 def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
-               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None) -> None:
+               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None,
+               engine: str = "local", scheduler: Optional[str] = None) -> None:
     from normcli import api
     from normcli.model import OutputOptions
 
@@ -270,10 +296,11 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
         raise UsageError("stdin (-) can be read only once")
     out_options = OutputOptions(unseen_group, dtype, decimals)
     stats = api.load(stats_path)
-    with _progress(inputs, quiet, "inverse" if inverse else "transform") as progress:
+    label = "inverse" if inverse else "transform"
+    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:
         summaries = api.transform_paths(stats, inputs, output, fmt=fmt, to=to, delimiter=delimiter,
                                         inverse=inverse, progress=progress, overrides=overrides,
-                                        out_options=out_options, log=LOG)
+                                        out_options=out_options, log=LOG, engine=eng)
     for summary in summaries:
         unseen = summary.extra["unseen"]
         if unseen.rows and unseen_group == "global":
@@ -300,12 +327,15 @@ def transform(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Normalize INPUTS with a stats file; every other column passes through unchanged."""
     LOG.configure(log_format, quiet)
     overrides = {"clip": clip, "clip_sigma": clip_sigma, "fill_missing": fill_missing}
     _transform(inputs, stats, output, fmt, to, delimiter, quiet, False,
-               {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals)
+               {k: v for k, v in overrides.items() if v is not None}, unseen_group, dtype, decimals,
+               engine, scheduler)
 
 
 @app.command()
@@ -360,6 +390,8 @@ def check(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> int:
     """Report drift of INPUTS against a stats file; exit 6 when a column drifted."""
     from normcli import api
@@ -373,9 +405,9 @@ def check(
         raise UsageError("stdin (-) can be read only once")
     fitted = api.load(stats)
     thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
-    with _progress(inputs, quiet, "check") as progress:
+    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "check") as progress:
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
-                           progress=progress, log=LOG)
+                           progress=progress, log=LOG, engine=eng)
     report["stats"] = stats
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -98,7 +98,7 @@ _FLOATS = ("mean", "mean_lo", "m2", "min", "max")
 
 
 @dataclass(frozen=True)
-class GroupStats:
+class GroupStats(_sketch.PickledSketches):
     """:class:`~normcli.stats.ColumnStats` of one column for many groups, as parallel arrays.
 
     An empty group (no non-null value) has mean 0, M2 0, min +inf and max -inf, like an empty

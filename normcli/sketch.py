@@ -55,6 +55,33 @@ def quantile(sk: Any, q: float) -> float:
     return float(sk.get_quantile(q, True))
 
 
+def pack(value: Any) -> Any:
+    """Picklable form of a sketch, a list of sketches (None for none) or None: serialized bytes."""
+    if isinstance(value, list):
+        return [pack(v) for v in value]
+    return None if value is None else bytes(value.serialize())
+
+
+def unpack(value: Any) -> Any:
+    """Inverse of :func:`pack`."""
+    from datasketches import kll_doubles_sketch
+
+    if isinstance(value, list):
+        return [unpack(v) for v in value]
+    return None if value is None else kll_doubles_sketch.deserialize(value)
+
+
+class PickledSketches:
+    """Mixin for a class with a ``sketch`` attribute (a sketch, a list of them, or None): pickle
+    carries the sketches as their bytes, e.g. to and from Dask workers."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "sketch": pack(self.sketch)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, sketch=unpack(state["sketch"]))
+
+
 def to_dict(sk: Any) -> dict[str, Any]:
     """JSON form: accuracy, count, rank-error bound and the serialized sketch in base64."""
     return {

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from normcli import sketch as _sketch
+
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -64,7 +66,7 @@ def is_constant(count: Any, mean: Any, mean_lo: Any, m2: Any, lo: Any, hi: Any) 
 
 
 @dataclass(frozen=True)
-class ColumnStats:
+class ColumnStats(_sketch.PickledSketches):
     """Count, nulls, mean, M2 (sum of squared deviations), min and max of one column.
 
     ``count`` counts the non-null values, ``nulls`` the null or NaN ones. The mean is

@@ -1,0 +1,286 @@
+"""The Dask engine against the local one on a real two-process LocalCluster: the same stats file,
+the same transformed bytes, the same drift report, through the API and the CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from normcli import api, sketch  # noqa: E402
+from normcli.engine_dask import DaskEngine, partitions  # noqa: E402
+from normcli.io import expand_inputs  # noqa: E402
+from tests.conftest import SAMPLE, run_cli  # noqa: E402
+
+REL = 1e-12
+ROWS = 12000
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as lc, distributed.Client(lc) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def eng(cluster):
+    # Small partitions, so that even small files are cut into many.
+    return DaskEngine(cluster, partition_bytes=40_000, partition_rows=3000)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A CSV with quoted commas, quoted line breaks, leading zeros, empty fields and a group key;
+    the same table as Parquet with several row groups."""
+    d = tmp_path_factory.mktemp("dask")
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 23, ROWS)
+    x = rng.normal(0, 1, ROWS) * (g + 1) + 5 * g
+    y = rng.uniform(-3, 9, ROWS)
+    z = rng.integers(0, 1000, ROWS).astype(float)
+    notes = np.array(["plain", "a, b", 'say "hi"', "two\nlines", "", "007"])
+    rows = []
+    for i in range(ROWS):
+        rows.append([f"{i:06d}", "" if i % 97 == 0 else f"k{g[i]}",
+                     "" if i % 13 == 0 else repr(float(x[i])), "" if i % 17 == 0 else repr(float(y[i])),
+                     str(int(z[i])), notes[i % len(notes)]])
+    path = d / "data.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "key", "x", "y", "z", "note"])
+        w.writerows(rows)
+    table = pa.table({"id": [r[0] for r in rows], "key": [r[1] or None for r in rows],
+                      "x": pa.array([None if i % 13 == 0 else float(v) for i, v in enumerate(x)]),
+                      "y": pa.array([None if i % 17 == 0 else float(v) for i, v in enumerate(y)]),
+                      "z": pa.array(z.astype(np.int64)), "note": [r[5] for r in rows]})
+    pq.write_table(table, d / "data.parquet", row_group_size=1000)
+    return {"csv": str(path), "parquet": str(d / "data.parquet"), "dir": d}
+
+
+def test_partitions_cut_at_record_boundaries(data):
+    parts = partitions(expand_inputs([data["csv"]]), partition_bytes=40_000)
+    assert len(parts) > 10
+    with open(data["csv"], "rb") as f:
+        raw = f.read()
+    assert parts[0].start == raw.index(b"\n") + 1 and parts[-1].end == len(raw)
+    for a, b in zip(parts, parts[1:]):
+        assert a.end == b.start
+        assert raw[: b.start].count(b'"') % 2 == 0 and raw[b.start - 1:b.start] == b"\n"
+        assert b.first_line == raw[: b.start].count(b"\n") + 1
+    pq_parts = partitions(expand_inputs([data["parquet"]]), partition_rows=3000)
+    assert [p.row_groups for p in pq_parts] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11)]
+
+
+def _close(a, b, rel=REL):
+    if a is None or b is None:
+        return a == b
+    return a == b or abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
+
+
+def _same_sketch(a: dict, b: dict) -> None:
+    """Two serialized KLL sketches of the same data agree within their rank-error bounds: every
+    quantile of one has, in the other, a rank interval (ties) within both bounds of q."""
+    assert a["n"] == b["n"] and a["k"] == b["k"]
+    sa, sb = sketch.from_dict(a), sketch.from_dict(b)
+    bound = sketch.rank_error(sa) + sketch.rank_error(sb) + 1.0 / max(a["n"], 1)
+    for q in np.linspace(0, 1, 21):
+        va, vb = sketch.quantile(sa, q), sketch.quantile(sb, q)
+        if sketch.is_exact(sa) and sketch.is_exact(sb):
+            assert va == vb
+        else:
+            assert sa.get_rank(vb, False) - bound <= q <= sa.get_rank(vb, True) + bound
+
+
+def _same_stats(a, b, path="") -> None:
+    """Stats-file dicts equal: moments to REL, everything else (counts, extremes) exactly, sketches
+    within their bound."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            if k == "created":
+                continue
+            if k == "sketch" and a[k] is not None and "kind" in a[k] and isinstance(a[k]["n"], int):
+                _same_sketch(a[k], b[k])
+            elif k == "sketch" and isinstance(a[k], dict):  # a group's columnar sketches
+                assert a[k]["n"] == b[k]["n"]
+                for da, db, n in zip(a[k]["data"], b[k]["data"], a[k]["n"]):
+                    if da is not None:
+                        _same_sketch({"k": a[k]["k"], "n": n, "data": da}, {"k": b[k]["k"], "n": n, "data": db})
+            elif k in ("mean", "m2"):
+                va, vb = (a[k], b[k]) if isinstance(a[k], list) else ([a[k]], [b[k]])
+                assert all(_close(p, q) for p, q in zip(va, vb)), f"{path}.{k}"
+            elif k == "mean_lo":
+                continue  # the rounding residue of the mean: covered by the mean's tolerance
+            else:
+                _same_stats(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (p, q) in enumerate(zip(a, b)):
+            _same_stats(p, q, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+CASES = [
+    (["zscore"], {}),
+    (["minmax"], {}),
+    (["maxabs"], {}),
+    (["robust"], {}),
+    (["zscore", "layer:x,y"], {}),
+    (["l2"], {}),
+    (["zscore"], {"sketch_all": True}),
+    (["zscore"], {"group_by": ["key"]}),
+    (["robust", "minmax:z"], {"group_by": ["key"]}),
+    (["maxabs"], {"group_by": ["key"], "options": {"ddof": 1}}),
+]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("methods,kw", CASES)
+def test_fit_equals_local(data, eng, kind, methods, kw):
+    local = api.fit_paths([data[kind]], methods, **kw)
+    dask = api.fit_paths([data[kind]], methods, engine=eng, **kw)
+    _same_stats(json.loads(local.to_json()), json.loads(dask.to_json()))
+
+
+def test_fit_many_inputs_and_update(data, eng, tmp_path):
+    inputs = [data["csv"], data["parquet"]]
+    local = api.fit_paths(inputs, ["robust"], group_by=["key"])
+    dask = api.fit_paths(inputs, ["robust"], group_by=["key"], engine=eng)
+    _same_stats(json.loads(local.to_json()), json.loads(dask.to_json()))
+    first = api.fit_paths([data["csv"]], ["zscore"], engine=eng)
+    updated, n = api.update(first, inputs, engine=eng)
+    assert n == 1
+    _same_stats(json.loads(api.fit_paths(inputs, ["zscore"]).to_json()), json.loads(updated.to_json()))
+
+
+def _parts(directory, ext):
+    names = sorted(n for n in os.listdir(directory) if n.endswith(ext))
+    assert names == [f"part-{i:05d}{ext}" for i in range(len(names))]
+    return [os.path.join(directory, n) for n in names]
+
+
+@pytest.mark.parametrize("methods,kw,out", [
+    (["zscore"], {}, "csv"),
+    (["robust", "l2:y,z"], {}, "parquet"),
+    (["minmax"], {"group_by": ["key"]}, "csv"),
+    (["zscore"], {"group_by": ["key"]}, "parquet"),
+])
+def test_transform_equals_local(data, eng, tmp_path, methods, kw, out):
+    stats = api.fit_paths([data["csv"]], methods, **kw)
+    for kind in ("csv", "parquet"):
+        local = str(tmp_path / f"local-{kind}.{out}")
+        api.transform_file(stats, data[kind], local, to=out)
+        target = tmp_path / f"dask-{kind}"
+        summaries = api.transform_paths(stats, [data[kind]], str(target), to=out, engine=eng)
+        assert [s.rows for s in summaries] == [ROWS]
+        parts = _parts(target, "." + out)
+        assert len(parts) > 1
+        if out == "csv":
+            chunks = [open(p, "rb").read() for p in parts]
+            joined = chunks[0] + b"".join(c[c.index(b"\n") + 1:] for c in chunks[1:])
+            assert joined == open(local, "rb").read()
+        else:
+            joined = pa.concat_tables([pq.read_table(p) for p in parts])
+            assert joined.equals(pq.read_table(local))
+
+
+def test_transform_replaces_earlier_parts(data, eng, tmp_path):
+    stats = api.fit_paths([data["csv"]], ["zscore"])
+    api.transform_paths(stats, [data["csv"]], str(tmp_path), engine=eng)
+    many = len(_parts(tmp_path, ".csv"))
+    small = DaskEngine(eng.client, partition_bytes=10 << 20)
+    api.transform_paths(stats, [data["csv"]], str(tmp_path), engine=small)
+    assert many > 1 and _parts(tmp_path, ".csv") == [str(tmp_path / "part-00000.csv")]
+
+
+def test_check_equals_local(data, eng):
+    stats = api.fit_paths([data["csv"]], ["zscore"], sketch_all=True)
+    local = api.check(stats, [data["parquet"]])
+    dask = api.check(stats, [data["parquet"]], engine=eng)
+    assert local["rows"] == dask["rows"] == ROWS and local["drift"] == dask["drift"]
+    for a, b in zip(local["columns"], dask["columns"]):
+        for k in ("count", "nulls", "out_of_range", "null_rate", "drift"):
+            assert a[k] == b[k]
+        for k in ("mean", "std", "mean_shift", "std_ratio", "psi"):  # no drift: shifts near 0
+            assert abs(a[k] - b[k]) <= 1e-12 * max(abs(a[k]), 1.0), k
+        assert abs(a["ks"] - b["ks"]) <= 0.05
+
+
+def test_errors_from_workers_keep_their_type(data, eng, tmp_path):
+    from normcli.errors import DataError
+
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("x,y\n1,2\n3,4\n")
+    bad.write_text("x,y\n" + "1,2\n" * 5000 + "1,oops\n")
+    stats = api.fit_paths([str(good)], ["zscore"])
+    with pytest.raises(DataError, match="value 'oops' on line 5002 is not a number"):
+        api.check(stats, [str(bad)], engine=DaskEngine(eng.client, partition_bytes=1000))
+    with pytest.raises(DataError, match="good.csv' has no column"):
+        api.fit_paths([data["csv"], str(good)], ["zscore"], group_by=["key"], engine=eng)
+
+
+# ---- the command line ----
+
+def test_cli_fit_transform_check_on_a_running_scheduler(cluster, tmp_path):
+    address = cluster.scheduler.address
+    src = str(SAMPLE / "sales.csv")
+    local = run_cli("fit", src, "-m", "robust", "-g", "store")
+    dask = run_cli("fit", src, "-m", "robust", "-g", "store", "--engine", "dask", "--scheduler", address)
+    assert local.code == dask.code == 0, dask.err
+    _same_stats(json.loads(local.out), json.loads(dask.out))
+    assert "note:" not in dask.err
+    (tmp_path / "stats.json").write_bytes(local.out)
+    want = tmp_path / "local.csv"
+    assert run_cli("transform", src, "-s", tmp_path / "stats.json", "-o", want).code == 0
+    got = run_cli("transform", src, "-s", tmp_path / "stats.json", "-o", tmp_path / "out",
+                  "--engine", "dask", "--scheduler", address)
+    assert got.code == 0, got.err
+    assert (tmp_path / "out" / "part-00000.csv").read_bytes() == want.read_bytes()
+    check = run_cli("check", SAMPLE / "sales.parquet", "-s", tmp_path / "stats.json", "--json",
+                    "--engine", "dask", "--scheduler", address)
+    assert check.code == 0, check.err
+    assert json.loads(check.out)["rows"] == 3000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fit", "x.csv", "--scheduler", "tcp://127.0.0.1:8786"], "--scheduler needs --engine dask"),
+    (["fit", "x.csv", "--engine", "spark"], "--engine must be local or dask"),
+])
+def test_cli_usage_errors(args, message):
+    r = run_cli(*args)
+    assert r.code == 2 and message in r.err
+
+
+def test_cli_transform_needs_a_directory(cluster, tmp_path):
+    api.fit_paths([str(SAMPLE / "sales.csv")], ["zscore"]).save(str(tmp_path / "s.json"))
+    r = run_cli("transform", SAMPLE / "sales.csv", "-s", tmp_path / "s.json", "--engine", "dask",
+                "--scheduler", cluster.scheduler.address)
+    assert r.code == 2 and "-o DIR/" in r.err
+
+
+def test_cli_without_dask_names_the_extra(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "dask").mkdir(parents=True)
+    (fake / "dask" / "__init__.py").write_text("raise ImportError('No module named dask')\n")
+    r = run_cli("fit", SAMPLE / "sales.csv", "--engine", "dask",
+                env={"PYTHONPATH": os.pathsep.join([str(fake), *sys.path])})
+    assert r.code == 2
+    assert r.err.strip() == "Error: --engine dask needs dask and distributed: pip install 'normcli[dask]'"
+
+
+def test_cli_starts_a_local_cluster_and_says_so(tmp_path):
+    r = run_cli("fit", SAMPLE / "sales.parquet", "--engine", "dask", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    assert "note: started a local Dask cluster" in r.err
+    assert json.loads((tmp_path / "s.json").read_text())["fitted_on"]["rows"] == 3000
+    assert not math.isnan(json.loads((tmp_path / "s.json").read_text())["columns"]["units"]["stats"]["mean"])
