@@ -25,9 +25,6 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import gendata  # noqa: E402
-
 TASKS = {"fit": ("csv", "json"), "csv": ("csv", "csv"), "parquet": ("parquet", "parquet")}
 TASK_NAMES = {"fit": "fit (CSV)", "csv": "transform CSV -> CSV", "parquet": "transform Parquet -> Parquet"}
 
@@ -37,11 +34,11 @@ def command(tool: str, task: str, src: str, dst: str, stats: str) -> list[str]:
         if task == "fit":
             return [sys.executable, "-m", "normcli", "fit", src, "-o", dst, "-q"]
         return [sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", dst, "-q"]
-    if tool == "normcli-dask":
+    if tool == "normcli-dask":  # a LocalCluster started by the command itself; parts into a directory
         extra = ["--engine", "dask", "-q"]
         if task == "fit":
             return [sys.executable, "-m", "normcli", "fit", src, "-o", dst, *extra]
-        return [sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", dst, *extra]
+        return [sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", dst + "/", *extra]
     return [sys.executable, os.path.join(HERE, "peers.py"), tool, "fit" if task == "fit" else "transform", src, dst, stats]
 
 
@@ -64,6 +61,10 @@ def read_output(path: str):
 
     if path.endswith(".json"):
         return json.load(open(path))
+    if os.path.isdir(path):  # the Dask engine's output parts, in order
+        import pyarrow as pa
+
+        return pa.concat_tables([read_output(os.path.join(path, p)) for p in sorted(os.listdir(path))])
     if path.endswith(".parquet"):
         return pq.read_table(path)
     return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"id": "string"}))
@@ -128,7 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tools", default="normcli,polars,duckdb,pandas")
+    ap.add_argument("--tools", default="normcli,polars,duckdb,pandas",
+                    help="comma-separated: normcli, normcli-dask, polars, duckdb, pandas")
     ap.add_argument("--tasks", default="fit,csv,parquet")
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--check", nargs=3, metavar=("TASK", "OURS", "THEIRS"), help=argparse.SUPPRESS)
@@ -141,7 +143,9 @@ def main() -> None:
     base = os.path.join(args.data, f"data_{args.rows}")
     if not (os.path.exists(base + ".csv") and os.path.exists(base + ".parquet")):
         print(f"generating {args.rows:,} rows in {args.data} ...", file=sys.stderr)
-        gendata.write(args.rows, args.data)
+        # in a child: a child's peak RSS starts at its parent's, so this process stays small
+        subprocess.run([sys.executable, os.path.join(HERE, "gendata.py"), "--rows", str(args.rows),
+                        "--out", args.data], check=True, stdout=subprocess.DEVNULL)
     out_dir = os.path.join(args.data, "out")
     os.makedirs(out_dir, exist_ok=True)
     stats = os.path.join(out_dir, "stats.json")
