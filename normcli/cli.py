@@ -538,13 +538,15 @@ def export(
     table: Annotated[str, typer.Option("--table", help="sql: the table to select from.")] = "data",
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="sql, sklearn: every input column in order, to pass the unfitted ones through.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="onnx: float64 or float32.")] = "float64",
+    unseen_group: Annotated[str, typer.Option("--unseen-group", help="sql with --group-by statistics: rows of a key not seen in fit: global (default), passthrough or null.")] = "global",
     debug: DebugOpt = False,
 ) -> None:
     """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
     from normcli import api
     from normcli.export import export_bytes
 
-    opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns)},
+    opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns),
+                                    "unseen_group": unseen_group},
                             "sklearn": {"columns": _split(columns)}, "onnx": {"dtype": dtype}}.get(to, {})
     _write(output, export_bytes(api.load(stats), to, **opts), text=to == "sql")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -112,12 +113,44 @@ def test_sql_without_columns_needs_duckdb():
         stats.export("sql", dialect="postgres", columns=["id"])
 
 
-def test_grouped_stats_are_refused():
-    _, stats, _ = fitted("zscore")
-    stats.info["group_by"] = ["id"]
-    for target in ("sql", "onnx"):
+def test_grouped_stats_are_refused_by_the_other_targets():
+    df = pd.DataFrame({"k": ["a", "b", "a", "b"], "x": [1.0, 2.0, 4.0, 8.0]})
+    stats = normcli.fit(df, "zscore", columns=["x"], group_by=["k"])
+    for target in ("onnx", "sklearn", "torch"):
         with pytest.raises(UsageError, match="not yet supported for grouped"):
             stats.export(target)
+    with pytest.raises(UsageError, match="has no SQL form"):
+        stats.export("sql", unseen_group="error")
+
+
+def _grouped_frame():
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"store": rng.choice(["a", "b", "c'q", None], 300), "k2": rng.integers(0, 3, 300),
+                       "x": rng.normal(5, 2, 300), "y": rng.normal(-1, 4, 300), "t": ["z"] * 300})
+    df.loc[rng.random(300) < 0.1, "x"] = np.nan
+    return df
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+@pytest.mark.parametrize("policy", ["global", "passthrough", "null"])
+def test_grouped_sql_equals_transform_in_duckdb_and_sqlite(method, policy):
+    duckdb = pytest.importorskip("duckdb")
+    df = _grouped_frame()
+    # fitted without k2 == 2, so those rows meet the unseen-group policy; keys hold a null and a quote
+    stats = normcli.fit(df[df.k2 < 2], method, columns=["x", "y"], group_by=["store", "k2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the unseen-group warning of the global policy
+        ref = stats.transform(df, unseen_group=policy)
+    got = duckdb.sql(stats.export("sql", dialect="duckdb", table="df", unseen_group=policy)).df()
+    con = sqlite3.connect(":memory:")
+    df.to_sql("df", con, index=False)
+    lite = pd.read_sql(stats.export("sql", dialect="sqlite", table="df", columns=list(df.columns),
+                                    unseen_group=policy), con)
+    for out in (got, lite):
+        assert list(out.columns) == list(df.columns)
+        for c in ("x", "y"):
+            np.testing.assert_allclose(out[c].to_numpy(float), ref[c].to_numpy(float), rtol=1e-12, atol=1e-12)
+        assert out["t"].tolist() == df["t"].tolist()
 
 
 SKLEARN = ["zscore", "minmax_clip", "robust_passthrough", "l2"]

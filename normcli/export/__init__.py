@@ -28,8 +28,7 @@ def require(module: str) -> Any:
 
 def check_ungrouped(stats: Stats, target: str) -> None:
     """Raise a UsageError when ``stats`` holds per-group statistics the ``target`` cannot express yet."""
-    grouped = stats.info.get("group_by") or any(getattr(c, "groups", None) for c in stats.columns.values())
-    if grouped:
+    if stats.groups is not None:
         raise UsageError(f"export to {target} is not yet supported for grouped stats (--group-by)")
 
 

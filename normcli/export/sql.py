@@ -18,40 +18,47 @@ from typing import Sequence
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped
 from normcli.model import RowFit, Stats
 
 
 @dataclass(frozen=True)
 class Dialect:
-    """How one SQL dialect quotes identifiers, names DOUBLE and takes a row maximum."""
+    """How one SQL dialect quotes identifiers, names DOUBLE and text, takes a row maximum and
+    compares NULL-safely."""
 
     quote: str
     double: str
     greatest: str
     star_replace: bool
+    text: str
+    null_safe_eq: str
 
 
 DIALECTS = {
-    "duckdb": Dialect('"', "DOUBLE", "GREATEST", True),
-    "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False),
-    "sqlite": Dialect('"', "REAL", "MAX", False),
-    "spark": Dialect("`", "DOUBLE", "GREATEST", False),
+    "duckdb": Dialect('"', "DOUBLE", "GREATEST", True, "VARCHAR", "IS NOT DISTINCT FROM"),
+    "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False, "TEXT", "IS NOT DISTINCT FROM"),
+    "sqlite": Dialect('"', "REAL", "MAX", False, "TEXT", "IS"),
+    "spark": Dialect("`", "DOUBLE", "GREATEST", False, "STRING", "<=>"),
 }
+GROUP_POLICIES = ("global", "passthrough", "null")
 HELPER = "__normcli_"  # prefix of the helper columns of row-wise methods
 
 
 def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
-           columns: Sequence[str] | None = None) -> str:
+           columns: Sequence[str] | None = None, unseen_group: str = "global") -> str:
     """One SELECT over ``table`` that normalizes like ``normcli transform`` with ``stats``.
 
     ``columns`` lists every input column in order (fitted or not); without it the query uses
     DuckDB's ``* REPLACE``, so it is required for the other dialects. ``table`` may be
-    ``schema.table`` (each dot-separated part is quoted).
+    ``schema.table`` (each dot-separated part is quoted). Per-group statistics come from a
+    LEFT JOIN against an inline ``VALUES`` table, one line per group, keys compared as text
+    (NULL-safely); a row whose key is not there follows ``unseen_group`` (global, passthrough
+    or null; ``error`` cannot be expressed in portable SQL).
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown SQL dialect '{dialect}' (choose from {', '.join(DIALECTS)})")
-    check_ungrouped(stats, "sql")
+    if stats.groups is not None and unseen_group not in GROUP_POLICIES:
+        raise UsageError(f"--unseen-group {unseen_group} has no SQL form (choose from {', '.join(GROUP_POLICIES)})")
     d = DIALECTS[dialect]
     if columns is None and not d.star_replace:
         raise UsageError(f"{dialect} has no SELECT * REPLACE: pass --columns with every input column in order")
@@ -60,19 +67,22 @@ def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
         if missing:
             raise UsageError(f"--columns lacks the fitted column '{missing[0]}'")
     q = _Quoter(d)
-    out = {name: _column_sql(q, name, stats.params(name))
-           for name, fit in stats.columns.items() if fit.method in M.PER_COLUMN}
-    # Helper columns (expression, name) of the first and second derived table. Per-group
-    # statistics will join the source against an inline VALUES table of (key, params) here.
+    per_column = [name for name, fit in stats.columns.items() if fit.method in M.PER_COLUMN]
+    source = ".".join(q.ident(p) for p in table.split("."))
+    prefix, grouped_helpers = "", []
+    if stats.groups is None:
+        out = {name: _column_sql(q, name, stats.params(name)) for name in per_column}
+    else:
+        prefix, source, out, grouped_helpers = _grouped(q, stats, per_column, source, unseen_group)
+    # Helper columns (expression, name) of the first and second derived table.
     levels: list[list[tuple[str, str]]] = [[], []]
     for i, row in enumerate(stats.rows):
         out.update(_row_sql(q, i, row, levels))
-    source = ".".join(q.ident(p) for p in table.split("."))
     for helpers in levels:
         if helpers:
             items = [f"{expr} AS {q.ident(name)}" for expr, name in helpers]
             source = "(\n  SELECT *,\n    " + ",\n    ".join(items) + f"\n  FROM {source}\n) AS t"
-    helper_names = [q.ident(name) for lvl in levels for _, name in lvl]
+    helper_names = [q.ident(name) for name in grouped_helpers] + [q.ident(name) for lvl in levels for _, name in lvl]
     if columns is None:
         items = [f"{expr} AS {q.ident(name)}" for name, expr in out.items()]
         exclude = f"EXCLUDE ({', '.join(helper_names)}) " if helper_names else ""
@@ -80,7 +90,7 @@ def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
     else:
         items = [f"{out[c]} AS {q.ident(c)}" if c in out else q.ident(c) for c in columns]
         select = "SELECT\n  " + ",\n  ".join(items)
-    return f"{select}\nFROM {source}\n"
+    return f"{prefix}{select}\nFROM {source}\n"
 
 
 class _Quoter:
@@ -130,6 +140,64 @@ def _column_sql(q: _Quoter, name: str, p: M.Affine) -> str:
     if p.fill is not None:
         e = f"COALESCE({e}, {num(p.fill)})"
     return e
+
+
+def _grouped(q: _Quoter, stats: Stats, names: list[str], source: str,
+             policy: str) -> tuple[str, str, dict[str, str], list[str]]:
+    """A ``WITH`` table of per-group parameters (one line per group), the source joined to it,
+    each column's expression over the joined parameters, and the helper columns to drop."""
+    keys = list(stats.group_by)
+    fields: list[str] = [f"{HELPER}k{i}" for i in range(len(keys))] + [f"{HELPER}hit"]
+    per_group: dict[str, M.Affine] = {}
+    for j, name in enumerate(names):
+        per_group[name] = stats.params(name, grouped=True)
+        fields += [f"{HELPER}{j}_{k}" for k in ("c", "l", "s", "z", "p", "f")]
+    rows = []
+    for g, key in enumerate(stats.groups.keys):
+        vals = ["NULL" if v is None else _text(q, v) for v in key] + ["1"]
+        for name in names:
+            p = per_group[name]
+            fill = _at(p.fill, g)
+            vals += [num(_at(p.center, g)), num(_at(p.center_lo, g)), num(_at(p.scale, g)),
+                     "1" if _at(p.const_zero, g) else "0", "1" if _at(p.keep, g) else "0",
+                     "NULL" if fill is None else num(fill)]
+        rows.append("(" + ", ".join(vals) + ")")
+    table = q.ident(f"{HELPER}groups")
+    prefix = (f"WITH {table}({', '.join(q.ident(f) for f in fields)}) AS (VALUES\n  "
+              + ",\n  ".join(rows) + "\n)\n")
+    on = " AND ".join(f"CAST(s.{q.ident(k)} AS {q.d.text}) {q.d.null_safe_eq} {table}.{q.ident(f'{HELPER}k{i}')}"
+                      for i, k in enumerate(keys))
+    joined = f"(\n  SELECT *\n  FROM {source} AS s\n  LEFT JOIN {table}\n  ON {on}\n) AS t"
+    hit = q.ident(f"{HELPER}hit")
+    out = {}
+    for j, name in enumerate(names):
+        col = {k: q.ident(f"{HELPER}{j}_{k}") for k in ("c", "l", "s", "z", "p", "f")}
+        glob = stats.params(name)
+        p = per_group[name]
+        x = q.col(name)
+        e = f"(((({x} - {col['c']}) - {col['l']}) / {col['s']}) * {num(p.gain)}) + {num(p.offset)}"
+        e = f"CASE WHEN {x} IS NULL THEN NULL WHEN {col['z']} = 1 THEN 0e0 ELSE {e} END"
+        if p.clip is not None:
+            lo, hi = num(p.clip[0]), num(p.clip[1])
+            e = f"CASE WHEN {e} < {lo} THEN {lo} WHEN {e} > {hi} THEN {hi} ELSE {e} END"
+        e = f"CASE WHEN {col['p']} = 1 THEN {x} ELSE {e} END"
+        if p.fill is not None:
+            e = f"COALESCE({e}, {col['f']})"
+        unseen = {"global": _column_sql(q, name, glob), "passthrough": x, "null": "NULL"}[policy]
+        out[name] = f"CASE WHEN {hit} IS NULL THEN {unseen} ELSE {e} END"
+    return prefix, joined, out, fields
+
+
+def _at(v, g: int):
+    """Entry ``g`` of a per-group parameter (a scalar applies to every group)."""
+    if v is None:
+        return None
+    return v[g].item() if hasattr(v, "ndim") and v.ndim else (v.item() if hasattr(v, "item") else v)
+
+
+def _text(q: _Quoter, v: str) -> str:
+    """A text literal (quotes doubled), typed so that the VALUES table's column is text."""
+    return f"CAST('{str(v).replace(chr(39), chr(39) * 2)}' AS {q.d.text})"
 
 
 def _row_sql(q: _Quoter, i: int, row: RowFit, levels: list[list[tuple[str, str]]]) -> dict[str, str]:
