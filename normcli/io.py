@@ -13,6 +13,7 @@ about 1.8x slower.
 """
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import hashlib
 import io as _pyio
@@ -974,6 +975,18 @@ class Sink:
         where = f"'{self.path}'" if self.path else "standard output"
         return IOFailure(f"cannot write {where}: {reason}")
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around one write: an OSError becomes an IOFailure naming the output (a closed pipe
+        stays a BrokenPipeError, which the CLI treats as a quiet end); then write-back."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._write_failure(exc) from exc
+        self._start_writeback()
+
     _WRITEBACK_STEP = 32 << 20
 
     def _start_writeback(self) -> None:
@@ -1056,13 +1069,8 @@ class _CsvSink(Sink):
         return buf.getbuffer()  # a view, not a copy of the piece's text
 
     def _emit(self, data: bytes) -> None:
-        try:
+        with self._writing():
             self._out.write(data)
-            self._start_writeback()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._write_failure(exc) from exc
 
     def write(self, encoded: bytes) -> None:
         if not self._header_written:
@@ -1104,16 +1112,11 @@ class _ParquetSink(Sink):
         return batch
 
     def write(self, encoded) -> None:
-        try:
+        with self._writing():
             if isinstance(encoded, pa.Table):
                 self._writer.write_table(encoded)
             else:
                 self._writer.write_batch(encoded)
-            self._start_writeback()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._write_failure(exc) from exc
 
     def _close(self) -> None:
         self._writer.close()
