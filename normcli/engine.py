@@ -44,8 +44,9 @@ def default_workers() -> int:
 def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = None) -> Iterator[R]:
     """``fn`` over ``items`` in a thread pool, yielding results in input order.
 
-    ``items`` is iterated in its own thread; at most ``workers + 1`` items are being worked on or
-    waiting to be consumed, and one more is read ahead: memory is bounded by the item size. An exception in ``items`` or ``fn`` is re-raised here;
+    ``items`` is iterated in its own thread; at most ``2 * workers + 1`` items are being worked on
+    or waiting to be consumed (room for the consumer to stall on a slow write without idling
+    the workers), and one more is read ahead: memory is bounded by the item size. An exception in ``items`` or ``fn`` is re-raised here;
     closing the generator early stops the producer and drops pending work.
     """
     workers = workers or default_workers()
@@ -74,7 +75,7 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = 
     try:
         exhausted = False
         while True:
-            while not exhausted and len(inflight) <= workers:
+            while not exhausted and len(inflight) <= 2 * workers:
                 item = pending.get()
                 if item is _DONE:
                     exhausted = True
