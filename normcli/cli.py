@@ -113,11 +113,12 @@ class _RichProgress:
     """Bytes read, rows and rate on stderr; only used when stderr is a terminal."""
 
     def __init__(self, total: Optional[int], label: str) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
 
         self.rows = 0
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                           TextColumn("{task.fields[rows]:,} rows"), TimeRemainingColumn(),
+                           TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(), TimeRemainingColumn(),
                            console=_stderr(), transient=True)
         self._task = self._p.add_task(label, total=total, rows=0)
 
