@@ -597,18 +597,24 @@ class _ParquetSource(Source):
     def sample_types(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._schema}
 
+    def _total_rows(self) -> int:
+        return self._file.metadata.num_rows
+
+    def _batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        return self._file.iter_batches(batch_size=self._batch_rows, columns=columns)
+
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         if self._used:
             raise RuntimeError("Source.pieces() can be used only once")
         self._used = True
         numeric = self._check_columns(numeric)
         keep = self._check_columns(keep)
-        total_rows = max(self._file.metadata.num_rows, 1)
+        total_rows = max(self._total_rows(), 1)
         size = self.size if self.size is not None else self._spool_size()
         columns = None if keep_others else list(dict.fromkeys([*numeric, *keep]))
         row = 1
         try:
-            for batch in self._file.iter_batches(batch_size=self._batch_rows, columns=columns):
+            for batch in self._batches(columns):
                 yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others, keep)
                 row += batch.num_rows
         except OSError as exc:
@@ -688,24 +694,12 @@ class _DatasetSource(_ParquetSource):
         self._schema = self._dataset.schema
         self.columns = list(self._schema.names)
 
-    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
-        if self._used:
-            raise RuntimeError("Source.pieces() can be used only once")
-        self._used = True
-        numeric = self._check_columns(numeric)
-        keep = self._check_columns(keep)
-        columns = None if keep_others else list(dict.fromkeys([*numeric, *keep]))
-        total_rows = max(self._dataset.count_rows(), 1)
-        row = 1
-        try:
-            for batch in self._dataset.to_batches(columns=columns, batch_size=self._batch_rows,
-                                                  batch_readahead=2, fragment_readahead=1):
-                yield Piece(batch, self.size * batch.num_rows // total_rows, row, numeric, keep_others, keep)
-                row += batch.num_rows
-        except OSError as exc:
-            raise _read_failure(self.path, exc) from exc
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+    def _total_rows(self) -> int:
+        return self._dataset.count_rows()
+
+    def _batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        return self._dataset.to_batches(columns=columns, batch_size=self._batch_rows,
+                                        batch_readahead=2, fragment_readahead=1)
 
     def close(self) -> None:
         pass
