@@ -557,11 +557,7 @@ def _as_batch(table: pa.Table) -> pa.RecordBatch:
 
 class _ParquetSource(Source):
     def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS):
-        self._batch_rows = batch_rows
-        self.path = path
-        self.format = "parquet"
-        self._spool = None
-        self._used = False
+        self._setup(path, batch_rows)
         try:
             if path == "-":
                 # Parquet needs random access: spool stdin to an anonymous temp file.
@@ -593,6 +589,14 @@ class _ParquetSource(Source):
         if dupes:
             names = ", ".join(f"'{c}'" for c in dupes)
             raise DataError(f"{_display(path)} has duplicate column names: {names}")
+
+    def _setup(self, path: str, batch_rows: int) -> None:
+        """The fields every Parquet source has before it opens its input."""
+        self._batch_rows = batch_rows
+        self.path = path
+        self.format = "parquet"
+        self._spool = None
+        self._used = False
 
     def sample_types(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._schema}
@@ -672,11 +676,7 @@ class _DatasetSource(_ParquetSource):
     """
 
     def __init__(self, path: str, base: str, batch_rows: int = _PARQUET_BATCH_ROWS):
-        self._batch_rows = batch_rows
-        self.path = path
-        self.format = "parquet"
-        self._spool = None
-        self._used = False
+        self._setup(path, batch_rows)
         try:
             self.size = os.path.getsize(path)
             if self.size == 0:
