@@ -441,19 +441,24 @@ class _CsvSource(Source):
         wanted = set(piece.numeric)
         schema = {name: pl.Float64 if name in wanted else pl.String for name in self.columns}
         columns = self._output_columns(piece)
+        # The last column is always parsed: Polars pads a short row with nulls, so a last column
+        # without nulls proves that no row is short, without counting separators.
+        last = self.columns[-1]
+        parsed = columns if last in columns else [*columns, last]
         index = {name: i for i, name in enumerate(self.columns)}
         frame = pl.read_csv(piece.data, has_header=False, schema=schema,
-                            columns=sorted(index[c] for c in columns), separator=self._delimiter, quote_char='"',
+                            columns=sorted(index[c] for c in parsed), separator=self._delimiter, quote_char='"',
                             empty_string_is_null=True, raise_if_empty=False,
                             truncate_ragged_lines=False)
-        if frame.width != len(columns):
+        if frame.width != len(parsed):
             raise ValueError("column count")
-        if _count(piece.data, self._delimiter.encode()) != frame.height * (len(self.columns) - 1):
+        if frame.get_column(last).null_count() and (
+                _count(piece.data, self._delimiter.encode()) != frame.height * (len(self.columns) - 1)):
             raise ValueError("ragged rows")
-        # One select (each Polars call has a fixed cost): the columns in order, NaN as null.
-        frame = frame.select(pl.col(c).fill_nan(None) if c in wanted else pl.col(c) for c in columns)
         # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
-        return _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        batch = _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        return pa.RecordBatch.from_arrays(
+            [_nan_as_null(batch.column(c)) if c in wanted else batch.column(c) for c in columns], names=columns)
 
     def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
         bad: list = []
@@ -531,6 +536,23 @@ def _first_bad_float(column: pa.ChunkedArray) -> int | None:
         else:
             lo = mid
     return lo
+
+
+def _nan_as_null(column: pa.Array) -> pa.Array:
+    """A float64 column with NaN as null, as pyarrow's CSV reader reads "NaN" (no copy without NaN)."""
+    n, offset = len(column), column.offset
+    if not n:
+        return column
+    values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+    valid = ~np.isnan(values)
+    if valid.all():
+        return column
+    if column.null_count:
+        bits = np.frombuffer(column.buffers()[0], dtype=np.uint8)
+        valid &= np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].astype(bool)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(np.ascontiguousarray(values))],
+                                 null_count=n - int(np.count_nonzero(valid)))
 
 
 def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.RecordBatch:

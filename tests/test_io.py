@@ -499,12 +499,15 @@ def test_polars_and_arrow_paths_agree(tmp_path, rows, crlf):
     (b"a,x,b\n1,2,q\n3\n", False),          # a short row: Polars would pad it
     (b"a,x,b\n1,NA,q\n", False),            # a null token only pyarrow knows
     (b'a,x,b\n"1,2",3,q\n', False),          # quotes: separators cannot be counted
+    (b"a,x,b\n1,2,\n3\n", False),           # a short row beside an empty last field
+    (b"a,x,b\n1,2\n3,4\n", False),           # every row short: the last column all null
 ])
-def test_fast_path_is_taken_only_when_it_is_exact(tmp_path, body, fast):
+@pytest.mark.parametrize("keep_others", [True, False])  # fit reads the numeric columns only
+def test_fast_path_is_taken_only_when_it_is_exact(tmp_path, body, fast, keep_others):
     path = tmp_path / "f.csv"
     path.write_bytes(body)
     src = open_source(str(path))
-    piece = next(iter(src.pieces(["x"], True)))
+    piece = next(iter(src.pieces(["x"], keep_others)))
     try:
         got = src._decode_polars(piece)
     except Exception:
