@@ -10,6 +10,12 @@ worker pool). pyarrow's own streaming reader parses on one core only (see MEASUR
 Writing CSV goes through Polars' ``write_csv`` because pyarrow's CSV writer cannot quote only
 where needed, which byte-exact pass-through of text columns requires, and formats floats
 about 1.8x slower.
+
+Writing Parquet encodes in the workers too: pyarrow's ``ParquetWriter`` encodes on the one
+thread that writes, so each batch is encoded as a complete Parquet file in memory (in a worker),
+and the sink appends the column chunks of each in order and ends the output with one footer
+listing all their row groups (:mod:`normcli.parquet_footer`). The bytes are those
+``ParquetWriter`` itself would write for the same batches.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from . import parquet_footer
 from .errors import DataError, IOFailure, UsageError
 
 FORMATS = ("csv", "tsv", "parquet")
@@ -1108,38 +1115,70 @@ class _CsvSink(Sink):
             self._out.close()
 
 
+@dataclass
+class _EncodedParquet:
+    """A batch encoded as a complete Parquet file, with where its footer starts and the footer."""
+
+    data: pa.Buffer
+    footer_start: int
+    metadata: parquet_footer.Struct
+
+
 class _ParquetSink(Sink):
+    """Parquet encoded in the workers: ``encode`` makes each batch a Parquet file in memory,
+    ``write`` appends its column chunks to the output, and the footer listing all their row
+    groups comes last. Only ever appends, so stdout works as well as a file."""
+
     def __init__(self, path, schema, out, tmp):
         super().__init__(path, "parquet", schema)
         self._tmp = tmp
         self._out = out
-        dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
-        try:
-            self._writer = pq.ParquetWriter(
-                tmp if tmp is not None else out,
-                schema,
-                use_dictionary=dictionary,
-                compression="snappy",
-            )
-        except OSError as exc:
-            self._remove_tmp()
-            raise self._write_failure(exc) from exc
+        self._dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+        self._position = 0
+        self._footer = parquet_footer.Footer()
 
-    def encode(self, batch):
-        """Parquet batches are written as they are (text cast to the file's string type)."""
+    def _parquet_file(self, batch: pa.RecordBatch | None) -> pa.Buffer:
+        # No page index (pyarrow's default): its page locations would be offsets to shift too.
+        stream = pa.BufferOutputStream()
+        with pq.ParquetWriter(stream, self.schema, use_dictionary=self._dictionary,
+                              compression="snappy") as writer:
+            if batch is not None:
+                writer.write_batch(batch)
+        return stream.getvalue()
+
+    def encode(self, batch: pa.RecordBatch) -> _EncodedParquet:
+        """The batch (text cast to the file's string type) as a Parquet file in memory."""
         if batch.schema != self.schema:
             batch = batch.cast(self.schema)
-        return batch
+        data = self._parquet_file(batch)
+        return _EncodedParquet(data, *parquet_footer.read_footer(data))
 
-    def write(self, encoded) -> None:
+    def _emit(self, data) -> None:
         with self._writing():
-            if isinstance(encoded, pa.Table):
-                self._writer.write_table(encoded)
-            else:
-                self._writer.write_batch(encoded)
+            self._out.write(data)
+        self._position += len(data)
+
+    def write(self, encoded: _EncodedParquet) -> None:
+        magic = len(parquet_footer.MAGIC)
+        if self._position == 0:
+            self._emit(parquet_footer.MAGIC)
+        # The piece's column chunks follow its own magic; here they start at _position.
+        delta = self._position - magic
+        self._emit(memoryview(encoded.data)[magic:encoded.footer_start])
+        self._footer.add(encoded.metadata, delta)
+        # Written: let the bytes go now, not when the engine's reference moves on to the next piece.
+        encoded.data = encoded.metadata = None
+
+    def _finish(self) -> None:
+        """The footer (on commit only: an aborted stream must not look complete)."""
+        if self._position == 0:
+            self._emit(self._parquet_file(None))
+        else:
+            self._emit(self._footer.tail())
 
     def _close(self) -> None:
-        self._writer.close()
+        if self._tmp is not None:
+            self._out.close()
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -1195,8 +1234,7 @@ def open_sink(
         os.fchmod(fd, _default_mode())
     except OSError:
         pass
-    if fmt == "parquet":
-        os.close(fd)
-        return _ParquetSink(path, schema, None, tmp)
     out = os.fdopen(fd, "wb", buffering=1 << 20)
+    if fmt == "parquet":
+        return _ParquetSink(path, schema, out, tmp)
     return _CsvSink(path, fmt, schema, delimiter, out, tmp)
