@@ -1117,11 +1117,11 @@ class _CsvSink(Sink):
 
 @dataclass
 class _EncodedParquet:
-    """A batch encoded as a complete Parquet file, with where its footer starts and the footer."""
+    """A batch encoded as a complete Parquet file, with where its footer starts and its row groups."""
 
     data: pa.Buffer
     footer_start: int
-    metadata: parquet_footer.Struct
+    groups: parquet_footer.RowGroups
 
 
 class _ParquetSink(Sink):
@@ -1151,7 +1151,8 @@ class _ParquetSink(Sink):
         if batch.schema != self.schema:
             batch = batch.cast(self.schema)
         data = self._parquet_file(batch)
-        return _EncodedParquet(data, *parquet_footer.read_footer(data))
+        start, metadata = parquet_footer.read_footer(data)
+        return _EncodedParquet(data, start, parquet_footer.RowGroups(metadata))
 
     def _emit(self, data) -> None:
         with self._writing():
@@ -1165,9 +1166,9 @@ class _ParquetSink(Sink):
         # The piece's column chunks follow its own magic; here they start at _position.
         delta = self._position - magic
         self._emit(memoryview(encoded.data)[magic:encoded.footer_start])
-        self._footer.add(encoded.metadata, delta)
+        self._footer.add(encoded.groups, delta)
         # Written: let the bytes go now, not when the engine's reference moves on to the next piece.
-        encoded.data = encoded.metadata = None
+        encoded.data = encoded.groups = None
 
     def _finish(self) -> None:
         """The footer (on commit only: an aborted stream must not look complete)."""

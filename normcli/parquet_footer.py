@@ -135,6 +135,11 @@ class _Reader:
 class _Writer:
     def __init__(self):
         self.out = bytearray()
+        self._parts: list[bytes | _Slot] = []
+
+    def parts(self) -> list[bytes | _Slot]:
+        """What was written, split around the :class:`_Slot` values left open."""
+        return [*self._parts, bytes(self.out)]
 
     def varint(self, n: int) -> None:
         while n > 0x7F:
@@ -150,6 +155,9 @@ class _Writer:
     def value(self, kind: int, value: Any) -> None:
         if isinstance(value, Encoded):
             self.out += value.data
+        elif isinstance(value, _Slot):
+            self._parts += [bytes(self.out), value]
+            self.out.clear()
         elif kind in (TRUE, FALSE):
             self.out.append(TRUE if value else FALSE)
         elif kind == BYTE:
@@ -243,6 +251,50 @@ def read_footer(data: bytes | memoryview) -> tuple[int, Struct]:
     return start, decode(view[start:-4])
 
 
+_ORDINAL = -1
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """An i16/i64 field whose value is known only once its row group has its place in the file:
+    a file offset (``offset``, in the file the row group came from) or the ordinal."""
+
+    offset: int
+
+
+class RowGroups:
+    """The row groups of one file's FileMetaData, encoded ahead with their offsets left open.
+
+    Built where there is time (a worker thread), so that placing them in the joined file
+    (:meth:`Footer.add`, in the thread that writes in order) only writes a few numbers.
+    """
+
+    def __init__(self, metadata: Struct):
+        self.metadata = metadata
+        self.rows: list[int] = []
+        self.parts: list[list[bytes | _Slot]] = []
+        for group in _get(metadata, _META_ROW_GROUPS).items:
+            # 0 marks an offset that points nowhere (no data starts at 0, the magic does), as
+            # in the deprecated ColumnChunk.file_offset, which writers set to 0: it stays 0.
+            writer = _Writer()
+            writer.struct(_relocated(group, lambda off: _Slot(off) if off else 0, _Slot(_ORDINAL)))
+            self.parts.append(writer.parts())
+            self.rows.append(_get(group, _GROUP_NUM_ROWS))
+
+
+def _placed(parts: list[bytes | _Slot], delta: int, ordinal: int) -> bytes:
+    writer = _Writer()
+    for part in parts:
+        if isinstance(part, _Slot):
+            if part.offset == _ORDINAL:
+                writer.zigzag(ordinal, 16)
+            else:
+                writer.zigzag(part.offset + delta, 64)
+        else:
+            writer.out += part
+    return bytes(writer.out)
+
+
 class Footer:
     """The footer of a file whose row groups are those of other Parquet files, appended in order.
 
@@ -255,15 +307,14 @@ class Footer:
         self._groups: list[Encoded] = []  # encoded: a tenth of the memory of decoded ones
         self._rows = 0
 
-    def add(self, metadata: Struct, delta: int) -> None:
-        """Append the row groups of a file's ``metadata``, whose bytes now lie ``delta`` bytes
-        further into the joined file than in their own."""
+    def add(self, groups: RowGroups, delta: int) -> None:
+        """Append the row groups of a file, whose bytes now lie ``delta`` bytes further into
+        the joined file than in their own."""
         if self._first is None:
-            self._first = metadata
-        for group in _get(metadata, _META_ROW_GROUPS).items:
-            moved = relocate(group, delta, len(self._groups))
-            self._rows += _get(moved, _GROUP_NUM_ROWS)
-            self._groups.append(Encoded(encode(moved)))
+            self._first = groups.metadata
+        for parts, rows in zip(groups.parts, groups.rows):
+            self._groups.append(Encoded(_placed(parts, delta, len(self._groups))))
+            self._rows += rows
 
     def tail(self) -> bytes:
         """The end of the joined file: the encoded FileMetaData, its length and ``PAR1``."""
@@ -282,11 +333,10 @@ def relocate(group: Struct, delta: int, ordinal: int) -> Struct:
     number ``ordinal``: every file offset in it (its own, its column chunks' and their
     metadata's) shifted, the ordinal replaced when present (pyarrow writes it for encrypted
     files only)."""
-    def shift(offset: int) -> int:
-        # No data starts at 0 (the magic does): 0 marks an offset that points nowhere, as in
-        # the deprecated ColumnChunk.file_offset, which writers set to 0.
-        return offset + delta if offset else 0
+    return _relocated(group, lambda offset: offset + delta if offset else 0, ordinal)
 
+
+def _relocated(group: Struct, shift: Callable[[int], Any], ordinal: Any) -> Struct:
     def column_meta(meta: Struct) -> Struct:
         return _map_fields(meta, dict.fromkeys(_COLUMN_OFFSETS, shift))
 
