@@ -43,7 +43,7 @@ def command(tool: str, task: str, src: str, dst: str, stats: str) -> list[str]:
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one whole process."""
+    """Wall seconds and peak RSS (MiB) of one whole process."""
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
@@ -158,26 +158,26 @@ def main() -> None:
     rows = []
     for task in tasks:
         src_ext, out_ext = TASKS[task]
-        ours = None
-        for tool in ["normcli"] + [t for t in tools if t != "normcli"]:
-            dst = os.path.join(out_dir, f"{task}.{tool}.{out_ext}")
-            times, rss = [], []
-            for _ in range(args.runs):
-                wall, peak = run(command(tool, task, f"{base}.{src_ext}", dst, stats))
-                times.append(wall)
-                rss.append(peak)
-            median = statistics.median(times)
-            if tool == "normcli":
-                ours = (dst, median)
-                check = "reference"
-            else:
-                check = agrees_in_child(task, ours[0], dst)
-            rows.append((TASK_NAMES[task], tool, median, max(rss), median / ours[1], check))
-            print(f"{TASK_NAMES[task]:30} {tool:13} {median:7.2f} s {max(rss):7.0f} MB", file=sys.stderr)
+        order = ["normcli"] + [t for t in tools if t != "normcli"]
+        dst = {tool: os.path.join(out_dir, f"{task}.{tool}.{out_ext}") for tool in order}
+        times: dict[str, list[float]] = {tool: [] for tool in order}
+        rss: dict[str, list[float]] = {tool: [] for tool in order}
+        # Round robin: a machine whose speed drifts during the run weighs on every tool alike.
+        for _ in range(args.runs):
+            for tool in order:
+                wall, peak = run(command(tool, task, f"{base}.{src_ext}", dst[tool], stats))
+                times[tool].append(wall)
+                rss[tool].append(peak)
+        ours = statistics.median(times["normcli"])
+        for tool in order:
+            median = statistics.median(times[tool])
+            check = "reference" if tool == "normcli" else agrees_in_child(task, dst["normcli"], dst[tool])
+            rows.append((TASK_NAMES[task], tool, median, max(rss[tool]), median / ours, check))
+            print(f"{TASK_NAMES[task]:30} {tool:13} {median:7.2f} s {max(rss[tool]):7.0f} MiB", file=sys.stderr)
 
     print(f"\n{args.rows:,} rows (CSV {os.path.getsize(base + '.csv') / 1e6:.0f} MB, "
           f"Parquet {os.path.getsize(base + '.parquet') / 1e6:.0f} MB); median of {args.runs} runs; {machine()}\n")
-    print("| task | tool | wall (s) | peak RSS (MB) | time / normcli's | output equals normcli's |")
+    print("| task | tool | wall (s) | peak RSS (MiB) | time / normcli's | output equals normcli's |")
     print("|---|---|---|---|---|---|")
     for task, tool, median, peak, ratio, check in rows:
         print(f"| {task} | {tool} | {median:.2f} | {peak:.0f} | {ratio:.2f}x | {check} |")
