@@ -334,3 +334,16 @@ def test_head_closes_pipe_quietly(tmp_path, stats_file):
 def test_python_m_and_version():
     r = run_cli("--version")
     assert r.code == 0 and r.text.startswith("normcli ")
+
+
+_POOL_PROBE = "import normcli.cli, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc is chosen on Linux only")
+def test_the_command_line_allocates_from_jemalloc_unless_told_otherwise():
+    env = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")}
+    p = subprocess.run([sys.executable, "-c", _POOL_PROBE], env=env, capture_output=True, text=True)
+    assert (p.stdout.strip(), p.stderr) == ("jemalloc", "")
+    p = subprocess.run([sys.executable, "-c", _POOL_PROBE], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+                       capture_output=True, text=True)
+    assert (p.stdout.strip(), p.stderr) == ("system", "")
