@@ -4,8 +4,9 @@ Arrow record batches are the currency; this module knows nothing of normalizatio
 
 Reading CSV is split in two so that parsing can use every core: :meth:`Source.pieces` cuts
 the raw bytes at record boundaries (cheap, sequential, one producer thread) and
-:meth:`Source.decode` parses one piece with ``pyarrow.csv.read_csv`` (heavy, thread-safe, a
-worker pool). pyarrow's own streaming reader parses on one core only (see MEASUREMENTS.md).
+:meth:`Source.decode` parses one piece (heavy, thread-safe, a worker pool): with Polars when
+that provably reads what pyarrow reads, else with ``pyarrow.csv.read_csv``. pyarrow's own
+streaming reader parses on one core only (see MEASUREMENTS.md).
 
 Writing CSV goes through Polars' ``write_csv`` because pyarrow's CSV writer cannot quote only
 where needed, which byte-exact pass-through of text columns requires, and formats floats
