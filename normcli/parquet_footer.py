@@ -274,10 +274,8 @@ class RowGroups:
         self.rows: list[int] = []
         self.parts: list[list[bytes | _Slot]] = []
         for group in _get(metadata, _META_ROW_GROUPS).items:
-            # 0 marks an offset that points nowhere (no data starts at 0, the magic does), as
-            # in the deprecated ColumnChunk.file_offset, which writers set to 0: it stays 0.
             writer = _Writer()
-            writer.struct(_relocated(group, lambda off: _Slot(off) if off else 0, _Slot(_ORDINAL)))
+            writer.struct(_with_open_offsets(group))
             self.parts.append(writer.parts())
             self.rows.append(_get(group, _GROUP_NUM_ROWS))
 
@@ -328,15 +326,16 @@ class Footer:
         return body + len(body).to_bytes(4, "little") + MAGIC
 
 
-def relocate(group: Struct, delta: int, ordinal: int) -> Struct:
-    """A RowGroup whose bytes moved ``delta`` bytes further into the file, as row group
-    number ``ordinal``: every file offset in it (its own, its column chunks' and their
-    metadata's) shifted, the ordinal replaced when present (pyarrow writes it for encrypted
-    files only)."""
-    return _relocated(group, lambda offset: offset + delta if offset else 0, ordinal)
+def _with_open_offsets(group: Struct) -> Struct:
+    """A RowGroup with every file offset in it (its own, its column chunks' and their
+    metadata's) and its ordinal (present in encrypted files only) left open as a :class:`_Slot`.
 
+    0 marks an offset that points nowhere (no data starts at 0, the magic does), as in the
+    deprecated ColumnChunk.file_offset, which writers set to 0: it stays 0.
+    """
+    def shift(offset: int) -> Any:
+        return _Slot(offset) if offset else 0
 
-def _relocated(group: Struct, shift: Callable[[int], Any], ordinal: Any) -> Struct:
     def column_meta(meta: Struct) -> Struct:
         return _map_fields(meta, dict.fromkeys(_COLUMN_OFFSETS, shift))
 
@@ -349,7 +348,7 @@ def _relocated(group: Struct, shift: Callable[[int], Any], ordinal: Any) -> Stru
     return _map_fields(group, {
         _GROUP_COLUMNS: columns,
         _GROUP_FILE_OFFSET: shift,
-        _GROUP_ORDINAL: lambda _: ordinal,
+        _GROUP_ORDINAL: lambda _: _Slot(_ORDINAL),
     })
 
 
