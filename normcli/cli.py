@@ -16,6 +16,31 @@ if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     else:
         os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
 
+
+def _keep_freed_buffers() -> None:
+    """Have glibc's malloc keep freed blocks of up to 4 MiB for reuse (Linux with glibc only).
+
+    A CSV transform allocates a few MiB per piece (the text read, the text written) and frees
+    it soon after; by default glibc hands most of that back to the kernel and takes it again,
+    zero-filled, one page fault per 4 KiB: 350,000 faults and 2.3 s of system time on a
+    5M-row file. Keeping up to 16 MiB free before trimming cuts that to 1.5 s for 11 MiB more
+    peak RSS. Other C libraries have no ``mallopt``, and keep their own defaults.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 4 << 20)
+    mallopt(m_trim_threshold, 16 << 20)
+
+
+_keep_freed_buffers()
+
 import contextlib  # noqa: E402
 import datetime as _dt  # noqa: E402
 import functools  # noqa: E402
