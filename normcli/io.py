@@ -277,6 +277,19 @@ class _CsvSource(Source):
             self._consumed += len(data)
         return data
 
+    def _read_into(self, buf: bytearray, start: int, end: int) -> int:
+        """Read into ``buf[start:end]``; the number of bytes read, 0 at the end of the input."""
+        with memoryview(buf) as view:
+            try:
+                n = self._stream.readinto(view[start:end]) or 0
+            except OSError as exc:
+                raise _read_failure(self.path, exc) from exc
+            except pa.ArrowInvalid as exc:
+                raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+        if self._raw is None:
+            self._consumed += n
+        return n
+
     def _position(self) -> int:
         """Input bytes consumed so far (compressed bytes for gzip)."""
         return self._raw.tell() if self._raw is not None else self._consumed
@@ -372,23 +385,31 @@ class _CsvSource(Source):
         # Reading a few columns of a piece (fit, check) holds far less than transforming all of
         # them: twice the bytes per piece then halves the per-piece overhead at the same memory.
         size = self._block_size if keep_others or not self._default_size else 2 * self._block_size
-        carry, self._pending = self._pending, b""
+        # One buffer, read into and reused: a piece is copied once, out of it, and the partial
+        # record after the piece's last boundary moves to the front for the next piece.
+        buf = bytearray(max(size, len(self._pending)))
+        filled = len(self._pending)
+        buf[:filled], self._pending = self._pending, b""
         line = self._first_line
         mark = 0  # input position at the start of the next piece
         eof = False
-        while carry or not eof:
+        while filled or not eof:
             # Gather at least size bytes, or a whole record if one is longer than that.
-            while not eof and len(carry) < size:
-                chunk = self._read(size - len(carry))
-                eof = not chunk
-                carry += chunk
-            cut = len(carry) if eof else _record_boundary(carry)
+            while not eof and filled < size:
+                n = self._read_into(buf, filled, size)
+                eof = n == 0
+                filled += n
+            cut = filled if eof else _record_boundary(buf, filled)
             if cut < 0:
-                chunk = self._read(self._block_size)
-                eof = not chunk
-                carry += chunk
+                buf.extend(bytes(self._block_size))
+                n = self._read_into(buf, filled, len(buf))
+                eof = n == 0
+                filled += n
                 continue
-            data, carry = carry[:cut], carry[cut:]
+            with memoryview(buf) as view:
+                data = view[:cut].tobytes()
+            buf[:filled - cut] = buf[cut:filled]
+            filled -= cut
             newlines = _count(data, _NL)
             # Only blank lines (or nothing): no record to parse. Checking the first byte first
             # avoids copying a whole piece in strip().
