@@ -130,7 +130,9 @@ def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBat
 
     Batches hold the ``numeric`` columns as float64 and the ``keep`` columns as read.
 
-    Merging in input order keeps the result independent of thread timing.
+    Merging in input order keeps the result independent of thread timing. Without ``keep``
+    columns the source's faster :meth:`Source.scan` is used when it offers one; if that raises
+    :class:`Reread`, the input is read again by pieces and its progress taken back.
     """
     progress = progress or _NoProgress()
     fast = None if keep else source.scan(numeric)
