@@ -17,8 +17,6 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVa
 
 import pyarrow as pa
 
-from normcli.errors import Reread
-
 T = TypeVar("T")
 R = TypeVar("R")
 _DONE = object()
@@ -102,7 +100,6 @@ class Source(Protocol):
     size: int | None
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Any]: ...
-    def scan(self, numeric: Sequence[str]) -> Iterator[Any] | None: ...
     def decode(self, piece: Any) -> pa.RecordBatch: ...
 
 
@@ -130,38 +127,9 @@ def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBat
 
     Batches hold the ``numeric`` columns as float64 and the ``keep`` columns as read.
 
-    Merging in input order keeps the result independent of thread timing. Without ``keep``
-    columns the source's faster :meth:`Source.scan` is used when it offers one; if that raises
-    :class:`Reread`, the input is read again by pieces and its progress taken back.
+    Merging in input order keeps the result independent of thread timing.
     """
     progress = progress or _NoProgress()
-    fast = None if keep else source.scan(numeric)
-    if fast is not None:
-        told = _Told(progress)
-        try:
-            return _reduce(source, fast, partial, merge, start, told, workers)
-        except Reread:  # the data needs the exact reading: start this input again
-            told.take_back()
-    return _reduce(source, source.pieces(numeric, False, keep), partial, merge, start, progress, workers)
-
-
-class _Told:
-    """Progress passed on, and counted so that a reading started again can take it back."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress, self._nbytes, self._rows = progress, 0, 0
-
-    def advance(self, nbytes: int, rows: int) -> None:
-        self._nbytes += nbytes
-        self._rows += rows
-        self._progress.advance(nbytes, rows)
-
-    def take_back(self) -> None:
-        self._progress.advance(-self._nbytes, -self._rows)
-
-
-def _reduce(source: Source, pieces: Iterator[Any], partial: Callable[[pa.RecordBatch], T],
-            merge: Callable[[T, T], T], start: T, progress: Progress, workers: int | None) -> tuple[T, InputSummary]:
     summary = InputSummary(source.path, 0, source.size)
 
     def work(piece: Any) -> tuple[T, int, int]:
@@ -169,7 +137,7 @@ def _reduce(source: Source, pieces: Iterator[Any], partial: Callable[[pa.RecordB
         return partial(batch), batch.num_rows, piece.nbytes
 
     acc = start
-    for value, rows, nbytes in ordered_map(pieces, work, workers):
+    for value, rows, nbytes in ordered_map(source.pieces(numeric, False, keep), work, workers):
         acc = merge(acc, value)
         summary.rows += rows
         progress.advance(nbytes, rows)

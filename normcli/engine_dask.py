@@ -265,10 +265,6 @@ class PartSource:
         """The types of the whole file's sample, as :meth:`normcli.io.Source.sample_types`."""
         return self._inner.sample_types()
 
-    def scan(self, numeric: Sequence[str]) -> None:
-        """None: a partition is read as its own byte range or row groups, through :meth:`pieces`."""
-        return None
-
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[io.Piece]:
         """The partition as :class:`normcli.io.Piece` objects for :meth:`decode`."""
         missing = [c for c in [*numeric, *keep] if c not in self.columns]

@@ -55,8 +55,3 @@ class Interrupted(NormcliError):
         name = signal.Signals(signum).name
         super().__init__(f"interrupted by {name}")
         self.exit_code = 128 + signum
-
-
-class Reread(Exception):
-    """Not an error a user sees: a fast reading of an input met data it cannot prove it reads
-    exactly (see ``Source.scan``). The engine then reads that input again the exact way."""

@@ -6,9 +6,7 @@ Reading CSV is split in two so that parsing can use every core: :meth:`Source.pi
 the raw bytes at record boundaries (cheap, sequential, one producer thread) and
 :meth:`Source.decode` parses one piece (heavy, thread-safe, a worker pool): with Polars when
 that provably reads what pyarrow reads, else with ``pyarrow.csv.read_csv``. pyarrow's own
-streaming reader parses on one core only (see MEASUREMENTS.md). Reading only the numeric
-columns of a whole file (fit, check, drift) goes faster through one Polars streaming reader
-(:meth:`Source.scan`), checked frame by frame; at any doubt the input is read again by pieces.
+streaming reader parses on one core only (see MEASUREMENTS.md).
 
 Writing CSV goes through Polars' ``write_csv`` because pyarrow's CSV writer cannot quote only
 where needed, which byte-exact pass-through of text columns requires, and formats floats
@@ -33,7 +31,6 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import parquet_footer
-from .errors import DataError, IOFailure, Reread, UsageError
+from .errors import DataError, IOFailure, UsageError
 
 FORMATS = ("csv", "tsv", "parquet")
 
@@ -58,11 +55,6 @@ _BOM = b"\xef\xbb\xbf"
 _QUOTE = b'"'
 _NL = b"\n"
 _PARQUET_BATCH_ROWS = 32768
-_SCAN_ROWS = 65536  # rows per frame of the whole-file CSV scan (a fixed split: the same stats every run)
-# Polars' streaming CSV reader prefetches large chunks by default (a bare reading loop over a
-# 570 MB file peaks near 360 MB); 8 MiB chunks, two ahead, keep it near 170 MB at the same speed.
-# Polars reads these when a query starts; a value the user set is kept.
-_SCAN_ENV = {"POLARS_CSV_CHUNK_SIZE": str(8 << 20), "POLARS_CSV_CHUNK_PREFETCH_LIMIT": "2"}
 DEFAULT_BLOCK_SIZE = 2 << 20
 
 
@@ -110,16 +102,6 @@ class Piece:
     keep: tuple[str, ...] = ()
 
 
-@dataclass
-class _Frame:
-    """A piece of a whole-file CSV scan (:meth:`_CsvSource.scan`): a Polars frame, already parsed."""
-
-    data: object
-    nbytes: int
-    first_line: int
-    numeric: tuple[str, ...] = ()
-
-
 class Source:
     """A tabular input opened by :func:`open_source`.
 
@@ -155,15 +137,6 @@ class Source:
         CSV pass-through columns are strings exactly as read; Parquet ones keep their type.
         """
         raise NotImplementedError
-
-    def scan(self, numeric: Sequence[str]) -> Iterator[Any] | None:
-        """Pieces holding only ``numeric`` columns by a faster reading, or None when there is none.
-
-        Single use, instead of :meth:`pieces`. The reading may raise :class:`Reread` (from the
-        iterator or from ``decode``) when the data needs the exact reading: the input is then
-        read again through :meth:`pieces`.
-        """
-        return None
 
     def close(self) -> None:
         """Release the underlying file or stream."""
@@ -274,7 +247,6 @@ class _CsvSource(Source):
         self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
-        self._scanned = False
         if path == "-":
             self.size = None
             self._stream = sys.stdin.buffer
@@ -449,67 +421,6 @@ class _CsvSource(Source):
             mark = pos
             line += newlines
 
-    def scan(self, numeric: Sequence[str]) -> Iterator[_Frame] | None:
-        """Pieces holding only ``numeric`` columns, read by one Polars streaming reader over the
-        whole file, or None when this input cannot be read that way.
-
-        One reader parses the file faster than a Polars call per piece. What makes the Polars
-        parse exact (see :meth:`_decode_polars`) is checked on every frame: no quote anywhere and
-        no null in the last column (a short row, or a blank line, which pyarrow skips). A frame
-        that fails, or any error of the reader, raises :class:`Reread` from ``decode`` or from
-        this iterator: the caller then reads the input again through :meth:`pieces`, which
-        gives the exact reading and the exact error. (An empty field in the last column is such
-        a doubt too: it cannot be told from a short row without the raw bytes.)
-        """
-        if not self._polars_ok or self._used or self._scanned or self.path == "-" or self._raw is not None:
-            return None
-        import polars as pl
-
-        numeric = self._check_columns(numeric)
-        wanted = set(numeric)
-        schema = {name: pl.Float64 if name in wanted else pl.String for name in self.columns}
-        query = pl.scan_csv(self.path, has_header=False, schema=schema, skip_lines=self._first_line - 1,
-                            separator=self._delimiter, quote_char=None, empty_string_is_null=True,
-                            raise_if_empty=False, truncate_ragged_lines=False)
-        if not hasattr(query, "collect_batches"):  # an older Polars
-            return None
-        for name, value in _SCAN_ENV.items():
-            os.environ.setdefault(name, value)
-        self._scanned = True  # reads the file by its path: pieces() may still read the stream
-        return self._frames(query, numeric)
-
-    def _frames(self, query, numeric: tuple[str, ...]) -> Iterator[_Frame]:
-        sample = self._pending[: self._block_size]
-        per_row = len(sample) / max(sample.count(_NL), 1)  # input bytes per row, for progress only
-        line, told = self._first_line, 0
-        try:
-            for frame in query.collect_batches(chunk_size=_SCAN_ROWS):
-                nbytes = min(round(frame.height * per_row), (self.size or 0) - told)
-                told += nbytes
-                yield _Frame(frame, nbytes, line, numeric)
-                line += frame.height
-        except Exception as exc:  # the reader stopped on something the exact path explains
-            raise Reread(str(exc)) from exc
-
-    def _decode_frame(self, piece: _Frame) -> pa.RecordBatch:
-        import polars as pl
-
-        frame = piece.data
-        wanted = set(piece.numeric)
-        # One query for both checks: a quote in a text column, a null in the last column.
-        doubts = [pl.col(name).str.contains(_QUOTE.decode(), literal=True).any().alias(f"q{i}")
-                  for i, name in enumerate(self.columns) if name not in wanted]
-        doubts.append((pl.col(self.columns[-1]).null_count() > 0).alias("short"))
-        try:
-            doubtful = any(frame.select(doubts).row(0))
-            table = frame.to_arrow(compat_level=pl.CompatLevel.newest()).select(list(piece.numeric))
-        except Exception as exc:  # noqa: BLE001 - nothing proven: the exact reading decides
-            raise Reread(str(exc)) from exc
-        if doubtful:
-            raise Reread("quotes, or a null in the last column")
-        batch = _as_batch(table)
-        return pa.RecordBatch.from_arrays([_nan_as_null(c) for c in batch.columns], names=list(piece.numeric))
-
     def _convert_options(self, piece: Piece) -> pacsv.ConvertOptions:
         wanted = set(piece.numeric)
         types = {name: pa.float64() if name in wanted else pa.string() for name in self.columns}
@@ -535,8 +446,6 @@ class _CsvSource(Source):
         )
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
-        if isinstance(piece, _Frame):
-            return self._decode_frame(piece)
         if self._polars_ok:
             try:
                 return self._decode_polars(piece)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import math
 import io
 import os
 import subprocess
@@ -473,21 +472,13 @@ def _field(value: str) -> str:
     return value
 
 
-_rows = st.lists(st.tuples(_text, _number, _text), min_size=1, max_size=20)
-
-
-def _write_rows(path, rows, crlf):
-    """A CSV file with columns s, x, t holding ``rows``, quoted where RFC 4180 needs it."""
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_text, _number, _text), min_size=1, max_size=20), st.booleans())
+def test_polars_and_arrow_paths_agree(tmp_path, rows, crlf):
     eol = "\r\n" if crlf else "\n"
     body = eol.join(",".join([_field(a), b, _field(c)]) for a, b, c in rows)
+    path = tmp_path / "p.csv"
     path.write_bytes(("s,x,t" + eol + body + eol).encode())
-    return path
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(_rows, st.booleans())
-def test_polars_and_arrow_paths_agree(tmp_path, rows, crlf):
-    path = _write_rows(tmp_path / "p.csv", rows, crlf)
     src = open_source(str(path))
     try:
         for piece in src.pieces(["x"], True):
@@ -525,112 +516,3 @@ def test_fast_path_is_taken_only_when_it_is_exact(tmp_path, body, fast, keep_oth
     if fast:
         assert got.to_pylist() == src._decode_arrow(piece).to_pylist()
     src.close()
-
-
-# --- The whole-file scan (fit's fast reading) must give the exact reading or step aside -----
-
-def _scan_or_none(src, numeric):
-    """The scan's batches, or None when it declined (Reread) or was not offered."""
-    from normcli.errors import Reread
-
-    frames = src.scan(numeric)
-    if frames is None:
-        return None
-    try:
-        return [src.decode(f) for f in frames]
-    except Reread:
-        return None
-
-
-def _exact_numbers(path, numeric):
-    """The numeric columns as pyarrow's CSV reader reads them, written independently of normcli."""
-    table = pacsv.read_csv(str(path), convert_options=pacsv.ConvertOptions(
-        column_types={c: pa.float64() for c in numeric}, include_columns=list(numeric)))
-    return table.to_pylist()
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(_rows, st.booleans())
-def test_whole_file_scan_agrees_with_pyarrow_or_steps_aside(tmp_path, rows, crlf):
-    path = _write_rows(tmp_path / "s.csv", rows, crlf)
-    with open_source(str(path)) as src:
-        batches = _scan_or_none(src, ["x"])
-    if batches is not None:
-        got = [r for b in batches for r in b.to_pylist()]
-        assert got == _exact_numbers(path, ["x"])
-
-
-@pytest.mark.parametrize("body,taken", [
-    (b"a,x,b\n1,2.5,q\n007,,r\n,NaN,z\n3,-inf,w\n", True),
-    (b"a,x,b\r\n1,2.5,q\r\n3,4,w\r\n", True),
-    (b"\xef\xbb\xbf\n\na,x,b\n1,2.5,q\n3,4,w", True),   # a BOM, blank lines, no final newline
-    (b"a,x,b\n1,2.5,q\n\n3,4,w\n", False),   # a blank line: Polars reads a row, pyarrow none
-    (b"a,x,b\n1,2,q\n3\n", False),           # a short row: Polars would pad it
-    (b"a,x,b\n1,NA,q\n", False),             # a null token only pyarrow knows
-    (b'a,x,b\n"1,2",3,q\n', False),           # quotes in a column the scan does not need
-    (b'a,x,b\nq,"1,\n2",r\n', False),         # a quoted newline that splits the row in two
-    (b"a,x,b\n1,2,\n", False),               # an empty last field: cannot be told from a short row
-])
-def test_scan_is_used_only_when_it_is_exact(tmp_path, body, taken):
-    path = tmp_path / "f.csv"
-    path.write_bytes(body)
-    with open_source(str(path)) as src:
-        batches = _scan_or_none(src, ["x"])
-    assert (batches is not None) == taken
-    if taken:
-        assert [r for b in batches for r in b.to_pylist()] == _exact_numbers(path, ["x"])
-
-
-def test_scan_is_not_offered_for_stdin_gzip_or_after_pieces(tmp_path):
-    path = tmp_path / "f.csv.gz"
-    path.write_bytes(gzip.compress(b"a,x\n1,2\n"))
-    with open_source(str(path)) as src:
-        assert src.scan(["x"]) is None
-    plain = tmp_path / "f.csv"
-    plain.write_bytes(b"a,x\n1,2\n")
-    with open_source(str(plain)) as src:
-        next(iter(src.pieces(["x"], False)))
-        assert src.scan(["x"]) is None
-
-
-def test_a_late_doubt_reads_the_input_again_exactly(tmp_path):
-    """The scan is ahead by many frames when it meets a quoted newline near the end: the fold
-    starts again with the exact reading, and takes back the progress it reported."""
-    from normcli import engine
-
-    n = 150_000  # more than two frames of the scan
-    lines = [b"s,x,t\n"] + [b"r,%d.25,t\n" % (i % 977) for i in range(n)]
-    lines.insert(n - 5, b'q,"7,\n8",r\n')   # one record to pyarrow, whose x is the text "7,\n8"
-    path = tmp_path / "late.csv"
-    path.write_bytes(b"".join(lines))
-    # x holds a quoted text there, so the exact reading must fail on it, as pyarrow does:
-    with pytest.raises(pa.ArrowInvalid):
-        _exact_numbers(path, ["x"])
-
-    class Recorder:
-        def __init__(self):
-            self.rows = self.nbytes = 0
-            self.took_back = False  # the scan had reported frames before it stepped aside
-
-        def advance(self, nbytes, rows):
-            self.rows += rows
-            self.nbytes += nbytes
-            self.took_back |= rows < 0
-
-    rec = Recorder()
-    with open_source(str(path)) as src:
-        with pytest.raises(DataError, match=f"line {n - 5 + 1}"):
-            engine.fold(src, ["x"], lambda b: b.num_rows, lambda a, b: a + b, 0, rec)
-    assert rec.rows >= 0 and rec.nbytes >= 0  # whatever the scan reported was taken back
-
-    good = [b"s,x,t\n"] + [b"r,%d.25,t\n" % (i % 977) for i in range(n)]
-    good.insert(n - 5, b'q,7.5,"ab"\n')   # quotes in a text column only: the exact reading copes
-    path.write_bytes(b"".join(good))
-    rec = Recorder()
-    with open_source(str(path)) as src:
-        total, summary = engine.fold(src, ["x"], lambda b: sum(v for v in b.column(0).to_pylist()),
-                                     lambda a, b: a + b, 0.0, rec)
-    expected = [r["x"] for r in _exact_numbers(path, ["x"])]
-    assert rec.took_back
-    assert summary.rows == rec.rows == len(expected) == n + 1
-    assert total == pytest.approx(math.fsum(expected), rel=1e-12)
