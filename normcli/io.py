@@ -39,6 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import parquet_footer
+from .bitmaps import validity
 from .errors import DataError, IOFailure, UsageError
 
 FORMATS = ("csv", "tsv", "parquet")
@@ -265,30 +266,32 @@ class _CsvSource(Source):
         self._consumed = 0
         self._read_header()
 
-    def _read(self, n: int) -> bytes:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Around one read of the input: a failure becomes an IOFailure or a DataError naming it."""
         try:
-            data = self._stream.read(n)
+            yield
         except OSError as exc:
             raise _read_failure(self.path, exc) from exc
-        except pa.ArrowInvalid as exc:
+        except pa.ArrowInvalid as exc:  # a damaged gzip stream
             raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
-        data = bytes(data)
-        if self._raw is None:
-            self._consumed += len(data)
+
+    def _read(self, n: int) -> bytes:
+        with self._reading():
+            data = bytes(self._stream.read(n))
+        self._advance(len(data))
         return data
 
     def _read_into(self, buf: bytearray, start: int, end: int) -> int:
         """Read into ``buf[start:end]``; the number of bytes read, 0 at the end of the input."""
-        with memoryview(buf) as view:
-            try:
-                n = self._stream.readinto(view[start:end]) or 0
-            except OSError as exc:
-                raise _read_failure(self.path, exc) from exc
-            except pa.ArrowInvalid as exc:
-                raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
-        if self._raw is None:
-            self._consumed += n
+        with self._reading(), memoryview(buf) as view:
+            n = self._stream.readinto(view[start:end]) or 0
+        self._advance(n)
         return n
+
+    def _advance(self, n: int) -> None:
+        if self._raw is None:  # for gzip, progress is the compressed file's position instead
+            self._consumed += n
 
     def _position(self) -> int:
         """Input bytes consumed so far (compressed bytes for gzip)."""
@@ -580,8 +583,7 @@ def _nan_as_null(column: pa.Array) -> pa.Array:
     if valid.all():
         return column
     if column.null_count:
-        bits = np.frombuffer(column.buffers()[0], dtype=np.uint8)
-        valid &= np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].astype(bool)
+        valid &= validity(column)
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(np.ascontiguousarray(values))],
                                  null_count=n - int(np.count_nonzero(valid)))

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from normcli import methods as M
+from normcli.bitmaps import validity
 from normcli import sketch as _sketch
 from normcli.errors import DataError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -483,14 +484,8 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.empty(0, dtype=np.float64)
     values = np.frombuffer(arr.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
     if arr.null_count:
-        values = np.where(_validity(arr), values, np.nan)
+        values = np.where(validity(arr), values, np.nan)
     return values
-
-
-def _validity(arr: pa.Array) -> np.ndarray:
-    """The validity bitmap of ``arr`` as booleans (True: a value)."""
-    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].astype(bool)
 
 
 def _array(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
@@ -520,5 +515,5 @@ def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOpt
                                      null_count=like.null_count)
     valid = ~nulls if nulls is not None else np.ones(len(y), dtype=bool)
     if keep_nulls and like.null_count:
-        valid &= _validity(like)
+        valid &= validity(like)
     return _array(y, kind, valid)
