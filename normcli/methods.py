@@ -7,6 +7,7 @@ methods need no statistics at all. Nothing here reads files or knows about colum
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -65,21 +66,27 @@ class Affine:
     const_zero: Any = False
     keep: Any = False
 
+    @cached_property
+    def _uses(self) -> tuple[bool, bool, bool]:
+        """Whether ``center_lo``, ``const_zero`` and ``keep`` do anything (tested once, not per batch)."""
+        return bool(np.any(self.center_lo)), bool(np.any(self.const_zero)), bool(np.any(self.keep))
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x`` (float64, NaN as null) into a new array."""
+        uses_lo, uses_zero, uses_keep = self._uses
         y = np.subtract(x, self.center)
-        if np.any(self.center_lo):
+        if uses_lo:
             y -= self.center_lo
         y /= self.scale
         if self.gain != 1.0:
             y *= self.gain
         if self.offset != 0.0:
             y += self.offset
-        if np.any(self.const_zero):
+        if uses_zero:
             y = np.where(np.isnan(x), np.nan, np.where(self.const_zero, 0.0, y))
         if self.clip is not None:
             np.clip(y, self.clip[0], self.clip[1], out=y)
-        if np.any(self.keep):
+        if uses_keep:
             y = np.where(self.keep, x, y)
         if self.fill is not None:
             missing = np.isnan(y)
@@ -91,11 +98,12 @@ class Affine:
         x = np.subtract(y, self.offset) if self.offset != 0.0 else np.array(y, dtype=np.float64)
         if self.gain != 1.0:
             x /= self.gain
+        uses_lo, _, uses_keep = self._uses
         x *= self.scale
-        if np.any(self.center_lo):
+        if uses_lo:
             x += self.center_lo
         x += self.center
-        if np.any(self.keep):
+        if uses_keep:
             x = np.where(self.keep, y, x)
         return x
 
