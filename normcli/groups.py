@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from normcli import sketch as _sketch
 from normcli.errors import DataError
@@ -35,7 +34,7 @@ def key_text(column: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
     if column.type == pa.string():
         return column
     try:
-        return pc.cast(column, pa.string())
+        return column.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise DataError(f"group key column '{name}' of type {column.type} has no text form") from None
 
@@ -72,7 +71,7 @@ def factorize(columns: Sequence[pa.Array]) -> Factorized:
     parts: list[np.ndarray] = []
     dictionaries: list[list[Any]] = []
     for col in columns:
-        enc = pc.dictionary_encode(col, null_encoding="encode")
+        enc = col.dictionary_encode(null_encoding="encode")
         idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         words = enc.dictionary.to_pylist()
         dictionaries.append(words)

@@ -34,9 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from . import parquet_footer
 from .bitmaps import validity
@@ -79,6 +77,13 @@ def detect_format(path: str, fmt: str | None) -> str:
 
 def _display(path: str) -> str:
     return "standard input" if path == "-" else f"'{path}'"
+
+
+def _pq():
+    """``pyarrow.parquet``, imported at first use: CSV runs need not pay its start-up."""
+    import pyarrow.parquet as pq
+
+    return pq
 
 
 def _read_failure(path: str, exc: OSError) -> IOFailure:
@@ -556,7 +561,7 @@ def _first_bad_float(column: pa.ChunkedArray) -> int | None:
 
     def ok(lo: int, hi: int) -> bool:
         try:
-            pc.cast(column.slice(lo, hi - lo), pa.float64())
+            column.slice(lo, hi - lo).cast(pa.float64())
             return True
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False
@@ -594,6 +599,8 @@ def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.Rec
 
     CSV cannot tell an empty text from a missing one; null is what the writer writes back empty.
     """
+    import pyarrow.compute as pc  # imported where used, as pyarrow.parquet: 50 ms of start-up
+
     arrays = list(batch.columns)
     for i, name in enumerate(batch.schema.names):
         if name not in numeric and pa.types.is_string(arrays[i].type):
@@ -629,7 +636,7 @@ class _ParquetSource(Source):
                 target = path
             if self.size == 0 or (self._spool is not None and not self._spool_size()):
                 raise DataError(f"{_display(path)} is empty")
-            self._file = pq.ParquetFile(target, pre_buffer=False, buffer_size=1 << 20)
+            self._file = _pq().ParquetFile(target, pre_buffer=False, buffer_size=1 << 20)
         except OSError as exc:
             self._close_spool()
             raise _read_failure(path, exc) from exc
@@ -698,8 +705,8 @@ class _ParquetSource(Source):
         try:
             # Unsafe: a large int64 rounds to the nearest double rather than failing.
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-                return pc.cast(column, pa.float64())
-            return pc.cast(column, pa.float64(), safe=False)
+                return column.cast(pa.float64())
+            return column.cast(pa.float64(), safe=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 index = _first_bad_float(pa.chunked_array([column]))
@@ -1167,7 +1174,7 @@ class _ParquetSink(Sink):
     def _parquet_file(self, batch: pa.RecordBatch | None) -> pa.Buffer:
         # No page index (pyarrow's default): its page locations would be offsets to shift too.
         stream = pa.BufferOutputStream()
-        with pq.ParquetWriter(stream, self.schema, use_dictionary=self._dictionary,
+        with _pq().ParquetWriter(stream, self.schema, use_dictionary=self._dictionary,
                               compression="snappy") as writer:
             if batch is not None:
                 writer.write_batch(batch)

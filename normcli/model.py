@@ -13,7 +13,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from normcli import methods as M
 from normcli.bitmaps import validity
@@ -476,7 +475,7 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         arr = arr.combine_chunks()
     if arr.type != pa.float64():
         try:
-            arr = pc.cast(arr, pa.float64())
+            arr = arr.cast(pa.float64())
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot read a column as numbers: {exc}") from None
     n, offset = len(arr), arr.offset
