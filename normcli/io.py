@@ -195,6 +195,22 @@ def _count(buf: bytes, byte: bytes, start: int = 0, end: int | None = None) -> i
     return int(np.count_nonzero(arr == byte[0]))
 
 
+def _fields_exact(data: bytes, sep: bytes, fields: int, rows: int, each_line: bool) -> bool:
+    """Whether ``data`` (``rows`` lines, no quotes) holds ``fields`` fields on every line.
+
+    Without ``each_line``, the total count of separators is compared: enough when no line can
+    hold fewer (no null was padded in). With it, every line is counted.
+    """
+    if not each_line:
+        return _count(data, sep) == rows * (fields - 1)
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(arr == _NL[0])
+    if not len(ends) or ends[-1] != len(arr) - 1:
+        ends = np.append(ends, len(arr))
+    per_line = np.diff(np.searchsorted(np.flatnonzero(arr == sep[0]), ends), prepend=0)
+    return len(per_line) == rows and bool((per_line == fields - 1).all())
+
+
 def _record_lines(data: bytes, first_line: int) -> np.ndarray:
     """File line number of every non-empty record in ``data`` (error path only).
 
@@ -469,7 +485,8 @@ class _CsvSource(Source):
         Anything Polars rejects, such as the null tokens ``NA`` or ``null`` in a numeric
         column, goes to the pyarrow path, which also produces the exact error messages.
         Pieces with quotes go there too: only without them does counting separators prove
-        that no row is short (Polars pads a short row where pyarrow reports it).
+        that every row has as many fields as the header (Polars pads a short row where pyarrow
+        reports it, and ignores the extra fields of a long row when it parses some columns only).
         """
         if piece.data.find(_QUOTE) >= 0:
             raise ValueError("quoted fields")
@@ -492,8 +509,11 @@ class _CsvSource(Source):
                             truncate_ragged_lines=False)
         if frame.width != len(parsed):
             raise ValueError("column count")
-        if frame.get_column(last).null_count() and (
-                _count(piece.data, self._delimiter.encode()) != frame.height * (len(self.columns) - 1)):
+        # Polars pads a short row with nulls, and when columns are left out it does not see a
+        # long one at all: the separators tell, counted per line where a last field is empty.
+        short = frame.get_column(last).null_count() > 0
+        if (short or len(parsed) < len(self.columns)) and not _fields_exact(
+                piece.data, self._delimiter.encode(), len(self.columns), frame.height, each_line=short):
             raise ValueError("ragged rows")
         # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
         batch = _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))

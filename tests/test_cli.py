@@ -248,6 +248,7 @@ ERRORS = [
     # (files to create, args (with {tmp}), exit code, message start)
     ({}, ["fit", "{tmp}/missing.csv"], 5, "Error: cannot read '{tmp}/missing.csv': No such file or directory"),
     ({"r.csv": b"a,b\n1,2\n3,4,5\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 3: expected 2 fields, found 3"),
+    ({"r.csv": b"id,a,b\nx,1,2\ny,3,4,5\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 3: expected 3 fields, found 4"),
     ({"n.csv": b"a,b\n1,2\n3,x\n"}, ["fit", "{tmp}/n.csv", "--columns", "a"], 0, ""),
     ({"n.csv": b"a,b\n1,2\n3,4\n" + b"5,6\n" * 3 + b"7,oops\n"}, ["fit", "{tmp}/n.csv", "--columns", "a,b"], 3, "Error: column 'b' is not numeric (its values read as string)"),
     ({"s.csv": b"a,name\n1,x\n"}, ["fit", "{tmp}/s.csv", "--columns", "name"], 3, "Error: column 'name' is not numeric"),

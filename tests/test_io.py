@@ -304,6 +304,34 @@ def test_ragged_row_in_later_piece_after_multiline_field(tmp_path):
             read_all(src, ["a"])
 
 
+@pytest.mark.parametrize("body, line, found", [
+    (b"x,1,2\ny,3,4,5\nz,5,6\n", 3, 4),  # a long row
+    (b"x,1,2\ny,3,4,\n", 3, 4),  # a long row whose extra field is empty
+    (b"x,1,\ny,3\nz,5,6,7\n", 3, 2),  # a short and a long row: the total count is right
+])
+def test_ragged_row_when_only_some_columns_are_read(tmp_path, body, line, found):
+    # Fit reads only the numeric columns, here not the first one.
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"name,a,b\n" + body)
+    with pytest.raises(pa.ArrowInvalid):  # the reference: pyarrow refuses the file too
+        pacsv.read_csv(str(path))
+    with open_source(str(path)) as src:
+        with pytest.raises(DataError, match=rf"line {line}: expected 3 fields, found {found}"):
+            read_all(src, ["a", "b"], keep_others=False)
+
+
+def test_empty_last_fields_when_only_some_columns_are_read(tmp_path):
+    rows = [b"t%d,%d,%s" % (i, i, b"" if i % 7 == 0 else b"%d.5" % i) for i in range(3000)]
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"note,a,x\n" + b"\n".join(rows) + b"\n")
+    expected = pacsv.read_csv(str(path))
+    with open_source(str(path), block_size=4096) as src:
+        got = read_all(src, ["a", "x"], keep_others=False)
+    assert got.column("a").to_pylist() == [float(v) for v in expected.column("a").to_pylist()]
+    assert got.column("x").to_pylist() == expected.column("x").to_pylist()
+    assert got.column("x").null_count == 3000 // 7 + 1
+
+
 def test_not_a_number_names_column_value_line(tmp_path):
     rows = [b"%d,%d.5,t" % (i, i) for i in range(40)]
     rows[25] = b'25,"4\n2",t'  # a quoted newline moves later lines down by one
