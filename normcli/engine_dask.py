@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from normcli import engine, io
+from normcli.io.csv_source import _record_boundary
+from normcli.io.inputs import _is_data_file
 from normcli.errors import IOFailure, UsageError
 from normcli.model import OutputOptions, UnseenGroups
 
@@ -128,7 +130,7 @@ def _expand_url(spec: str) -> list[io.InputFile]:
         if _glob.has_magic(path):
             found = sorted(p for p in fs.glob(path) if fs.isfile(p))
         elif fs.isdir(path):
-            found = sorted(p for p in fs.find(path) if io._is_data_file(os.path.basename(p))
+            found = sorted(p for p in fs.find(path) if _is_data_file(os.path.basename(p))
                            and not any(part.startswith((".", "_")) for part in p[len(path):].split("/")[:-1]))
         else:
             found = [path] if fs.exists(path) else []
@@ -297,7 +299,7 @@ class PartSource:
             span = block
             cut = len(data) - pos
             while pos + span < len(data):
-                cut = io._record_boundary(data[pos:pos + span])
+                cut = _record_boundary(data[pos:pos + span])
                 if cut > 0:
                     break
                 span *= 2

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from normcli.errors import DataError, IOFailure, UsageError
-from normcli import io as io_module
 from normcli.io import detect_format, open_sink, open_source
+from normcli.io.source import _PARQUET_BATCH_ROWS
 
 TRICKY = (
     b'id,x,note\n'
@@ -243,7 +243,7 @@ def test_parquet_round_trip(tmp_path):
         assert src.format == "parquet"
         assert src.sample_types()["i"] == pa.int64()
         pieces = list(src.pieces(["i", "f"], keep_others=True))
-        assert [p.first_line for p in pieces[:2]] == [1, io_module._PARQUET_BATCH_ROWS + 1]
+        assert [p.first_line for p in pieces[:2]] == [1, _PARQUET_BATCH_ROWS + 1]
         assert abs(sum(p.nbytes for p in pieces) - src.size) < len(pieces)
         batches = [src.decode(p) for p in pieces]
     schema = batches[0].schema

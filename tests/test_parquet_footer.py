@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normcli import parquet_footer as pf
-from normcli.io import _ParquetSink, open_sink
+from normcli.io import open_sink
+from normcli.io.sinks import _ParquetSink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,472 @@
+"""CSV and TSV input, plain or gzip, from a file or stdin.
+
+Reading is split in two so that parsing can use every core: :meth:`Source.pieces` cuts the raw
+bytes at record boundaries (cheap, sequential, one producer thread) and :meth:`Source.decode`
+parses one piece (heavy, thread-safe, a worker pool): with Polars when that provably reads what
+pyarrow reads, else with ``pyarrow.csv.read_csv``. pyarrow's own streaming reader parses on one
+core only (see MEASUREMENTS.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..bitmaps import validity
+from ..errors import DataError, IOFailure
+from .source import Piece, Source, _display, _first_bad_float, _read_failure
+
+_BOM = b"\xef\xbb\xbf"
+_QUOTE = b'"'
+_NL = b"\n"
+
+
+def _record_boundary(buf: bytes, end: int | None = None) -> int:
+    """Return the index just past the last newline outside quotes in ``buf[:end]``, or -1.
+
+    ``buf`` must start at a record boundary. A newline is outside quotes when the number of
+    quote characters before it is even (RFC 4180 doubling keeps the parity right).
+    """
+    end = len(buf) if end is None else end
+    pos = buf.rfind(_NL, 0, end)
+    if pos < 0:
+        return -1
+    if buf.find(_QUOTE, 0, pos) < 0:  # the common case, at memchr speed: no quotes at all
+        return pos + 1
+    before = _count(buf, _QUOTE, 0, pos)
+    while before % 2:
+        prev = buf.rfind(_NL, 0, pos)
+        if prev < 0:
+            return -1
+        before -= buf.count(_QUOTE, prev, pos)
+        pos = prev
+    return pos + 1
+
+
+def _count(buf: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
+    """``buf.count(byte, start, end)`` for one byte, about 5x faster through NumPy."""
+    arr = np.frombuffer(buf, dtype=np.uint8)[start:end]
+    return int(np.count_nonzero(arr == byte[0]))
+
+
+def _fields_exact(data: bytes, sep: bytes, fields: int, rows: int, each_line: bool) -> bool:
+    """Whether ``data`` (``rows`` lines, no quotes) holds ``fields`` fields on every line.
+
+    Without ``each_line``, the total count of separators is compared: enough when no line can
+    hold fewer (no null was padded in). With it, every line is counted.
+    """
+    if not each_line:
+        return _count(data, sep) == rows * (fields - 1)
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(arr == _NL[0])
+    if not len(ends) or ends[-1] != len(arr) - 1:
+        ends = np.append(ends, len(arr))
+    per_line = np.diff(np.searchsorted(np.flatnonzero(arr == sep[0]), ends), prepend=0)
+    return len(per_line) == rows and bool((per_line == fields - 1).all())
+
+
+def _record_lines(data: bytes, first_line: int) -> np.ndarray:
+    """File line number of every non-empty record in ``data`` (error path only).
+
+    Mirrors pyarrow, which skips empty lines and numbers only the records it keeps.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == ord("\n"))
+    quotes_before = np.cumsum(arr == ord('"'))
+    # Quotes strictly before each newline; a newline is a record end when that count is even.
+    counts = quotes_before[newlines] if len(newlines) else newlines
+    ends = newlines[counts % 2 == 0]
+    if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
+        ends = np.append(ends, len(data))  # a last record without a trailing newline
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    length = ends - starts
+    cr_only = np.zeros(len(starts), dtype=bool)
+    one = length == 1
+    cr_only[one] = arr[starts[one]] == ord("\r")
+    keep = (length > 0) & ~cr_only
+    line_of_start = first_line + np.searchsorted(newlines, starts)
+    return line_of_start[keep]
+
+
+def _row_handler(fn):
+    """Mark ``fn`` as an ``invalid_row_handler`` whose undecodable rows stay quiet.
+
+    pyarrow decodes a bad row's text before calling the handler; when that text is not UTF-8 the
+    decode fails inside pyarrow, which prints the UnicodeDecodeError as an "Exception ignored"
+    traceback on stderr and then reports the row as a parse error anyway (a DataError here).
+    """
+    fn._normcli_row_handler = True
+    if not getattr(sys.unraisablehook, "_normcli", False):  # chained once, on first use
+        sys.unraisablehook = _quiet_row_handlers(sys.unraisablehook)
+    return fn
+
+
+def _quiet_row_handlers(hook):
+    """``hook`` minus the undecodable-row reports of normcli's own row handlers."""
+    def unraisable(info) -> None:
+        if not (getattr(info.object, "_normcli_row_handler", False) and info.exc_type is UnicodeDecodeError):
+            hook(info)
+    unraisable._normcli = True
+    return unraisable
+
+
+class _CsvSource(Source):
+    def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str,
+                 default_size: bool = False):
+        self._default_size = default_size  # block size not chosen by the caller: may be tuned
+        self.path = path
+        self.format = fmt
+        self._delimiter = delimiter
+        self._block_size = block_size
+        self._encoding = encoding
+        # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
+        self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
+        self._raw = None  # the file whose position measures progress (compressed for .gz)
+        self._used = False
+        if path == "-":
+            self.size = None
+            self._stream = sys.stdin.buffer
+        else:
+            try:
+                with open(path, "rb"):
+                    pass
+                self.size = os.path.getsize(path)
+                if path.lower().endswith(".gz"):
+                    self._raw = pa.OSFile(path, "rb")
+                    self._stream = pa.CompressedInputStream(self._raw, "gzip")
+                else:
+                    self._stream = open(path, "rb")
+            except OSError as exc:
+                raise _read_failure(path, exc) from exc
+        self._consumed = 0
+        self._read_header()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Around one read of the input: a failure becomes an IOFailure or a DataError naming it."""
+        try:
+            yield
+        except OSError as exc:
+            raise _read_failure(self.path, exc) from exc
+        except pa.ArrowInvalid as exc:  # a damaged gzip stream
+            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+
+    def _read(self, n: int) -> bytes:
+        with self._reading():
+            data = bytes(self._stream.read(n))
+        self._advance(len(data))
+        return data
+
+    def _read_into(self, buf: bytearray, start: int, end: int) -> int:
+        """Read into ``buf[start:end]``; the number of bytes read, 0 at the end of the input."""
+        with self._reading(), memoryview(buf) as view:
+            n = self._stream.readinto(view[start:end]) or 0
+        self._advance(n)
+        return n
+
+    def _advance(self, n: int) -> None:
+        if self._raw is None:  # for gzip, progress is the compressed file's position instead
+            self._consumed += n
+
+    def _position(self) -> int:
+        """Input bytes consumed so far (compressed bytes for gzip)."""
+        return self._raw.tell() if self._raw is not None else self._consumed
+
+    def _read_header(self) -> None:
+        buf = self._read(self._block_size)
+        if buf.startswith(_BOM):
+            buf = buf[len(_BOM):]
+        line = 1
+        while True:
+            cut = self._first_boundary(buf)
+            while cut < 0:
+                more = self._read(self._block_size)
+                if not more:
+                    cut = len(buf)  # a header without a trailing newline
+                    break
+                buf += more
+                cut = self._first_boundary(buf)
+            header, buf = buf[:cut], buf[cut:]
+            if header.strip(b"\r\n"):
+                break
+            if not buf:
+                raise DataError(f"{_display(self.path)} is empty")
+            line += header.count(_NL)  # blank lines before the header, skipped like pyarrow
+        if not header.endswith(_NL):
+            header += _NL
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(header),
+                # a block must hold the whole header line (pyarrow's default is 1 MiB)
+                read_options=pacsv.ReadOptions(use_threads=False, encoding=self._encoding,
+                                               block_size=max(len(header), 1 << 20)),
+                parse_options=self._parse_options(),
+            )
+            # pyarrow decodes the names only when asked: bytes that are not text fail here.
+            self.columns = table.column_names
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{_display(self.path)}: cannot parse the header: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{_display(self.path)}: the header is not {self._encoding} text "
+                            f"({exc.reason})") from exc
+        seen: set[str] = set()
+        dupes = [c for c in self.columns if c in seen or seen.add(c)]
+        if dupes:
+            names = ", ".join(f"'{c}'" for c in dict.fromkeys(dupes))
+            raise DataError(f"{_display(self.path)} has duplicate column names: {names}")
+        self._first_line = line + header.count(_NL)
+        self._pending = buf
+
+    @staticmethod
+    def _first_boundary(buf: bytes) -> int:
+        quotes, start = 0, 0
+        pos = buf.find(_NL)
+        while pos >= 0:
+            quotes += buf.count(_QUOTE, start, pos)
+            if quotes % 2 == 0:
+                return pos + 1
+            start, pos = pos, buf.find(_NL, pos + 1)
+        return -1
+
+    def _parse_options(self, handler=None) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(delimiter=self._delimiter, invalid_row_handler=handler)
+
+    def sample_types(self) -> dict[str, pa.DataType]:
+        buf = self._pending[: self._block_size]
+        cut = _record_boundary(buf)
+        if cut < 0:
+            cut = len(buf) if len(self._pending) <= self._block_size else 0
+        if not buf[:cut].strip(b"\r\n"):
+            return {name: pa.null() for name in self.columns}
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(buf[:cut]),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.columns,
+                    use_threads=False,
+                    block_size=max(cut, 1 << 16),
+                    encoding=self._encoding,
+                ),
+                # Bad rows are reported by decode(), with their line numbers.
+                parse_options=self._parse_options(_row_handler(lambda row: "skip")),
+            )
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
+        return {name: table.schema.field(name).type for name in self.columns}
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
+        numeric, keep = self._claim(numeric, keep)
+        # Reading a few columns of a piece (fit, check) holds far less than transforming all of
+        # them: twice the bytes per piece then halves the per-piece overhead at the same memory.
+        size = self._block_size if keep_others or not self._default_size else 2 * self._block_size
+        # One buffer, read into and reused: a piece is copied once, out of it, and the partial
+        # record after the piece's last boundary moves to the front for the next piece.
+        buf = bytearray(max(size, len(self._pending)))
+        filled = len(self._pending)
+        buf[:filled], self._pending = self._pending, b""
+        line = self._first_line
+        mark = 0  # input position at the start of the next piece
+        eof = False
+        while filled or not eof:
+            # Gather at least size bytes, or a whole record if one is longer than that.
+            while not eof and filled < size:
+                n = self._read_into(buf, filled, size)
+                eof = n == 0
+                filled += n
+            cut = filled if eof else _record_boundary(buf, filled)
+            if cut < 0:
+                buf.extend(bytes(self._block_size))
+                n = self._read_into(buf, filled, len(buf))
+                eof = n == 0
+                filled += n
+                continue
+            with memoryview(buf) as view:
+                data = view[:cut].tobytes()
+            buf[:filled - cut] = buf[cut:filled]
+            filled -= cut
+            newlines = _count(data, _NL)
+            # Only blank lines (or nothing): no record to parse. Checking the first byte first
+            # avoids copying a whole piece in strip().
+            if data[:1] in (b"", b"\n", b"\r") and not data.strip(b"\r\n"):
+                line += newlines
+                continue
+            pos = self._position()
+            yield Piece(data, pos - mark, line, numeric, keep_others, keep)
+            mark = pos
+            line += newlines
+
+    def _convert_options(self, piece: Piece) -> pacsv.ConvertOptions:
+        wanted = set(piece.numeric)
+        types = {name: pa.float64() if name in wanted else pa.string() for name in self.columns}
+        return pacsv.ConvertOptions(
+            column_types=types,
+            include_columns=self._output_columns(piece),
+            # Pass-through text is kept as read; numeric columns still get pyarrow's default
+            # null values (empty, NA, NaN, null, ...) because they are float-typed.
+            strings_can_be_null=False,
+        )
+
+    def _read_piece(self, piece: Piece, convert: pacsv.ConvertOptions, handler=None) -> pa.Table:
+        return pacsv.read_csv(
+            pa.BufferReader(piece.data),
+            read_options=pacsv.ReadOptions(
+                column_names=self.columns,
+                use_threads=False,
+                block_size=max(len(piece.data) + 1, 1 << 16),
+                encoding=self._encoding,
+            ),
+            parse_options=self._parse_options(handler),
+            convert_options=convert,
+        )
+
+    def decode(self, piece: Piece) -> pa.RecordBatch:
+        if self._polars_ok:
+            try:
+                return self._decode_polars(piece)
+            except Exception:  # any doubt (null tokens, ragged rows, bad text): the exact path
+                pass
+        return self._decode_arrow(piece)
+
+    def _decode_polars(self, piece: Piece) -> pa.RecordBatch:
+        """Parse with Polars (about twice as fast as pyarrow on one core).
+
+        Gives the same batch as :meth:`_decode_arrow` on well-formed input: NaN in a numeric
+        column becomes null (pyarrow reads "NaN" as null), text columns are strings as read.
+        Anything Polars rejects, such as the null tokens ``NA`` or ``null`` in a numeric
+        column, goes to the pyarrow path, which also produces the exact error messages.
+        Pieces with quotes go there too: only without them does counting separators prove
+        that every row has as many fields as the header (Polars pads a short row where pyarrow
+        reports it, and ignores the extra fields of a long row when it parses some columns only).
+        """
+        if piece.data.find(_QUOTE) >= 0:
+            raise ValueError("quoted fields")
+        import polars as pl  # imported where used: Parquet-only runs need not pay for it
+
+        wanted = set(piece.numeric)
+        schema = {name: pl.Float64 if name in wanted else pl.String for name in self.columns}
+        columns = self._output_columns(piece)
+        # The last column is always parsed: Polars pads a short row with nulls, so a last column
+        # without nulls proves that no row is short, without counting separators.
+        last = self.columns[-1]
+        parsed = columns if last in columns else [*columns, last]
+        index = {name: i for i, name in enumerate(self.columns)}
+        frame = pl.read_csv(piece.data, has_header=False, schema=schema,
+                            columns=sorted(index[c] for c in parsed), separator=self._delimiter,
+                            # the piece holds no quote (checked above): quote handling would
+                            # change nothing and costs about a tenth of the parse
+                            quote_char=None,
+                            empty_string_is_null=True, raise_if_empty=False,
+                            truncate_ragged_lines=False)
+        if frame.width != len(parsed):
+            raise ValueError("column count")
+        # Polars pads a short row with nulls, and when columns are left out it does not see a
+        # long one at all: the separators tell, counted per line where a last field is empty.
+        short = frame.get_column(last).null_count() > 0
+        if (short or len(parsed) < len(self.columns)) and not _fields_exact(
+                piece.data, self._delimiter.encode(), len(self.columns), frame.height, each_line=short):
+            raise ValueError("ragged rows")
+        # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
+        batch = _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        return pa.RecordBatch.from_arrays(
+            [_nan_as_null(batch.column(c)) if c in wanted else batch.column(c) for c in columns], names=columns)
+
+    def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
+        bad: list = []
+
+        @_row_handler
+        def on_invalid(row) -> str:
+            bad.append(row)
+            return "error"
+
+        try:
+            table = self._read_piece(piece, self._convert_options(piece), on_invalid)
+        except pa.ArrowInvalid as exc:
+            if bad:
+                row = bad[0]
+                line = _record_lines(piece.data, piece.first_line)[row.number - 1]
+                raise DataError(
+                    f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
+                    f"fields, found {row.actual_columns}"
+                ) from exc
+            raise self._conversion_error(piece, exc) from exc
+        return _empty_text_as_null(_as_batch(table), piece.numeric)
+
+    def _conversion_error(self, piece: Piece, exc: Exception) -> DataError:
+        """Find the value behind a failed conversion by re-reading the piece (error path)."""
+        # Numeric columns as text, with the same null values the float parse accepts.
+        convert = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in self.columns},
+            include_columns=list(piece.numeric),
+            strings_can_be_null=True,
+        )
+        try:
+            text = self._read_piece(piece, convert)
+            found = [(i, name) for name in piece.numeric
+                     if (i := _first_bad_float(text.column(name))) is not None]
+        except pa.ArrowInvalid:
+            found = []
+        if not found:  # not a number problem (say, invalid UTF-8): report pyarrow's message
+            message = str(exc)
+            where = re.search(r"Row #(\d+)", message)
+            if where:  # pyarrow counts records within the piece; say the file line instead
+                lines = _record_lines(piece.data, piece.first_line)
+                number = int(where.group(1))
+                if 0 < number <= len(lines):
+                    message = message.replace(where.group(0), f"line {lines[number - 1]}")
+            return DataError(f"cannot parse {_display(self.path)}: {message}")
+        index, name = min(found, key=lambda item: item[0])
+        line = _record_lines(piece.data, piece.first_line)[index]
+        value = text.column(name)[index].as_py()
+        return DataError(f"column '{name}': value '{value}' on line {line} is not a number")
+
+    def close(self) -> None:
+        if self._stream is not sys.stdin.buffer:
+            self._stream.close()
+        if self._raw is not None:
+            self._raw.close()
+
+
+def _nan_as_null(column: pa.Array) -> pa.Array:
+    """A float64 column with NaN as null, as pyarrow's CSV reader reads "NaN" (no copy without NaN)."""
+    n, offset = len(column), column.offset
+    if not n:
+        return column
+    values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+    valid = ~np.isnan(values)
+    if valid.all():
+        return column
+    if column.null_count:
+        valid &= validity(column)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(np.ascontiguousarray(values))],
+                                 null_count=n - int(np.count_nonzero(valid)))
+
+
+def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.RecordBatch:
+    """Text as the Polars path reads it: ``string_view``, an empty field as null.
+
+    CSV cannot tell an empty text from a missing one; null is what the writer writes back empty.
+    """
+    import pyarrow.compute as pc  # imported where used, as pyarrow.parquet: 50 ms of start-up
+
+    arrays = list(batch.columns)
+    for i, name in enumerate(batch.schema.names):
+        if name not in numeric and pa.types.is_string(arrays[i].type):
+            empty = pc.equal(pc.utf8_length(arrays[i]), 0)
+            if pc.any(empty).as_py():
+                arrays[i] = pc.if_else(empty, pa.scalar(None, pa.string()), arrays[i])
+            arrays[i] = arrays[i].cast(pa.string_view())
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _as_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.combine_chunks().to_batches()
+    if batches:
+        return batches[0]
+    return pa.RecordBatch.from_pylist([], schema=table.schema)

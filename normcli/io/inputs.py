@@ -1,0 +1,204 @@
+"""Naming inputs and outputs: globs and directories expanded, stdin spooled, files fingerprinted,
+output paths derived, and :func:`open_source`, which opens one input by its format."""
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import DataError, IOFailure, UsageError
+from .source import DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, detect_format
+from .csv_source import _CsvSource
+from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file found by :func:`expand_inputs`.
+
+    ``path`` opens it; ``name`` is its name relative to the argument that found it (the file's
+    own name, its path under a directory, or under a glob's fixed prefix), used to name its
+    output; ``base`` is the hive-partitioned directory it lies in, if any.
+    """
+
+    path: str
+    name: str
+    base: str | None = None
+
+
+def _is_data_file(name: str) -> bool:
+    lower = name.lower()
+    return not name.startswith((".", "_")) and any(lower.endswith(ext) for ext in _EXTENSIONS)
+
+
+def _walk(directory: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(directory, onerror=None):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found.extend(os.path.join(root, f) for f in sorted(files) if _is_data_file(f))
+    return found
+
+
+def _glob_root(pattern: str) -> str:
+    parts = pattern.split(os.sep)
+    fixed = []
+    for part in parts[:-1]:
+        if _glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed)
+
+
+def expand_inputs(specs: Sequence[str]) -> list[InputFile]:
+    """The ordered list of input files named by ``specs``: files, ``-``, directories and globs.
+
+    A directory stands for every CSV, TSV and Parquet file under it (recursively, sorted by path,
+    skipping names starting with ``.`` or ``_``); a Parquet file under ``key=value`` directories
+    is read with those keys as columns. A glob (``*``, ``?``, ``[..]``, ``**``) stands for the
+    files it matches, sorted. A file named twice is read once. Nothing found is an IOFailure.
+    """
+    out: list[InputFile] = []
+    seen: set[str] = set()
+
+    def add(item: InputFile) -> None:
+        key = item.path if item.path == "-" else os.path.realpath(item.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+
+    for spec in specs:
+        if spec == "-":
+            add(InputFile("-", "-"))
+        elif os.path.isdir(spec):
+            files = _walk(spec)
+            if not files:
+                raise IOFailure(f"cannot read '{spec}': the directory holds no CSV, TSV or Parquet file")
+            for f in files:
+                rel = os.path.relpath(f, spec)
+                hive = _hive_parts(os.path.dirname(rel)) and detect_format(f, None) == "parquet"
+                add(InputFile(f, rel, spec if hive else None))
+        elif _glob.has_magic(spec) and not os.path.exists(spec):
+            matches = sorted(m for m in _glob.glob(spec, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise IOFailure(f"cannot read '{spec}': no file matches")
+            root = _glob_root(spec)
+            for m in matches:
+                add(InputFile(m, os.path.relpath(m, root) if root else m))
+        else:
+            add(InputFile(spec, os.path.basename(spec) or spec))
+    return out
+
+
+def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = None) -> Source:
+    """Open an :class:`InputFile`: hive-partitioned Parquet through ``pyarrow.dataset``, else :func:`open_source`."""
+    if item.base is not None and fmt in (None, "parquet"):
+        return _DatasetSource(item.path, item.base)
+    return open_source(item.path, fmt=fmt, delimiter=delimiter)
+
+
+_FINGERPRINT_SPAN = 1 << 20
+
+
+def fingerprint(path: str) -> dict:
+    """Identity of an input file: absolute path, size, mtime and a SHA-256 of its content.
+
+    The hash covers the whole file when it is under 2 MiB, else its first and last MiB (so that
+    the cost does not grow with the file). ``-`` (stdin) has no fingerprint: raises UsageError.
+    """
+    if path == "-":
+        raise UsageError("standard input has no fingerprint")
+    try:
+        st = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            if st.st_size < 2 * _FINGERPRINT_SPAN:
+                for chunk in iter(lambda: f.read(_FINGERPRINT_SPAN), b""):
+                    digest.update(chunk)
+            else:
+                digest.update(f.read(_FINGERPRINT_SPAN))
+                f.seek(-_FINGERPRINT_SPAN, os.SEEK_END)
+                digest.update(f.read(_FINGERPRINT_SPAN))
+    except OSError as exc:
+        raise _read_failure(path, exc) from exc
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime,
+            "sha256": digest.hexdigest()}
+
+
+def spool_stdin(suffix: str) -> str:
+    """Copy standard input to a new temporary file (in chunks) and return its path.
+
+    The caller removes the file; on any failure here it is removed before the error propagates.
+    """
+    fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        done = True
+    except OSError as exc:
+        raise _read_failure("-", exc) from exc
+    finally:
+        if not done:
+            discard(tmp)
+    return tmp
+
+
+def discard(path: str) -> None:
+    """Delete the file ``path`` if it exists (cleanup: errors are ignored)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
+    """Where the output of ``item`` goes under ``directory``: the same relative name, with the
+    extension of ``fmt`` when that differs from the input's. Parent directories are created."""
+    name = item.name
+    if fmt is not None and detect_format(name, None) != fmt:
+        lower = name.lower()
+        for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+            if lower.endswith(ext):
+                name = name[: -len(ext)]
+                break
+        name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt]
+    path = os.path.join(directory, name)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    except OSError as exc:
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+    return path
+
+
+def open_source(
+    path: str,
+    fmt: str | None = None,
+    delimiter: str | None = None,
+    block_size: int | None = None,
+    encoding: str = "utf8",
+) -> Source:
+    """Open ``path`` (``"-"`` for stdin) and read its header.
+
+    Missing or unreadable input raises IOFailure; empty input or duplicate column names raise
+    DataError. ``tsv`` means a tab delimiter unless ``delimiter`` says otherwise. A UTF-8 BOM is
+    stripped. ``block_size`` is the approximate size of a CSV piece (bytes) or of a Parquet
+    batch (rows); by default 2 MiB and 32,768 rows (peak memory against speed, measured), or ``NORMCLI_BLOCK_SIZE`` from the environment.
+    """
+    fmt = detect_format(path, fmt)
+    if block_size is None:
+        env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
+        block_size = int(env) if env.isdigit() and int(env) > 0 else None
+    if fmt == "parquet":
+        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS)
+    default_size = block_size is None
+    block_size = block_size or DEFAULT_BLOCK_SIZE
+    if delimiter is None:
+        delimiter = "\t" if fmt == "tsv" else ","
+    if len(delimiter) != 1:
+        raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
+    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size)

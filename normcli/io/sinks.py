@@ -1,0 +1,342 @@
+"""Outputs: CSV/TSV/Parquet files and stdout, written through a temporary file renamed into place.
+
+Writing CSV goes through Polars' ``write_csv`` because pyarrow's CSV writer cannot quote only
+where needed, which byte-exact pass-through of text columns requires, and formats floats
+about 1.8x slower.
+
+Writing Parquet encodes in the workers too: pyarrow's ``ParquetWriter`` encodes on the one
+thread that writes, so each batch is encoded as a complete Parquet file in memory (in a worker),
+and the sink appends the column chunks of each in order and ends the output with one footer
+listing all their row groups (:mod:`normcli.parquet_footer`). The bytes are those
+``ParquetWriter`` itself would write for the same batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import io as _pyio
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .. import parquet_footer
+from ..errors import DataError, IOFailure, UsageError
+from .source import _pq, detect_format
+
+
+class Sink:
+    """An output opened by :func:`open_sink`: ``encode`` in workers, ``write`` in order.
+
+    Output goes to a temporary file beside the target, renamed into place by ``commit``. As a
+    context manager it commits on success and aborts on any exception.
+    """
+
+    def __init__(self, path: str | None, fmt: str, schema: pa.Schema):
+        self.path = path
+        self.format = fmt
+        self.schema = schema
+        self._tmp: str | None = None
+        self._done = False
+
+    def encode(self, batch: pa.RecordBatch) -> object:
+        """Prepare a batch for :meth:`write` (thread-safe)."""
+        raise NotImplementedError
+
+    def write(self, encoded: object) -> None:
+        """Write an encoded batch; call in input order."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Finish the output: flush, fsync and rename into place (stdout: flush)."""
+        if self._done:
+            return
+        self._finish()
+        self._done = True
+        try:
+            self._close()
+            if self._tmp is None:
+                self._out.flush()
+                return
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._install()
+
+    def abort(self) -> None:
+        """Discard the output: close and delete the temporary file."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - the output is being thrown away anyway
+            pass
+        self._remove_tmp()
+
+    def _finish(self) -> None:
+        """Write what a complete output needs before it is closed (a header, say)."""
+
+    def _close(self) -> None:
+        """Close the format's writer and, for a file, the file."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+    def _write_failure(self, exc: OSError) -> IOFailure:
+        reason = exc.strerror or str(exc)
+        where = f"'{self.path}'" if self.path else "standard output"
+        return IOFailure(f"cannot write {where}: {reason}")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around one write: an OSError becomes an IOFailure naming the output (a closed pipe
+        stays a BrokenPipeError, which the CLI treats as a quiet end); then write-back."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._write_failure(exc) from exc
+        self._start_writeback()
+
+    _WRITEBACK_STEP = 32 << 20
+
+    def _start_writeback(self) -> None:
+        """Have the kernel start writing the finished part of the temporary file to disk.
+
+        Called after each write: every 32 MiB it asks for write-back (fadvise DONTNEED starts it
+        without waiting, and drops pages already on disk), so that the fsync before the rename
+        waits only for the tail instead of the whole output, and the page cache does not fill up.
+        """
+        if self._tmp is None or not hasattr(os, "posix_fadvise"):
+            return
+        if getattr(self, "_wb_fd", None) is None:
+            self._wb_fd, self._wb_done = os.open(self._tmp, os.O_RDONLY), 0
+        size = os.fstat(self._wb_fd).st_size
+        if size - self._wb_done >= self._WRITEBACK_STEP:
+            os.posix_fadvise(self._wb_fd, 0, size, os.POSIX_FADV_DONTNEED)
+            self._wb_done = size
+
+    def _close_writeback(self) -> None:
+        if getattr(self, "_wb_fd", None) is not None:
+            os.close(self._wb_fd)
+            self._wb_fd = None
+
+    def _remove_tmp(self) -> None:
+        self._close_writeback()
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def _install(self) -> None:
+        """fsync the temporary file and rename it over the target."""
+        self._close_writeback()
+        try:
+            fd = os.open(self._tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._remove_tmp()
+            raise self._write_failure(exc) from exc
+        self._tmp = None
+
+
+def _quote_field(name: str, sep: str) -> str:
+    if any(ch in name for ch in (sep, '"', "\n", "\r")):
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+class _CsvSink(Sink):
+    def __init__(self, path, fmt, schema, delimiter, out, tmp):
+        super().__init__(path, fmt, schema)
+        self._sep = delimiter
+        self._out = out
+        self._tmp = tmp
+        self._header = (
+            delimiter.join(_quote_field(name, delimiter) for name in schema.names) + "\n"
+        ).encode()
+        self._header_written = False
+
+    def encode(self, batch: pa.RecordBatch) -> memoryview:
+        """CSV bytes of the rows, no header: null as an empty field, "" as `""`."""
+        import polars as pl
+
+        frame = pl.from_arrow(batch)
+        if not isinstance(frame, pl.DataFrame):
+            frame = frame.to_frame()
+        buf = _pyio.BytesIO()
+        try:
+            frame.write_csv(
+                buf, include_header=False, quote_style="necessary", separator=self._sep
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"cannot write this data as CSV: {exc}") from exc
+        return buf.getbuffer()  # a view, not a copy of the piece's text
+
+    def _emit(self, data: bytes) -> None:
+        with self._writing():
+            self._out.write(data)
+
+    def write(self, encoded: bytes) -> None:
+        if not self._header_written:
+            self._header_written = True
+            self._emit(self._header)
+        if encoded:
+            self._emit(encoded)
+
+    def _finish(self) -> None:
+        if not self._header_written:
+            self.write(b"")
+
+    def _close(self) -> None:
+        if self._tmp is not None:
+            self._out.close()
+
+
+@dataclass
+class _EncodedParquet:
+    """A batch encoded as a complete Parquet file, with where its footer starts and its row groups."""
+
+    data: pa.Buffer
+    footer_start: int
+    groups: parquet_footer.RowGroups
+
+
+class _ParquetSink(Sink):
+    """Parquet encoded in the workers: ``encode`` makes each batch a Parquet file in memory,
+    ``write`` appends its column chunks to the output, and the footer listing all their row
+    groups comes last. Only ever appends, so stdout works as well as a file."""
+
+    def __init__(self, path, schema, out, tmp):
+        super().__init__(path, "parquet", schema)
+        self._tmp = tmp
+        self._out = out
+        self._dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+        self._position = 0
+        self._footer = parquet_footer.Footer()
+
+    def _parquet_file(self, batch: pa.RecordBatch | None) -> pa.Buffer:
+        # No page index (pyarrow's default): its page locations would be offsets to shift too.
+        stream = pa.BufferOutputStream()
+        with _pq().ParquetWriter(stream, self.schema, use_dictionary=self._dictionary,
+                              compression="snappy") as writer:
+            if batch is not None:
+                writer.write_batch(batch)
+        return stream.getvalue()
+
+    def encode(self, batch: pa.RecordBatch) -> _EncodedParquet:
+        """The batch (text cast to the file's string type) as a Parquet file in memory."""
+        if batch.schema != self.schema:
+            batch = batch.cast(self.schema)
+        data = self._parquet_file(batch)
+        start, metadata = parquet_footer.read_footer(data)
+        return _EncodedParquet(data, start, parquet_footer.RowGroups(metadata))
+
+    def _emit(self, data) -> None:
+        with self._writing():
+            self._out.write(data)
+        self._position += len(data)
+
+    def write(self, encoded: _EncodedParquet) -> None:
+        magic = len(parquet_footer.MAGIC)
+        if self._position == 0:
+            self._emit(parquet_footer.MAGIC)
+        # The piece's column chunks follow its own magic; here they start at _position.
+        delta = self._position - magic
+        self._emit(memoryview(encoded.data)[magic:encoded.footer_start])
+        self._footer.add(encoded.groups, delta)
+        # Written: let the bytes go now, not when the engine's reference moves on to the next piece.
+        encoded.data = encoded.groups = None
+
+    def _finish(self) -> None:
+        """The footer (on commit only: an aborted stream must not look complete)."""
+        if self._position == 0:
+            self._emit(self._parquet_file(None))
+        else:
+            self._emit(self._footer.tail())
+
+    def _close(self) -> None:
+        if self._tmp is not None:
+            self._out.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def open_sink(
+    path: str | None,
+    fmt: str,
+    schema: pa.Schema,
+    delimiter: str | None = None,
+    input_path: str | None = None,
+) -> Sink:
+    """Open an output for batches of ``schema``.
+
+    ``path`` None or ``"-"`` is stdout (Parquet only when stdout is not a terminal). Files are
+    written to a temporary file in the target's directory and renamed into place on commit. An
+    output equal to ``input_path`` is a UsageError; an unwritable location an IOFailure.
+    """
+    fmt = detect_format(path or "-", fmt)
+    if delimiter is None:
+        delimiter = "\t" if fmt == "tsv" else ","
+    if path is None or path == "-":
+        out = sys.stdout.buffer
+        if fmt == "parquet":
+            if sys.stdout.isatty():
+                raise UsageError("refusing to write Parquet to a terminal; use -o FILE")
+            return _ParquetSink(None, schema, out, None)
+        return _CsvSink(None, fmt, schema, delimiter, out, None)
+
+    if input_path not in (None, "-") and _same_file(path, input_path):
+        raise UsageError(f"the output '{path}' is the input; choose another output path")
+    if os.path.isdir(path):
+        raise IOFailure(f"cannot write '{path}': Is a directory")
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
+    except OSError as exc:
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+    try:
+        # mkstemp creates the file 0600; give the output the mode a plain create would.
+        os.fchmod(fd, _default_mode())
+    except OSError:
+        pass
+    out = os.fdopen(fd, "wb", buffering=1 << 20)
+    if fmt == "parquet":
+        return _ParquetSink(path, schema, out, tmp)
+    return _CsvSink(path, fmt, schema, delimiter, out, tmp)

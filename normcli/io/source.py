@@ -1,0 +1,161 @@
+"""What every source shares: the formats, the :class:`Source` interface and its :class:`Piece`."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ..errors import DataError, IOFailure, UsageError
+
+FORMATS = ("csv", "tsv", "parquet")
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".tsv": "tsv",
+    ".tsv.gz": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_PARQUET_BATCH_ROWS = 32768
+DEFAULT_BLOCK_SIZE = 2 << 20
+
+
+def detect_format(path: str, fmt: str | None) -> str:
+    """Return the format of ``path``: ``fmt`` if given, else from the extension.
+
+    ``.csv``/``.csv.gz`` -> csv, ``.tsv``/``.tsv.gz`` -> tsv, ``.parquet``/``.pq`` -> parquet.
+    Stdin (``"-"``) and unknown extensions default to csv. An unknown ``fmt`` is a UsageError.
+    """
+    if fmt is not None:
+        name = fmt.lower()
+        if name not in FORMATS:
+            raise UsageError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})")
+        return name
+    lower = path.lower()
+    for ext, name in _EXTENSIONS.items():
+        if lower.endswith(ext):
+            return name
+    return "csv"
+
+
+def _display(path: str) -> str:
+    return "standard input" if path == "-" else f"'{path}'"
+
+
+def _pq():
+    """``pyarrow.parquet``, imported at first use: CSV runs need not pay its start-up."""
+    import pyarrow.parquet as pq
+
+    return pq
+
+
+def _read_failure(path: str, exc: OSError) -> IOFailure:
+    reason = exc.strerror or str(exc)
+    return IOFailure(f"cannot read {_display(path)}: {reason}")
+
+
+@dataclass
+class Piece:
+    """One unit of work for :meth:`Source.decode`.
+
+    ``nbytes`` is the input bytes it covers (for progress); ``first_line`` is the file line
+    number of its first record (CSV, header = line 1) or its first row number, 1-based
+    (Parquet). ``data`` holds the raw CSV bytes or the Parquet record batch.
+    """
+
+    data: bytes | pa.RecordBatch
+    nbytes: int
+    first_line: int
+    numeric: tuple[str, ...] = ()
+    keep_others: bool = True
+    keep: tuple[str, ...] = ()
+
+
+class Source:
+    """A tabular input opened by :func:`open_source`.
+
+    Attributes: ``path`` (as given, ``"-"`` is stdin), ``format``, ``columns`` (header names in
+    file order), ``size`` (bytes of the file, None for stdin).
+    """
+
+    path: str
+    format: str
+    columns: list[str]
+    size: int | None
+
+    def sample_types(self) -> dict[str, pa.DataType]:
+        """Types pyarrow infers from the first block (CSV) or the schema (Parquet).
+
+        Does not consume the stream.
+        """
+        raise NotImplementedError
+
+    def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
+        """Yield the input as pieces, sequentially and cheaply. Single use.
+
+        Without ``keep_others``, the ``keep`` columns are still read, as pass-through columns.
+        """
+        raise NotImplementedError
+
+    def decode(self, piece: Piece) -> pa.RecordBatch:
+        """Turn a piece into a record batch (thread-safe).
+
+        The batch holds the ``numeric`` columns as float64 and, if ``keep_others``, every other
+        column too, all in file order (without ``keep_others``: ``numeric`` in the order given,
+        then the ``keep`` columns).
+        CSV pass-through columns are strings exactly as read; Parquet ones keep their type.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the underlying file or stream."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _claim(self, numeric: Sequence[str], keep: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Start the one use of :meth:`pieces`: the columns asked for, checked and deduplicated."""
+        if self._used:
+            raise RuntimeError("Source.pieces() can be used only once")
+        self._used = True
+        return self._check_columns(numeric), self._check_columns(keep)
+
+    def _check_columns(self, numeric: Sequence[str]) -> tuple[str, ...]:
+        known = set(self.columns)
+        missing = [c for c in numeric if c not in known]
+        if missing:
+            names = ", ".join(f"'{c}'" for c in missing)
+            raise DataError(f"{_display(self.path)} has no column {names}")
+        return tuple(dict.fromkeys(numeric))
+
+    def _output_columns(self, piece: Piece) -> list[str]:
+        if piece.keep_others:
+            return list(self.columns)
+        return list(piece.numeric) + [c for c in piece.keep if c not in piece.numeric]
+
+
+def _first_bad_float(column: pa.ChunkedArray) -> int | None:
+    """Index of the first value that does not cast to float64, by bisection; None if all do."""
+
+    def ok(lo: int, hi: int) -> bool:
+        try:
+            column.slice(lo, hi - lo).cast(pa.float64())
+            return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False
+
+    lo, hi = 0, len(column)
+    if ok(lo, hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if not ok(lo, mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
