@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from normcli import engine, io
+from normcli.errors import IOFailure, UsageError
 from normcli.io.csv_source import _record_boundary
 from normcli.io.inputs import _is_data_file
-from normcli.errors import IOFailure, UsageError
 from normcli.model import OutputOptions, UnseenGroups
 
 INSTALL_HINT = "pip install 'normcli[dask]'"
