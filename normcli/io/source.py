@@ -1,4 +1,5 @@
-"""What every source shares: the formats, the :class:`Source` interface and its :class:`Piece`."""
+"""What every source shares: the formats, the :class:`Source` interface and its :class:`Piece`,
+and the helpers both readers use (error messages, a bad value's position, pyarrow.parquet)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
