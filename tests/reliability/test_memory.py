@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,21 +33,20 @@ def _write(table: pa.Table, path: str) -> None:
     if path.endswith(".parquet"):
         pq.write_table(table, path)
     else:
-        import pyarrow.csv as pacsv
-
         pacsv.write_csv(table, path)
 
 
 def _peak_mib(*args: str, block: str) -> float:
     """Run the CLI in a child process with pieces of ``block``; its own peak RSS in MiB (it must succeed)."""
     env = {**os.environ, "NORMCLI_BLOCK_SIZE": block}
-    proc = subprocess.Popen([sys.executable, "-m", "normcli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.returncode == 0, err
+    # stderr goes to a file, not a pipe: a child filling a pipe nobody reads would never exit.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "normcli", *args], stdout=subprocess.DEVNULL,
+                                stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        assert proc.returncode == 0, err.read().decode()
     return usage.ru_maxrss / 1024
 
 
