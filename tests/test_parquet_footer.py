@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from normcli import parquet_footer as pf
 from normcli.io import open_sink
-from normcli.io.sinks import _ParquetSink
+from normcli.io.sinks import _DICTIONARY_PAGE_LIMIT, _ParquetSink
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 def reference_file(path, schema: pa.Schema, batches) -> bytes:
     """What pyarrow's ParquetWriter writes for these batches, with the sink's options."""
-    with pq.ParquetWriter(path, schema, use_dictionary=dictionary_columns(schema), compression="snappy") as w:
+    with pq.ParquetWriter(path, schema, use_dictionary=dictionary_columns(schema),
+                          dictionary_pagesize_limit=_DICTIONARY_PAGE_LIMIT, compression="snappy") as w:
         for batch in batches:
             w.write_batch(batch)
     with open(path, "rb") as f:
@@ -255,6 +256,34 @@ def test_sink_bytes_with_a_dictionary_that_overflows_its_page(tmp_path):
     meta = pq.ParquetFile(tmp_path / "want.parquet").metadata
     assert "PLAIN" in meta.row_group(0).column(0).encodings  # the fallback did happen
     assert got == want
+
+
+def test_unique_text_falls_back_to_plain_pages_and_categories_keep_their_dictionary(tmp_path):
+    """Within one row group of the engine's size, a column of unique ids stops being
+    dictionary-encoded early, while a column of a few thousand categories stays so entirely."""
+    n = 32_768
+    rng = np.random.default_rng(3)
+    schema = pa.schema([("id", pa.string()), ("city", pa.string()), ("f", pa.float64())])
+    batch = pa.record_batch([pa.array([f"id{i:09d}" for i in range(n)]),
+                             pa.array([f"city {k}" for k in rng.integers(0, 3000, n)]),
+                             pa.array(rng.normal(size=n))], schema=schema)
+    got = sink_file(tmp_path / "got.parquet", schema, [batch])
+    assert got == reference_file(tmp_path / "want.parquet", schema, [batch])
+    # pyarrow's defaults (a 1 MiB dictionary page) for comparison.
+    pq.write_table(pa.Table.from_batches([batch]), tmp_path / "default.parquet",
+                   use_dictionary=["id", "city"], compression="snappy")
+    got_group = pq.ParquetFile(tmp_path / "got.parquet").metadata.row_group(0)
+    default_group = pq.ParquetFile(tmp_path / "default.parquet").metadata.row_group(0)
+
+    def dictionary_page(column) -> int:  # bytes between the dictionary page and the first data page
+        return column.data_page_offset - column.dictionary_page_offset
+
+    assert dictionary_page(default_group.column(0)) > _DICTIONARY_PAGE_LIMIT  # ids: all of them
+    assert 0 < dictionary_page(got_group.column(0)) < _DICTIONARY_PAGE_LIMIT  # ids: the first few
+    # The categories' chunk is what pyarrow writes by default: one dictionary for all of it.
+    assert got_group.column(1).total_uncompressed_size == default_group.column(1).total_uncompressed_size
+    assert not got_group.column(2).has_dictionary_page
+    assert_same_table(pq.read_table(tmp_path / "got.parquet"), pa.Table.from_batches([batch]))
 
 
 def test_sink_bytes_when_one_batch_makes_several_row_groups(tmp_path):
