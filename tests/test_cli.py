@@ -348,3 +348,22 @@ def test_the_command_line_allocates_from_jemalloc_unless_told_otherwise():
     p = subprocess.run([sys.executable, "-c", _POOL_PROBE], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
                        capture_output=True, text=True)
     assert (p.stdout.strip(), p.stderr) == ("system", "")
+
+
+# Threads of a process that imported NumPy, as the kernel lists them.
+_THREADS_PROBE = "{}import numpy, os; print(len(os.listdir('/proc/self/task')))"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_the_command_line_leaves_numpy_one_blas_thread():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+
+    def threads(prefix: str) -> int:
+        p = subprocess.run([sys.executable, "-c", _THREADS_PROBE.format(prefix)], env=env,
+                           capture_output=True, text=True, check=True)
+        return int(p.stdout)
+
+    plain = threads("")
+    if plain == 1:
+        pytest.skip("this NumPy starts no BLAS threads")
+    assert threads("import normcli.cli; normcli.cli._tune_process(); ") == 1
