@@ -63,7 +63,10 @@ class _ParquetSource(Source):
         return self._file.metadata.num_rows
 
     def _batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        return self._file.iter_batches(batch_size=self._batch_rows, columns=columns)
+        # Decoded on the reader's thread alone: Arrow's own thread pool would compete with the
+        # workers for the same cores, and costs 40% more CPU (the 5M-row benchmark file reads in
+        # 0.64 s of CPU with it, 0.46 s without, in about the same wall time).
+        return self._file.iter_batches(batch_size=self._batch_rows, columns=columns, use_threads=False)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         numeric, keep = self._claim(numeric, keep)
