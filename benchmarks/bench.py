@@ -8,7 +8,8 @@ Generates a deterministic dataset (a string id, an integer and ten float columns
 Parquet, then times three tasks as whole processes: fit (mean, std, min, max of every numeric
 column, from the CSV), transform CSV -> CSV and Parquet -> Parquet with the same z-score
 statistics. Every peer's output is checked against normcli's; the table gives the median wall
-time, the largest peak RSS of the runs, and each time as a ratio to normcli's.
+time, the largest peak RSS of the runs, and each time as a ratio to normcli's. Each run starts
+after a ``sync``, so that no command pays for writing back another's output.
 """
 from __future__ import annotations
 
@@ -43,7 +44,11 @@ def command(tool: str, task: str, src: str, dst: str, stats: str) -> list[str]:
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one whole process."""
+    """Wall seconds and peak RSS (MiB) of one whole process, started on a quiet disk."""
+    # Untimed: the peers leave their output for the kernel to write back later, which would
+    # otherwise happen during (and be charged to) whichever command runs next.
+    if hasattr(os, "sync"):
+        os.sync()
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
