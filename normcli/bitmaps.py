@@ -1,4 +1,7 @@
-"""Arrow validity bitmaps as NumPy booleans: shared by the io layer and the math layer."""
+"""Arrow arrays and NumPy, read and built through their buffers: shared by the io and math layers.
+
+Going through the buffers avoids pyarrow's own conversions, which import pandas (~0.3 s).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -9,3 +12,18 @@ def validity(arr: pa.Array) -> np.ndarray:
     """The validity bitmap of ``arr`` (which has one) as booleans, True where there is a value."""
     bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
     return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].astype(bool)
+
+
+def float64_values(arr: pa.Array) -> np.ndarray:
+    """The values of a non-empty float64 ``arr`` as a read-only view (what nulls hold is unspecified)."""
+    n, offset = len(arr), arr.offset
+    return np.frombuffer(arr.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+
+
+def from_values(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """``y`` (float32 or float64) as an Arrow array of ``kind``, null where ``valid`` is False."""
+    y = np.ascontiguousarray(y)
+    if valid is None or valid.all():
+        return pa.Array.from_buffers(kind, len(y), [None, pa.py_buffer(y)], null_count=0)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(kind, len(y), [bitmap, pa.py_buffer(y)], null_count=int(len(y) - valid.sum()))

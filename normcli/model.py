@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from normcli import methods as M
-from normcli.bitmaps import validity
+from normcli.bitmaps import float64_values, from_values, validity
 from normcli import sketch as _sketch
 from normcli.errors import DataError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -478,22 +478,12 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
             arr = arr.cast(pa.float64())
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot read a column as numbers: {exc}") from None
-    n, offset = len(arr), arr.offset
-    if n == 0:
+    if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
-    values = np.frombuffer(arr.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+    values = float64_values(arr)
     if arr.null_count:
         values = np.where(validity(arr), values, np.nan)
     return values
-
-
-def _array(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
-    """``y`` (float32 or float64) as an Arrow array, null where ``valid`` is False."""
-    y = np.ascontiguousarray(y)
-    if valid is None or valid.all():
-        return pa.Array.from_buffers(kind, len(y), [None, pa.py_buffer(y)], null_count=0)
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(kind, len(y), [bitmap, pa.py_buffer(y)], null_count=int(len(y) - valid.sum()))
 
 
 def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOptions,
@@ -508,11 +498,11 @@ def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOpt
         y = y.astype(np.float32)
     kind = output.arrow_type
     if nulls is None and (not keep_nulls or like.null_count == 0):
-        return _array(y, kind)
+        return from_values(y, kind)
     if nulls is None and like.offset == 0 and like.buffers()[0] is not None:
         return pa.Array.from_buffers(kind, len(y), [like.buffers()[0], pa.py_buffer(y)],
                                      null_count=like.null_count)
     valid = ~nulls if nulls is not None else np.ones(len(y), dtype=bool)
     if keep_nulls and like.null_count:
         valid &= validity(like)
-    return _array(y, kind, valid)
+    return from_values(y, kind, valid)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..bitmaps import validity
+from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .source import Piece, Source, _display, _first_bad_float, _read_failure
 
@@ -434,18 +434,15 @@ class _CsvSource(Source):
 
 def _nan_as_null(column: pa.Array) -> pa.Array:
     """A float64 column with NaN as null, as pyarrow's CSV reader reads "NaN" (no copy without NaN)."""
-    n, offset = len(column), column.offset
-    if not n:
+    if not len(column):
         return column
-    values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+    values = float64_values(column)
     valid = ~np.isnan(values)
     if valid.all():
         return column
     if column.null_count:
         valid &= validity(column)
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(np.ascontiguousarray(values))],
-                                 null_count=n - int(np.count_nonzero(valid)))
+    return from_values(values, pa.float64(), valid)
 
 
 def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.RecordBatch:
