@@ -11,7 +11,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from normcli.bitmaps import numbers_as_float64
 from normcli.errors import DataError, IOFailure, UsageError
 from normcli.io import detect_format, open_sink, open_source
 from normcli.io.source import _PARQUET_BATCH_ROWS
@@ -272,6 +275,39 @@ def test_parquet_numeric_only_reads_only_those(tmp_path):
         pieces = list(src.pieces(["c", "a"], keep_others=False))
         assert sorted(pieces[0].data.schema.names) == ["a", "c"]
         assert src.decode(pieces[0]).schema.names == ["c", "a"]
+
+
+_INT_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
+
+
+@st.composite
+def _number_columns(draw):
+    kind = draw(st.sampled_from([*_INT_TYPES, pa.float32()]))
+    if kind == pa.float32():
+        values = st.floats(width=32, allow_nan=False)
+    else:
+        bits, signed = kind.bit_width, pa.types.is_signed_integer(kind)
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        # the extremes and the neighbours of 2**53, where float64 starts rounding
+        values = st.one_of(st.integers(lo, hi), st.sampled_from(
+            [v for v in (lo, hi, 2**53 - 1, 2**53 + 1, 2**63 - 1, -(2**53) - 3, 2**64 - 1) if lo <= v <= hi]))
+    return kind, draw(st.lists(st.one_of(st.none(), values), min_size=0, max_size=60))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_number_columns())
+def test_parquet_integer_and_float32_columns_read_as_arrow_casts_them(tmp_path_factory, column):
+    kind, values = column
+    path = tmp_path_factory.mktemp("ints") / "in.parquet"
+    array = pa.array(values, kind)
+    pq.write_table(pa.table({"x": array}), path)
+    with open_source(str(path), block_size=7) as src:  # small batches: offsets into shared buffers
+        got = pa.concat_arrays([src.decode(p).column("x") for p in src.pieces(["x"], keep_others=False)]
+                               or [pa.array([], pa.float64())])
+    assert got.equals(array.cast(pa.float64(), safe=False))
+    for start in range(min(len(array), 9)):  # slices: values and validity bits at an offset
+        part = array.slice(start, max(0, len(array) - start - start // 2))
+        assert numbers_as_float64(part).equals(part.cast(pa.float64(), safe=False))
 
 
 def test_parquet_string_column_not_a_number(tmp_path):

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
+from ..bitmaps import numbers_as_float64
 from ..errors import DataError
 from .source import _PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_float, _pq, _read_failure
 
@@ -96,8 +97,9 @@ class _ParquetSource(Source):
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     def _to_float(self, name: str, column: pa.Array, first_row: int) -> pa.Array:
+        if pa.types.is_integer(column.type) or column.type == pa.float32():
+            return numbers_as_float64(column)  # a large int64 rounds to the nearest double
         try:
-            # Unsafe: a large int64 rounds to the nearest double rather than failing.
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 return column.cast(pa.float64())
             return column.cast(pa.float64(), safe=False)
