@@ -19,6 +19,7 @@ import numpy as np
 
 from normcli import __version__
 from normcli import methods as M
+from normcli import schemacheck
 from normcli.errors import IOFailure, StatsFileError
 from normcli.groups import Grouped, GroupStats
 from normcli.model import ColumnFit, RowFit, Stats
@@ -187,13 +188,15 @@ def _validate(doc: Any, source: str) -> None:
     where = _non_finite(doc)
     if where is not None:
         raise StatsFileError(f"{source}: {where}: not finite (a number beyond the float64 range)")
-    import jsonschema
+    outline = _without_group_arrays(doc)
+    if not schemacheck.conforms(outline, schema()):
+        import jsonschema  # the last word on a doubtful file, and the words of its error
 
-    validator = jsonschema.Draft202012Validator(schema())
-    err = jsonschema.exceptions.best_match(validator.iter_errors(_without_group_arrays(doc)))
-    if err is not None:
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise StatsFileError(f"{source}: {where}: {err.message}")
+        validator = jsonschema.Draft202012Validator(schema())
+        err = jsonschema.exceptions.best_match(validator.iter_errors(outline))
+        if err is not None:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            raise StatsFileError(f"{source}: {where}: {err.message}")
     for name, c in doc["columns"].items():
         st = c["stats"]
         need = _REQUIRED.get(c["method"], ())
