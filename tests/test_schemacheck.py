@@ -43,6 +43,13 @@ def test_files_normcli_writes_pass_the_quick_check(doc):
     assert schemacheck.conforms(doc, SCHEMA)
 
 
+def _at(doc, path):
+    """The node of ``doc`` at ``path``."""
+    for p in path:
+        doc = doc[p]
+    return doc
+
+
 def _paths(node, prefix=()):
     """Every path to a node of a JSON document, the root included."""
     yield prefix
@@ -72,9 +79,7 @@ def _mutants(draw):
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(list(_paths(doc))[1:]))
         *parents, last = path
-        node = doc
-        for p in parents:
-            node = node[p]
+        node = _at(doc, parents)
         action = draw(st.sampled_from(["replace", "delete", "add", "duplicate"]))
         if action == "replace":
             node[last] = draw(_json_values)
@@ -93,13 +98,18 @@ _DELETE, _REPEAT = object(), object()
 def _single_edits(doc):
     """Every document one edit away from ``doc``: a node replaced by an edge value, a key
     deleted or added, a list item repeated."""
-    for path in list(_paths(doc))[1:]:
+    for path in _paths(doc):
+        if isinstance(_at(doc, path), dict):
+            for key in ("extra", "sketch", "groups", "center", "scale"):
+                edited = copy.deepcopy(doc)
+                _at(edited, path)[key] = 1.0
+                yield edited
+        if not path:
+            continue
         *parents, last = path
         for value in [*EDGE_VALUES, [], {}, _DELETE, _REPEAT]:
             edited = copy.deepcopy(doc)
-            node = edited
-            for p in parents:
-                node = node[p]
+            node = _at(edited, parents)
             if value is _DELETE:
                 del node[last]
             elif value is _REPEAT:
@@ -109,17 +119,6 @@ def _single_edits(doc):
             else:
                 node[last] = value
             yield edited
-        if isinstance(_at(doc, path), dict):
-            for key in ("extra", "sketch", "groups", "center", "scale"):
-                edited = copy.deepcopy(doc)
-                _at(edited, path)[key] = 1.0
-                yield edited
-
-
-def _at(doc, path):
-    for p in path:
-        doc = doc[p]
-    return doc
 
 
 @pytest.mark.parametrize("doc", DOCUMENTS, ids=["zscore", "mixed", "layer", "grouped", "from a file"])
