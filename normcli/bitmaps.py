@@ -16,8 +16,13 @@ def validity(arr: pa.Array) -> np.ndarray:
 
 def float64_values(arr: pa.Array) -> np.ndarray:
     """The values of a non-empty float64 ``arr`` as a read-only view (what nulls hold is unspecified)."""
+    return _values(arr, np.float64)
+
+
+def _values(arr: pa.Array, dtype) -> np.ndarray:
+    """The values buffer of a non-empty primitive ``arr``, read as ``dtype`` from its offset."""
     n, offset = len(arr), arr.offset
-    return np.frombuffer(arr.buffers()[1], dtype=np.float64, count=offset + n)[offset:]
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=offset + n)[offset:]
 
 
 def numbers_as_float64(arr: pa.Array) -> pa.Array:
@@ -31,9 +36,8 @@ def numbers_as_float64(arr: pa.Array) -> pa.Array:
         raise TypeError(f"not an integer or float32 array: {kind}")
     if len(arr) == 0:
         return from_values(np.empty(0), pa.float64())
-    n, offset = len(arr), arr.offset
-    values = np.frombuffer(arr.buffers()[1], dtype=kind.to_pandas_dtype(), count=offset + n)[offset:]
-    return from_values(values.astype(np.float64), pa.float64(), validity(arr) if arr.null_count else None)
+    values = _values(arr, kind.to_pandas_dtype()).astype(np.float64)
+    return from_values(values, pa.float64(), validity(arr) if arr.null_count else None)
 
 
 def from_values(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
