@@ -127,6 +127,7 @@ class _CsvSource(Source):
         self._encoding = encoding
         # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
         self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
+        self.decode_waits = self._polars_ok  # Polars parses on its own threads
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":

@@ -78,13 +78,15 @@ class Source:
     """A tabular input opened by :func:`open_source`.
 
     Attributes: ``path`` (as given, ``"-"`` is stdin), ``format``, ``columns`` (header names in
-    file order), ``size`` (bytes of the file, None for stdin).
+    file order), ``size`` (bytes of the file, None for stdin), ``decode_waits`` (whether
+    :meth:`decode` waits for a parser's own threads).
     """
 
     path: str
     format: str
     columns: list[str]
     size: int | None
+    decode_waits: bool = False
 
     def sample_types(self) -> dict[str, pa.DataType]:
         """Types pyarrow infers from the first block (CSV) or the schema (Parquet).
