@@ -13,7 +13,6 @@ listing all their row groups (:mod:`normcli.parquet_footer`). The bytes are thos
 from __future__ import annotations
 
 import contextlib
-import io as _pyio
 import os
 import sys
 import tempfile
@@ -180,40 +179,62 @@ class _CsvSink(Sink):
         ).encode()
         self._header_written = False
 
-    def encode(self, batch: pa.RecordBatch) -> memoryview:
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
         """CSV bytes of the rows, no header: null as an empty field, "" as `""`."""
         import polars as pl
 
         frame = pl.from_arrow(batch)
         if not isinstance(frame, pl.DataFrame):
             frame = frame.to_frame()
-        buf = _pyio.BytesIO()
+        out = _Parts()
         try:
             frame.write_csv(
-                buf, include_header=False, quote_style="necessary", separator=self._sep
+                out, include_header=False, quote_style="necessary", separator=self._sep
             )
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"cannot write this data as CSV: {exc}") from exc
-        return buf.getbuffer()  # a view, not a copy of the piece's text
+        return out.parts
 
     def _emit(self, data: bytes) -> None:
         with self._writing():
             self._out.write(data)
 
-    def write(self, encoded: bytes) -> None:
+    def write(self, encoded: list[bytes]) -> None:
         if not self._header_written:
             self._header_written = True
             self._emit(self._header)
-        if encoded:
-            self._emit(encoded)
+        for part in encoded:
+            if part:
+                self._emit(part)
 
     def _finish(self) -> None:
         if not self._header_written:
-            self.write(b"")
+            self.write([])
 
     def _close(self) -> None:
         if self._tmp is not None:
             self._out.close()
+
+
+class _Parts:
+    """A file object that keeps what is written to it as is.
+
+    Polars' CSV writer hands each write a new ``bytes``; collecting them, instead of copying them
+    into a ``BytesIO``, saves a copy of the piece's text (about 0.5 ms of 11 for a 2 MiB piece).
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        # a view into a buffer the writer reuses would change under us: keep a copy of that
+        self.parts.append(data if type(data) is bytes else bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 @dataclass
