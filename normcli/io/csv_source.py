@@ -127,7 +127,6 @@ class _CsvSource(Source):
         self._encoding = encoding
         # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
         self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
-        self.decode_waits = self._polars_ok  # Polars parses on its own threads
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":
@@ -147,6 +146,11 @@ class _CsvSource(Source):
                 raise _read_failure(path, exc) from exc
         self._consumed = 0
         self._read_header()
+
+    @property
+    def decode_waits(self) -> bool:
+        """Polars, where it parses, does so on its own threads while the caller waits."""
+        return self._polars_ok
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:

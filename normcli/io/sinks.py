@@ -180,7 +180,8 @@ class _CsvSink(Sink):
         self._header_written = False
 
     def encode(self, batch: pa.RecordBatch) -> list[bytes]:
-        """CSV bytes of the rows, no header: null as an empty field, "" as `""`."""
+        """CSV bytes of the rows, in the parts the writer made, no header: null as an empty
+        field, "" as `""`."""
         import polars as pl
 
         frame = pl.from_arrow(batch)
