@@ -202,20 +202,12 @@ def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, 
         raise UsageError(f"--constant must be one of {', '.join(M.CONSTANT_POLICIES)}")
     if eps_mode is not None and eps_mode not in M.EPS_MODES:
         raise UsageError(f"--eps-mode must be one of {', '.join(M.EPS_MODES)}")
-    rng = _floats(range_, "--range", 2)
-    if rng is not None and not rng[0] < rng[1]:
-        raise UsageError(f"--range needs a < b, got '{range_}'")
-    qr = _floats(quantile_range, "--quantile-range", 2)
-    if qr is not None and not 0 <= qr[0] < qr[1] <= 100:
-        raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{quantile_range}'")
-    if eps is not None and eps < 0:
-        raise UsageError("--eps must not be negative")
-    if clip_sigma is not None and not clip_sigma >= 0:
-        raise UsageError("--clip-sigma must not be negative")
-    return {"ddof": ddof, "range": rng, "eps": eps, "eps_mode": eps_mode,
-            "gamma": _floats(gamma, "--gamma"), "beta": _floats(beta, "--beta"),
-            "clip": clip or None, "clip_sigma": clip_sigma, "constant": constant,
-            "fill_missing": fill_missing or None, "quantile_range": qr}
+    options = {"ddof": ddof, "range": _floats(range_, "--range", 2), "eps": eps, "eps_mode": eps_mode,
+               "gamma": _floats(gamma, "--gamma"), "beta": _floats(beta, "--beta"),
+               "clip": clip or None, "clip_sigma": clip_sigma, "constant": constant,
+               "fill_missing": fill_missing or None, "quantile_range": _floats(quantile_range, "--quantile-range", 2)}
+    M.check_options(options)
+    return options
 
 
 @app.command()
@@ -433,8 +425,8 @@ def check(
     LOG.configure(log_format, quiet)
     for name, value in (("--max-shift", max_shift), ("--max-null-rate-change", max_null_rate_change),
                         ("--max-psi", max_psi)):
-        if not value >= 0:
-            raise UsageError(f"{name} must not be negative")
+        if not value >= 0:  # NaN too; inf means no limit
+            raise UsageError(f"{name} must be a number >= 0, got {value}")
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be read only once")
     fitted = api.load(stats)

@@ -6,6 +6,7 @@ methods need no statistics at all. Nothing here reads files or knows about colum
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Mapping
@@ -35,10 +36,40 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 COMMON_DEFAULTS: dict[str, Any] = {"constant": "scale1", "fill_missing": False}
 
 
+def check_options(given: Mapping[str, Any]) -> None:
+    """Reject option values no method can use, naming the option as the command line does.
+
+    Every number must be finite; ``eps`` and ``clip_sigma`` must not be negative; ``range`` needs
+    a < b and ``quantile_range`` 0 <= a < b <= 100.
+    """
+    def flag(key: str) -> str:
+        return "--" + key.replace("_", "-")
+
+    for key, value in given.items():
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        numbers = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in numbers):
+            shown = ",".join(map(str, numbers))
+            raise UsageError(f"{flag(key)} takes finite numbers, got '{shown}'")
+    for key in ("eps", "clip_sigma"):
+        if given.get(key) is not None and given[key] < 0:
+            raise UsageError(f"{flag(key)} must not be negative")
+    rng = given.get("range")
+    if rng is not None and not (len(rng) == 2 and rng[0] < rng[1]):
+        raise UsageError(f"--range needs a < b, got '{','.join(map(str, rng))}'")
+    qr = given.get("quantile_range")
+    if qr is not None and not (len(qr) == 2 and 0 <= qr[0] < qr[1] <= 100):
+        raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{','.join(map(str, qr))}'")
+
+
 def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The full option set of ``method``: its defaults updated with the ``given`` ones it knows."""
+    """The full option set of ``method``: its defaults updated with the ``given`` ones it knows
+    (checked by :func:`check_options`)."""
     if method not in DEFAULTS:
         raise UsageError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    check_options(given)
     out = dict(DEFAULTS[method])
     if method in PER_COLUMN:
         out.update(COMMON_DEFAULTS)

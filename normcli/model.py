@@ -328,6 +328,7 @@ class Stats:
         fit = self.columns[name]
         key = (name, grouped, tuple(sorted((overrides or {}).items())))
         if key not in self._params:
+            M.check_options(overrides or {})
             stats = self.groups.columns[name] if grouped else fit.stats
             self._params[key] = M.column_params(fit.method, stats, {**fit.options, **(overrides or {})})
         return self._params[key]

@@ -255,6 +255,16 @@ ERRORS = [
     ({"s.csv": b"a,name\n1,x\n"}, ["fit", "{tmp}/s.csv", "--columns", "nope"], 3, "Error: column 'nope' is not in the input"),
     ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--method", "bogus"], 2, "Error: unknown method 'bogus'"),
     ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--range", "1,0"], 2, "Error: --range needs a < b"),
+    # option values no method can use: a usage error, not a failure to write the stats file
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--eps", "inf"], 2, "Error: --eps takes finite numbers"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--gamma", "nan"], 2, "Error: --gamma takes finite numbers"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--beta", "1e999"], 2, "Error: --beta takes finite numbers"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--clip-sigma", "nan"], 2, "Error: --clip-sigma takes finite numbers"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--method", "minmax", "--range", "0,inf"], 2, "Error: --range takes finite numbers"),
+    ({"s.csv": b"a\n1\n"}, ["fit", "{tmp}/s.csv", "--method", "robust", "--quantile-range", "10,200"], 2, "Error: --quantile-range needs 0 <= a < b <= 100"),
+    ({"s.csv": b"a\n1\n2\n", "st.json": None}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/st.json", "--clip-sigma", "nan", "-o", "{tmp}/out.csv"], 2, "Error: --clip-sigma takes finite numbers"),
+    ({"s.csv": b"a\n1\n2\n", "st.json": None}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/st.json", "--clip-sigma", "-1", "-o", "{tmp}/out.csv"], 2, "Error: --clip-sigma must not be negative"),
+    ({"s.csv": b"a\n1\n2\n"}, ["check", "{tmp}/s.csv", "--stats", "{tmp}/s.csv", "--max-shift", "nan"], 2, "Error: --max-shift must be a number >= 0"),
     ({"s.csv": b"a\n1\n", "bad.json": b"{not json"}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/bad.json"], 4, "Error: stats file '{tmp}/bad.json': not a valid stats file (not JSON"),
     ({"s.csv": b"a\n1\n", "v.json": b'{"format": "normcli-stats", "version": 99}'}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/v.json"], 4, "Error: stats file '{tmp}/v.json': version: this normcli reads version 1, the file is version 99"),
     ({"s.csv": b"a\n1\n"}, ["transform", "{tmp}/s.csv", "--stats", "{tmp}/none.json"], 5, "Error: cannot read stats file '{tmp}/none.json'"),
@@ -268,13 +278,17 @@ ERRORS = [
 @pytest.mark.parametrize("files,args,code,message", ERRORS)
 def test_error_paths(tmp_path, files, args, code, message):
     for name, data in files.items():
-        _write(tmp_path, name, data)
+        if data is None:  # a stats file fitted on the CSV input
+            assert run_cli("fit", tmp_path / "s.csv", "-o", tmp_path / name).code == 0
+        else:
+            _write(tmp_path, name, data)
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = run_cli(*args)
     assert r.code == code, r.err
     if code:
         assert r.err.startswith(message.replace("{tmp}", str(tmp_path))), r.err
         assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+        assert not (tmp_path / "out.csv").exists()
 
 
 def test_non_number_after_the_first_block_names_column_and_line(tmp_path):

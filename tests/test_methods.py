@@ -8,6 +8,7 @@ from sklearn import datasets
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
 
 import normcli
+from normcli.errors import UsageError
 
 TOL = 1e-12  # relative, and absolute for values near zero
 
@@ -181,3 +182,20 @@ def test_cli_float32_and_decimals(tmp_path):
     got = pd.read_csv(io.BytesIO(r.out)).to_numpy()
     np.testing.assert_allclose(got, np.round(ref, 3), rtol=0, atol=1e-12)
     assert np.abs(got - ref).max() <= 0.0005 + 1e-12
+
+
+@pytest.mark.parametrize("options", [{"eps": float("inf")}, {"gamma": float("nan")}, {"beta": [1.0, float("-inf")]},
+                                     {"clip_sigma": float("nan")}, {"clip_sigma": -1.0}, {"range": [0.0, float("inf")]},
+                                     {"range": [1.0, 0.0]}, {"quantile_range": [10.0, 200.0]}])
+def test_option_values_no_method_can_use_are_usage_errors(options):
+    df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 9.0]})
+    with pytest.raises(UsageError):
+        normcli.fit(df, **options)
+
+
+@pytest.mark.parametrize("clip_sigma", [float("nan"), float("inf"), -2.0])
+def test_transform_overrides_are_checked_like_fit_options(clip_sigma):
+    df = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    stats = normcli.fit(df)
+    with pytest.raises(UsageError):
+        normcli.transform(stats, df, clip_sigma=clip_sigma)
