@@ -75,7 +75,7 @@ StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file wri
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, rows, warning, end).")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli[dask]').")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli\\[dask]').")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: address of a running Dask scheduler (default: start a local cluster).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet), directories, globs, or - for stdin.")]
 LOG_FORMATS = ("text", "json")
@@ -103,7 +103,10 @@ class _EventLog:
             line = json.dumps({"event": event, "time": now, **fields}, allow_nan=False, default=str)
             print(line, file=sys.stderr, flush=True)
         elif event == "warning":
-            _stderr().print(f"[yellow]warning:[/yellow] {fields['message']}", markup=True)
+            from rich.markup import escape
+
+            # a column name such as "[/]" is text, not markup
+            _stderr().print(f"[yellow]warning:[/yellow] {escape(fields['message'])}", markup=True)
         elif event == "note":
             print(f"note: {fields['message']}", file=sys.stderr, flush=True)
         elif event == "skip":
@@ -461,7 +464,7 @@ def _print_drift(report: dict) -> None:
         table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", num(c["mean_shift"]), num(c["std_ratio"]),
                       num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
                       num(c["ks"]), ", ".join(c["drift"]) or "ok")
-    Console(highlight=False, width=120).print(table)
+    Console(highlight=False, markup=False, width=120).print(table)
 
 
 def fit_transform(input: str, stats_out: Optional[str], output: Optional[str], to: Optional[str],
@@ -548,7 +551,8 @@ def inspect(
         table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", f"{st.nulls:,}",
                       num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
     # Not a terminal (a pipe, a file): no width limit, so nothing is cut off.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+    # markup off: column names are shown as they are, "[red]x" or "[/]" included
+    console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 1000)
     console.print(table)
     for row in fitted.rows:
         opts = ", ".join(f"{k}={v}" for k, v in row.options.items() if v is not None)

@@ -381,3 +381,24 @@ def test_the_command_line_leaves_numpy_one_blas_thread():
     if plain == 1:
         pytest.skip("this NumPy starts no BLAS threads")
     assert threads("import normcli.cli; normcli.cli._tune_process(); ") == 1
+
+
+def test_column_names_that_look_like_markup_are_shown_as_text(tmp_path):
+    """inspect, check and the fit warning print names such as "[/]" or "[red]y" as they are."""
+    src = _write(tmp_path, "m.csv", b"[red]y,[/]\n1,2\n3,2\n")
+    stats = tmp_path / "m.json"
+    r = run_cli("fit", src, "-o", stats)
+    assert r.code == 0, r.err
+    assert r.err == "warning: column '[/]' is constant (policy scale1)\n"
+    shown = run_cli("inspect", stats)
+    assert shown.code == 0, shown.err
+    rows = [line for line in shown.text.splitlines() if "zscore" in line]
+    assert [line.split("│")[1].strip() for line in rows] == ["[red]y", "[/]"]
+    drift = run_cli("check", src, "--stats", stats)
+    assert drift.code == 0, drift.err
+    assert [line.split("│")[1].strip() for line in drift.text.splitlines() if "│" in line] == ["[red]y", "[/]"]
+
+
+def test_help_names_the_dask_extra():
+    r = run_cli("transform", "--help", env={"COLUMNS": "200"})
+    assert "pip install 'normcli[dask]'" in r.text
