@@ -290,12 +290,12 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
                                           fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
                                           options=options, sketch_all=sketch, log=LOG)
     for name, col in stats.columns.items():
-        if col.stats.is_constant() and col.method not in ("layer", "l1", "l2", "max"):
+        if col.method not in ("layer", "l1", "l2", "max") and stats.is_constant(name):
             policy = col.options.get("constant", "scale1")
             _warn(f"column '{name}' is constant (policy {policy})", quiet)
     if stats.groups is not None:
         for name, gs in stats.groups.columns.items():
-            n = int(gs.is_constant().sum())
+            n = int(stats.is_constant(name, grouped=True).sum())
             if n:
                 policy = stats.columns[name].options.get("constant", "scale1")
                 _warn(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})", quiet)
@@ -532,7 +532,7 @@ def inspect(
         st = col.stats
         ddof = col.options.get("ddof", 0) if col.method == "zscore" else 0
         flags = []
-        if st.is_constant():
+        if fitted.is_constant(name):
             flags.append("constant")
         if col.method == "zscore":
             flags += [f"{k}={col.options[k]:g}" for k, d in (("eps", 0.0), ("gamma", 1.0), ("beta", 0.0))
@@ -540,7 +540,7 @@ def inspect(
         if fitted.groups is not None and name in fitted.groups.columns:
             gs = fitted.groups.columns[name]
             flags.append(f"{int((gs.count > 0).sum()):,} groups")
-            n_const = int((gs.is_constant() & (gs.count > 0)).sum())
+            n_const = int(fitted.is_constant(name, grouped=True).sum())
             if n_const:
                 flags.append(f"{n_const:,} constant groups")
         if st.sketch is not None:

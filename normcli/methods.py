@@ -153,13 +153,15 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
 
 
-def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine:
-    """The affine map of a per-column ``method`` fitted to ``stats`` with ``options``.
+def degenerate(method: str, stats: Any, options: Mapping[str, Any]) -> Any:
+    """Whether the scale of per-column ``method`` fitted to ``stats`` is unusable (zero or not
+    finite), so that the ``constant`` policy decides the output: a constant column for zscore and
+    minmax, an all-zero one for maxabs, a zero IQR for robust. One bool, or one per group."""
+    return _scalar(_fitted_map(method, stats, options)[-1])
 
-    ``stats`` is a :class:`~normcli.stats.ColumnStats`, or a
-    :class:`~normcli.groups.GroupStats` for a map with one entry per group.
-    """
-    policy = options.get("constant", "scale1")
+
+def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
+    """Centre, low part of the centre, scale, gain, offset, clip and degeneracy of ``method``."""
     clip = None
     if method == "zscore":
         center, center_lo = stats.mean, stats.mean_lo
@@ -195,10 +197,21 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
             clip = (-float(options["clip_sigma"]), float(options["clip_sigma"]))
     else:
         raise UsageError(f"'{method}' is not a per-column method")
-    empty = np.equal(stats.count, 0) & (getattr(stats, "scale", None) is None)
-    center, center_lo = np.where(empty, 0.0, center), np.where(empty, 0.0, center_lo)
     with np.errstate(invalid="ignore"):
         degenerate = constant | (scale == 0.0) | ~np.isfinite(scale)
+    return center, center_lo, scale, gain, offset, clip, degenerate
+
+
+def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine:
+    """The affine map of a per-column ``method`` fitted to ``stats`` with ``options``.
+
+    ``stats`` is a :class:`~normcli.stats.ColumnStats`, or a
+    :class:`~normcli.groups.GroupStats` for a map with one entry per group.
+    """
+    policy = options.get("constant", "scale1")
+    center, center_lo, scale, gain, offset, clip, degenerate = _fitted_map(method, stats, options)
+    empty = np.equal(stats.count, 0) & (getattr(stats, "scale", None) is None)
+    center, center_lo = np.where(empty, 0.0, center), np.where(empty, 0.0, center_lo)
     scale = np.where(degenerate, 1.0, scale)
     keep = degenerate & (policy == "passthrough")
     const_zero = degenerate & (policy == "zero")

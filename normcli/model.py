@@ -120,10 +120,11 @@ class FitPlan:
         for name, col in self.columns.items():
             st = part.columns[name]
             if col.method in M.PER_COLUMN and col.options.get("constant") == "error":
-                if st.is_constant():
+                if M.degenerate(col.method, st, col.options):
                     raise DataError(f"column '{name}' is constant (--constant error)")
                 if part.groups is not None:
-                    flat = np.flatnonzero(part.groups.columns[name].is_constant())
+                    gs = part.groups.columns[name]
+                    flat = np.flatnonzero(M.degenerate(col.method, gs, col.options))
                     if flat.size:
                         key = describe(self.group_by, part.groups.keys[flat[0]])
                         raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
@@ -332,6 +333,20 @@ class Stats:
             stats = self.groups.columns[name] if grouped else fit.stats
             self._params[key] = M.column_params(fit.method, stats, {**fit.options, **(overrides or {})})
         return self._params[key]
+
+    def is_constant(self, name: str, grouped: bool = False) -> Any:
+        """Whether column ``name`` counts as constant, so that its ``constant`` policy applies: its
+        method's fitted scale is unusable (:func:`normcli.methods.degenerate`; for zscore and minmax
+        one distinct value, for maxabs all zero, for robust a zero IQR). A column of a row-wise
+        method: one distinct value. With ``grouped``, one bool per group with values."""
+        fit = self.columns[name]
+        if grouped:
+            gs = self.groups.columns[name]
+            flags = M.degenerate(fit.method, gs, fit.options) if fit.method in M.PER_COLUMN else gs.is_constant()
+            return np.atleast_1d(flags) & (gs.count > 0)
+        if fit.method in M.PER_COLUMN:
+            return bool(M.degenerate(fit.method, fit.stats, fit.options))
+        return fit.stats.is_constant()
 
     def check_columns(self, names: Iterable[str]) -> None:
         """Raise if a fitted column or a group key is missing from ``names`` (the input's columns)."""

@@ -49,7 +49,7 @@ def to_dict(stats: Stats) -> dict[str, Any]:
     columns = {}
     for name, fit in stats.columns.items():
         col = {"method": fit.method, "options": fit.options,
-               "constant": fit.stats.is_constant(), "stats": fit.stats.to_dict()}
+               "constant": stats.is_constant(name), "stats": fit.stats.to_dict()}
         if stats.groups is not None and name in stats.groups.columns:
             col["groups"] = stats.groups.columns[name].to_dict()
         columns[name] = col

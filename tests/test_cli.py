@@ -402,3 +402,29 @@ def test_column_names_that_look_like_markup_are_shown_as_text(tmp_path):
 def test_help_names_the_dask_extra():
     r = run_cli("transform", "--help", env={"COLUMNS": "200"})
     assert "pip install 'normcli[dask]'" in r.text
+
+
+def test_constant_means_a_zero_scale_for_maxabs_and_robust(tmp_path):
+    """maxabs counts a column as constant only when it is all zero, robust when its IQR is zero:
+    the flag, the warning, inspect and --constant error follow the scale, as scikit-learn does."""
+    from sklearn.preprocessing import MaxAbsScaler, RobustScaler
+
+    src = _write(tmp_path, "c.csv", b"five,zero,spiky\n" + b"".join(
+        f"5,0,{v}\n".encode() for v in (1, 1, 1, 1, 1, 9)))
+    frame = pd.read_csv(src)
+    for method, ref, constant in (("maxabs", MaxAbsScaler(), {"five": False, "zero": True, "spiky": False}),
+                                  ("robust", RobustScaler(), {"five": True, "zero": True, "spiky": True})):
+        stats = tmp_path / f"{method}.json"
+        r = run_cli("fit", src, "--method", method, "-o", stats)
+        assert r.code == 0, r.err
+        doc = json.loads(stats.read_text())
+        assert {c: doc["columns"][c]["constant"] for c in constant} == constant
+        warned = {line.split("'")[1] for line in r.err.splitlines()}
+        assert warned == {c for c, flag in constant.items() if flag}
+        shown = run_cli("inspect", stats).text
+        cells = [[c.strip() for c in line.split("│")] for line in shown.splitlines() if "│" in line]
+        assert {c[1] for c in cells if "constant" in c[-2].split(", ")} == warned
+        out = pd.read_csv(pd.io.common.StringIO(run_cli("transform", src, "--stats", stats).text))
+        np.testing.assert_allclose(out.to_numpy(float), ref.fit_transform(frame), rtol=1e-12, atol=1e-12)
+        r = run_cli("fit", src, "--method", method, "--constant", "error", "--columns", "five", "-o", tmp_path / f"e-{method}.json")
+        assert (r.code, (tmp_path / f"e-{method}.json").exists()) == ((3, False) if constant["five"] else (0, True)), r.err
