@@ -147,8 +147,16 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
     def reject(token: str) -> None:
         raise StatsFileError(f"{source}: not strict JSON ({token} is not allowed)")
 
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        doc = dict(pairs)
+        if len(doc) < len(pairs):  # json.loads would keep the last of two values, silently
+            seen: set[str] = set()
+            twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise StatsFileError(f"{source}: not strict JSON (the key '{twice}' appears twice in one object)")
+        return doc
+
     try:
-        doc = json.loads(text, parse_constant=reject)
+        doc = json.loads(text, parse_constant=reject, object_pairs_hook=unique)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StatsFileError(f"{source}: not a valid stats file (not JSON: {exc})") from None
     except RecursionError:

@@ -88,6 +88,11 @@ CASES = [
     ("no columns", mutated("columns", {}), "columns"),
     ("columns as a list", mutated("columns", []), "columns"),
     ("deep nesting", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("misspelt option", mutated("columns.a.options.clip_sgima", 3.0), "'clip_sgima' was unexpected"),
+    ("a key twice", json.dumps(GOOD).replace('"version": 1,', '"version": 1, "version": 2,'),
+     "the key 'version' appears twice"),
+    ("a key twice, deeper", json.dumps(GOOD).replace('"m2": 5.0,', '"m2": 5.0, "m2": 50.0,'),
+     "the key 'm2' appears twice"),
 ]
 
 
