@@ -120,6 +120,21 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
 
 
+def check_output(paths: Sequence[str], output: str | None, *, engine: Any = None) -> None:
+    """Raise UsageError when ``output`` (a file to be written; None or ``-`` is stdout) is one of
+    the input files ``paths`` names (files, directories, globs; ``engine`` as in :func:`fit_paths`).
+
+    Call it before anything is written: fitting reads every input before the stats file is saved,
+    but a stats file written over a data file would destroy it.
+    """
+    from normcli import io
+
+    if output in (None, "-"):
+        return
+    expand, _ = _engine(engine)
+    io.check_outputs([(output, None)], [item.path for item in expand(paths)])
+
+
 def _engine(engine: Any) -> tuple[Callable, Callable]:
     """How ``engine`` lists inputs and folds them: the local ones when it is None."""
     from normcli import io
@@ -278,6 +293,7 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
     """
     from normcli import io
 
+    io.check_outputs([(stats_out, "the stats"), (output, "the transformed data")], [path])
     spool = None
     try:
         if path == "-":

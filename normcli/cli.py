@@ -253,15 +253,17 @@ def fit(
             raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
+        target = output or update
         with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
+            api.check_output(inputs, target, engine=eng)
             stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
                                          progress=progress, log=LOG, engine=eng)
-        target = output or update
         if absorbed == 0 and target == update:
             return
         _write_stats(stats, target)
         return
     with _engine(engine, scheduler) as eng:
+        api.check_output(inputs, output, engine=eng)
         stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
 

@@ -18,6 +18,7 @@ import pytest
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from conftest import SAMPLE, run_cli
+from reliability.helpers import assert_error
 
 NUMERIC = ["units", "price", "sales", "temperature"]
 
@@ -310,6 +311,49 @@ def test_output_may_not_be_input(tmp_path, stats_file, sample_csv):
     r = run_cli("transform", copy, "--stats", stats_file, "-o", copy)
     assert r.code == 2 and "Error:" in r.err
     assert copy.read_bytes() == sample_csv.read_bytes()
+
+
+OK_CSV = b"x,y\n1,a\n2,b\n3,c\n"
+# (args with {d} for the directory holding data.csv, a stats file s.json and links to data.csv, the message)
+WRITES_OVER_AN_INPUT = [
+    (["fit", "data.csv", "-o", "data.csv"], "the output 'data.csv' is the input"),
+    (["fit", "data.csv", "-o", "./data.csv"], "the output './data.csv' is the input 'data.csv'"),
+    (["fit", "data.csv", "-o", "soft.csv"], "the output 'soft.csv' is the input 'data.csv'"),
+    (["fit", "data.csv", "-o", "hard.csv"], "the output 'hard.csv' is the input 'data.csv'"),
+    (["fit", "{d}", "-o", "data.csv"], "the output 'data.csv' is the input '{d}/data.csv'"),
+    (["fit", "data.csv", "--update", "s.json", "-o", "data.csv"], "the output 'data.csv' is the input"),
+    (["fit-transform", "data.csv", "--stats-out", "data.csv", "-o", "o.csv"],
+     "the stats would be written to 'data.csv', which is the input"),
+    (["fit-transform", "data.csv", "--stats-out", "o.json", "-o", "soft.csv"],
+     "the transformed data would be written to 'soft.csv', which is the input 'data.csv'"),
+    (["fit-transform", "data.csv", "--stats-out", "s.json", "-o", "s.json"],
+     "the stats and the transformed data would both be written to 's.json'"),
+    (["fit-transform", "-", "--stats-out", "s.json", "-o", "./s.json"],
+     "the stats and the transformed data would both be written to './s.json'"),
+]
+
+
+@pytest.mark.parametrize("args,message", WRITES_OVER_AN_INPUT)
+def test_fit_refuses_to_write_over_an_input_or_its_other_output(tmp_path, args, message):
+    data = _write(tmp_path, "data.csv", OK_CSV)
+    (tmp_path / "soft.csv").symlink_to("data.csv")
+    os.link(data, tmp_path / "hard.csv")
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    stats = (tmp_path / "s.json").read_bytes()
+    r = run_cli(*[a.replace("{d}", str(tmp_path)) for a in args], stdin=OK_CSV, cwd=tmp_path)
+    assert_error(r, 2, message.replace("{d}", str(tmp_path)) + "; choose another output path")
+    assert data.read_bytes() == OK_CSV and (tmp_path / "s.json").read_bytes() == stats
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "hard.csv", "s.json", "soft.csv"]
+    assert (tmp_path / "soft.csv").is_symlink()
+
+
+def test_fit_update_in_place_is_still_allowed(tmp_path):
+    _write(tmp_path, "a.csv", OK_CSV)
+    _write(tmp_path, "b.csv", b"x,y\n4,d\n")
+    assert run_cli("fit", "a.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    r = run_cli("fit", "b.csv", "--update", "s.json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "s.json").read_text())["fitted_on"]["rows"] == 4
 
 
 def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):

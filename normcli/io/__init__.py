@@ -7,8 +7,8 @@ and :mod:`.sinks` the outputs.
 """
 from .inputs import (InputFile, discard, expand_inputs, fingerprint, open_input, open_source, output_path,
                      spool_stdin)
-from .sinks import Sink, open_sink
+from .sinks import Sink, check_outputs, open_sink
 from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "detect_format", "discard",
-           "expand_inputs", "fingerprint", "open_input", "open_sink", "open_source", "output_path", "spool_stdin"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "check_outputs", "detect_format",
+           "discard", "expand_inputs", "fingerprint", "open_input", "open_sink", "open_source", "output_path", "spool_stdin"]

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -314,13 +314,49 @@ class _ParquetSink(Sink):
             self._out.close()
 
 
-def _same_file(a: str, b: str) -> bool:
+def _file_keys(path: str) -> list[object]:
+    """What identifies the file ``path`` names: its real path and, when it exists, its device
+    and inode (so that a symbolic link, a hard link and a ``./`` path all match the file)."""
+    keys: list[object] = [os.path.realpath(path)]
     try:
-        if os.path.samefile(a, b):
-            return True
+        st = os.stat(path)
     except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
+        return keys
+    return keys + [(st.st_dev, st.st_ino)]
+
+
+def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequence[str]) -> None:
+    """Refuse, before anything is written, outputs that would replace an input or one another.
+
+    ``outputs`` pairs each output path (None or ``-``: stdout, not checked) with what is
+    written there, for the message (``"the output of 'a.csv'"``, ``"the stats"``; None for a
+    run's one output). UsageError when an output is the same file as one of ``inputs`` (``-`` is
+    skipped) or as another output, through symbolic and hard links and ``./`` paths.
+    """
+    read: dict[object, str] = {}
+    for path in inputs:
+        if path != "-":
+            for key in _file_keys(path):
+                read.setdefault(key, path)
+    written: dict[object, str] = {}
+    for path, what in outputs:
+        if path in (None, "-"):
+            continue
+        keys = _file_keys(path)
+        source = next((read[k] for k in keys if k in read), None)
+        if source is not None:
+            named = "" if source == path else f" '{source}'"
+            if what is None:
+                message = f"the output '{path}' is the input{named}"
+            else:
+                message = f"{what} would be written to '{path}', which is the input{named}"
+            raise UsageError(message + "; choose another output path")
+        earlier = next((written[k] for k in keys if k in written), None)
+        if earlier is not None:
+            raise UsageError(f"{earlier} and {what or 'the output'} would both be written to '{path}'; "
+                             "choose another output path")
+        for key in keys:
+            written.setdefault(key, what or "the output")
 
 
 def _default_mode() -> int:
@@ -353,8 +389,8 @@ def open_sink(
             return _ParquetSink(None, schema, out, None)
         return _CsvSink(None, fmt, schema, delimiter, out, None)
 
-    if input_path not in (None, "-") and _same_file(path, input_path):
-        raise UsageError(f"the output '{path}' is the input; choose another output path")
+    if input_path is not None:
+        check_outputs([(path, None)], [input_path])
     if os.path.isdir(path):
         raise IOFailure(f"cannot write '{path}': Is a directory")
     directory, name = os.path.split(os.path.abspath(path))
