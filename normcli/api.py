@@ -270,6 +270,11 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     to_dir = output not in (None, "-") and (output.endswith(("/", os.sep)) or os.path.isdir(output))
     if len(items) > 1 and not to_dir:
         raise UsageError("several inputs need an output directory: -o DIR/")
+    # Every output is checked against every input and every other output before the first is
+    # written: c1/x.csv and c2/x.csv both map to DIR/x.csv, and DIR/ may hold the inputs.
+    targets = [io.output_path(output, item, to, create=False) if to_dir else output for item in items]
+    io.check_outputs([(target, f"the output of '{item.path}'" if to_dir else None)
+                      for item, target in zip(items, targets)], [item.path for item in items])
     done = []
     for item in items:
         target = io.output_path(output, item, to) if to_dir else output

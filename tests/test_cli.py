@@ -356,6 +356,37 @@ def test_fit_update_in_place_is_still_allowed(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["fitted_on"]["rows"] == 4
 
 
+# (inputs, extra args, the message): c1/x.csv holds "x,y\n1,a\n", c1/x.tsv and c2/x.csv another row each
+TRANSFORM_COLLISIONS = [
+    (["c1/x.csv", "c2/x.csv"], ["-o", "out/"],
+     "the output of 'c1/x.csv' and the output of 'c2/x.csv' would both be written to 'out/x.csv'"),
+    (["c1/"], ["-o", "out/", "--to", "parquet"],
+     "the output of 'c1/x.csv' and the output of 'c1/x.tsv' would both be written to 'out/x.parquet'"),
+    (["c1/x.csv", "c1/x.tsv"], ["-o", "c1/", "--to", "tsv"],
+     "the output of 'c1/x.csv' would be written to 'c1/x.tsv', which is the input"),
+    (["c2/x.csv", "c1/x.csv"], ["-o", "c1/"],
+     "the output of 'c2/x.csv' would be written to 'c1/x.csv', which is the input"),
+]
+
+
+@pytest.mark.parametrize("inputs,args,message", TRANSFORM_COLLISIONS)
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_transform_refuses_outputs_that_collide_before_writing_any(tmp_path, inputs, args, message, out_exists):
+    files = {"c1/x.csv": b"x,y\n1,a\n", "c1/x.tsv": b"x\ty\n2\tb\n", "c2/x.csv": b"x,y\n3,c\n"}
+    if out_exists:
+        files.update({"out/x.csv": b"old\n", "out/x.parquet": b"old\n"})
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    _write(tmp_path, "ok.csv", OK_CSV)
+    assert run_cli("fit", "ok.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    r = run_cli("transform", *inputs, "--stats", "s.json", *args, cwd=tmp_path)
+    assert_error(r, 2, message + "; choose another output path")
+    after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == {**files, "ok.csv": OK_CSV, "s.json": (tmp_path / "s.json").read_bytes()}
+    assert (tmp_path / "out").exists() == out_exists  # not even the directory is made
+
+
 def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):
     bad = _write(tmp_path, "bad.csv", b"order_id,date,store,units,price,sales,temperature\n" + b"a,b,c,1,2,3,4\n" * 50_000 + b"a,b,c,1,2,3,oops\n")
     out = _write(tmp_path, "out.csv", b"previous result\n")

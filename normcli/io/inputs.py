@@ -156,9 +156,10 @@ def discard(path: str) -> None:
         pass
 
 
-def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
+def output_path(directory: str, item: InputFile, fmt: str | None, create: bool = True) -> str:
     """Where the output of ``item`` goes under ``directory``: the same relative name, with the
-    extension of ``fmt`` when that differs from the input's. Parent directories are created."""
+    extension of ``fmt`` when that differs from the input's. Parent directories are created
+    unless ``create`` is false."""
     name = item.name
     if fmt is not None and detect_format(name, None) != fmt:
         lower = name.lower()
@@ -168,6 +169,8 @@ def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
                 break
         name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt]
     path = os.path.join(directory, name)
+    if not create:
+        return path
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     except OSError as exc:
