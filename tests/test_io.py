@@ -491,6 +491,30 @@ def test_exception_in_with_leaves_no_target(tmp_path, exc):
     assert target.read_bytes() == b"old\n"  # an existing target is untouched
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("step", ["fsync", "replace", "close"])
+def test_interrupt_during_commit_leaves_no_temporary(tmp_path, monkeypatch, fmt, step):
+    """SIGINT (KeyboardInterrupt) at the end of a run, while the output is closed, synced or
+    renamed into place: the temporary file is removed and an existing target is untouched."""
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / f"out.{fmt}"
+    target.write_bytes(b"old\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with open_sink(str(target), fmt, schema) as sink:
+            sink.write(sink.encode(pa.record_batch([[1.0]], schema=schema)))
+            if step == "close":
+                monkeypatch.setattr(sink._out, "close", interrupted)
+            else:
+                monkeypatch.setattr(os, step, interrupted)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [target.name]
+    assert target.read_bytes() == b"old\n"
+
+
 def test_commit_replaces_target_with_normal_mode(tmp_path):
     schema = pa.schema([("a", pa.float64())])
     target = tmp_path / "out.csv"

@@ -59,12 +59,17 @@ class Sink:
             if self._tmp is None:
                 self._out.flush()
                 return
+            self._install()
         except BrokenPipeError:
             raise
         except OSError as exc:
             self._remove_tmp()
             raise self._write_failure(exc) from exc
-        self._install()
+        except BaseException:
+            # SIGINT (KeyboardInterrupt) or SIGTERM (Interrupted) during the close, the fsync or
+            # the rename: abort() does nothing once _done is set, so the temporary goes here.
+            self._remove_tmp()
+            raise
 
     def abort(self) -> None:
         """Discard the output: close and delete the temporary file."""
@@ -149,16 +154,12 @@ class Sink:
     def _install(self) -> None:
         """fsync the temporary file and rename it over the target."""
         self._close_writeback()
+        fd = os.open(self._tmp, os.O_RDONLY)
         try:
-            fd = os.open(self._tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.path)
-        except OSError as exc:
-            self._remove_tmp()
-            raise self._write_failure(exc) from exc
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, self.path)
         self._tmp = None
 
 
