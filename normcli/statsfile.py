@@ -10,7 +10,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -121,11 +120,9 @@ def save(stats: Stats, path: str) -> None:
 
 def write_atomic(path: str, text: bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it, renamed into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".normcli-tmp", dir=directory)
-    except OSError as exc:
-        raise IOFailure(f"cannot write '{path}': {exc.strerror}") from None
+    from normcli.io.outfile import temp_beside  # here: commands that only read stats skip normcli.io
+
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text)

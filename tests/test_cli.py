@@ -387,6 +387,22 @@ def test_transform_refuses_outputs_that_collide_before_writing_any(tmp_path, inp
     assert (tmp_path / "out").exists() == out_exists  # not even the directory is made
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_stats_files_get_the_mode_of_a_plain_create(tmp_path, umask):
+    _write(tmp_path, "data.csv", OK_CSV)
+    old = os.umask(umask)
+    try:
+        assert run_cli("fit", "data.csv", "-o", "new.json", cwd=tmp_path).code == 0
+        replaced = _write(tmp_path, "old.json", b"{}")
+        replaced.chmod(0o640)
+        assert run_cli("fit", "data.csv", "-o", "old.json", cwd=tmp_path).code == 0
+        assert run_cli("export", "new.json", "--to", "sql", "-o", "q.sql", cwd=tmp_path).code == 0
+    finally:
+        os.umask(old)
+    for name in ("new.json", "old.json", "q.sql"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):
     bad = _write(tmp_path, "bad.csv", b"order_id,date,store,units,price,sales,temperature\n" + b"a,b,c,1,2,3,4\n" * 50_000 + b"a,b,c,1,2,3,oops\n")
     out = _write(tmp_path, "out.csv", b"previous result\n")

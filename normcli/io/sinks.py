@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import pyarrow as pa
 
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
+from .outfile import temp_beside
 from .source import _pq, detect_format
 
 
@@ -360,12 +360,6 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
             written.setdefault(key, what or "the output")
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def open_sink(
     path: str | None,
     fmt: str,
@@ -394,16 +388,7 @@ def open_sink(
         check_outputs([(path, None)], [input_path])
     if os.path.isdir(path):
         raise IOFailure(f"cannot write '{path}': Is a directory")
-    directory, name = os.path.split(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
-    except OSError as exc:
-        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
-    try:
-        # mkstemp creates the file 0600; give the output the mode a plain create would.
-        os.fchmod(fd, _default_mode())
-    except OSError:
-        pass
+    fd, tmp = temp_beside(path)
     out = os.fdopen(fd, "wb", buffering=1 << 20)
     if fmt == "parquet":
         return _ParquetSink(path, schema, out, tmp)
