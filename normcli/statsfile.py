@@ -119,22 +119,27 @@ def save(stats: Stats, path: str) -> None:
 
 
 def write_atomic(path: str, text: bytes) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place."""
-    from normcli.io.outfile import temp_beside  # here: commands that only read stats skip normcli.io
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place (an
+    existing device, FIFO or socket, ``/dev/stdout`` say, is written directly; a symbolic link
+    stays a link and the file it points to is replaced)."""
+    from normcli.io.outfile import open_output  # here: commands that only read stats skip normcli.io
 
-    fd, tmp = temp_beside(path)
+    out, tmp, target = open_output(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with out as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if tmp is not None:
+                os.fsync(f.fileno())
+        if tmp is not None:
+            os.replace(tmp, target)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise IOFailure(f"cannot write '{path}': {exc.strerror}") from None
         raise
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -401,6 +402,88 @@ def test_stats_files_get_the_mode_of_a_plain_create(tmp_path, umask):
         os.umask(old)
     for name in ("new.json", "old.json", "q.sql"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def _device(path, minor: int):
+    """A character device like /dev/null (minor 3) or /dev/full (7) at ``path``, made in the test's
+    own directory so that a regression replaces this one and never the system's."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+        with open(path, "wb"):
+            pass
+    except OSError as exc:
+        pytest.skip(f"cannot make a device here: {exc}")
+    return path
+
+
+@pytest.mark.parametrize("command", ["transform", "fit"])
+def test_output_to_a_device_writes_into_it(tmp_path, command):
+    _write(tmp_path, "data.csv", OK_CSV)
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    args = ["transform", "data.csv", "--stats", "s.json"] if command == "transform" else ["fit", "data.csv"]
+    null, full = _device(tmp_path / "null", 3), _device(tmp_path / "full", 7)
+    r = run_cli(*args, "-o", null, cwd=tmp_path)
+    assert r.code == 0 and r.err == "", r.err
+    assert_error(run_cli(*args, "-o", full, cwd=tmp_path), 5, f"cannot write '{full}': No space left on device")
+    for dev in (null, full):
+        assert stat.S_ISCHR(dev.stat().st_mode), dev  # still the device, not a file put in its place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "full", "null", "s.json"]
+
+
+@pytest.mark.parametrize("command", ["transform", "fit"])
+def test_output_to_a_fifo_streams_to_its_reader(tmp_path, command):
+    import threading
+
+    _write(tmp_path, "data.csv", OK_CSV)
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    args = ["transform", "data.csv", "--stats", "s.json"] if command == "transform" else ["fit", "data.csv"]
+    assert run_cli(*args, "-o", "expected", cwd=tmp_path).code == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = run_cli(*args, "-o", fifo, cwd=tmp_path, timeout=60)
+    reader.join(timeout=30)
+    assert r.code == 0, r.err
+    assert not reader.is_alive()
+    expected = (tmp_path / "expected").read_bytes()
+    if command == "fit":  # the stats name when they were made
+        got, expected = [json.loads(got[0])], json.loads(expected)
+        got[0].pop("created"), expected.pop("created")
+    assert got == [expected]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "expected", "fifo", "s.json"]
+
+
+def test_output_to_a_link_to_stdout_is_stdout(tmp_path):
+    """What -o /dev/stdout does, with a link of the test's own (a regression replaces this one)."""
+    _write(tmp_path, "data.csv", OK_CSV)
+    (tmp_path / "stdout").symlink_to("/proc/self/fd/1")
+    r = run_cli("fit", "data.csv", "-o", "stdout", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["fitted_on"]["rows"] == 3
+    assert os.readlink(tmp_path / "stdout") == "/proc/self/fd/1"
+
+
+@pytest.mark.parametrize("command,name", [("transform", "out.csv"), ("transform", "out.parquet"), ("fit", "s2.json")])
+def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path, command, name):
+    _write(tmp_path, "data.csv", OK_CSV)
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    args = ["transform", "data.csv", "--stats", "s.json"] if command == "transform" else ["fit", "data.csv"]
+    assert run_cli(*args, "-o", f"expected-{name}", cwd=tmp_path).code == 0
+    (tmp_path / "real").mkdir()
+    target = _write(tmp_path / "real", name, b"old\n")
+    (tmp_path / name).symlink_to(f"real/{name}")
+    r = run_cli(*args, "-o", name, cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert os.readlink(tmp_path / name) == f"real/{name}"
+    expected = (tmp_path / f"expected-{name}").read_bytes()
+    if command == "fit":
+        assert json.loads(target.read_bytes())["columns"] == json.loads(expected)["columns"]
+    else:
+        assert target.read_bytes() == expected
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == [name]  # no temporary left
 
 
 def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):

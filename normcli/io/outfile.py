@@ -1,8 +1,11 @@
-"""Output files: the temporary file beside a target that every output is written to first."""
+"""Output files: the temporary file beside a target that an output is written to first, or an
+existing device, FIFO or socket written as is."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from typing import BinaryIO
 
 from ..errors import IOFailure
 
@@ -14,19 +17,50 @@ def default_mode() -> int:
     return 0o666 & ~umask
 
 
-def temp_beside(path: str) -> tuple[int, str]:
+def is_special(path: str) -> bool:
+    """Whether ``path`` names an existing file that is neither a regular file nor a directory:
+    a device (``/dev/null``, a terminal), a FIFO or a socket, which an output writes into as is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def open_output(path: str) -> tuple[BinaryIO, str | None, str]:
+    """Open the output ``path`` for writing: the file, the temporary (or None) and the target.
+
+    An existing device, FIFO or socket is opened as is and written directly, streaming: it is
+    never replaced (a reader of a FIFO gets the data; ``/dev/full`` gives its error). Anything
+    else is written to a temporary file (see :func:`temp_beside`) that the caller renames over
+    the target: ``path`` with its symbolic links followed, so that a link stays a link and the
+    file it points to is replaced. IOFailure naming ``path`` when it cannot be opened.
+    """
+    if is_special(path):
+        try:
+            # No O_CREAT or O_TRUNC: the file is written as it is, never made or replaced.
+            fd = os.open(path, os.O_WRONLY)
+        except OSError as exc:
+            raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+        return os.fdopen(fd, "wb", buffering=1 << 20), None, path
+    target = os.path.realpath(path)
+    fd, tmp = temp_beside(target, path)
+    return os.fdopen(fd, "wb", buffering=1 << 20), tmp, target
+
+
+def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
     """Create a temporary file ``.NAME.*.normcli-tmp`` in the directory of ``path``, to be
     renamed over it; return its descriptor and path.
 
     mkstemp creates the file 0600; it gets the mode a plain create would give instead, so that
-    the output does not depend on how it was written. IOFailure naming ``path`` when the file
-    cannot be created.
+    the output does not depend on how it was written. IOFailure naming ``shown`` (default
+    ``path``) when the file cannot be created.
     """
     directory, name = os.path.split(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
     except OSError as exc:
-        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+        raise IOFailure(f"cannot write '{shown or path}': {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, default_mode())
     except OSError:

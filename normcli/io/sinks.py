@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
-from .outfile import temp_beside
+from .outfile import is_special, open_output
 from .source import _pq, detect_format
 
 
@@ -33,11 +33,13 @@ class Sink:
     context manager it commits on success and aborts on any exception.
     """
 
-    def __init__(self, path: str | None, fmt: str, schema: pa.Schema):
+    def __init__(self, path: str | None, fmt: str, schema: pa.Schema, out, tmp: str | None, target: str | None):
         self.path = path
         self.format = fmt
         self.schema = schema
-        self._tmp: str | None = None
+        self._out = out
+        self._tmp = tmp  # None: stdout or a device, FIFO or socket, written as is
+        self._target = target
         self._done = False
 
     def encode(self, batch: pa.RecordBatch) -> object:
@@ -56,10 +58,10 @@ class Sink:
         self._done = True
         try:
             self._close()
-            if self._tmp is None:
+            if self._tmp is not None:
+                self._install()
+            elif self.path is None:
                 self._out.flush()
-                return
-            self._install()
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -86,8 +88,9 @@ class Sink:
         """Write what a complete output needs before it is closed (a header, say)."""
 
     def _close(self) -> None:
-        """Close the format's writer and, for a file, the file."""
-        raise NotImplementedError
+        """Close the output file (stdout stays open)."""
+        if self.path is not None:
+            self._out.close()
 
     def __enter__(self) -> Sink:
         return self
@@ -159,7 +162,7 @@ class Sink:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(self._tmp, self.path)
+        os.replace(self._tmp, self._target)
         self._tmp = None
 
 
@@ -170,11 +173,9 @@ def _quote_field(name: str, sep: str) -> str:
 
 
 class _CsvSink(Sink):
-    def __init__(self, path, fmt, schema, delimiter, out, tmp):
-        super().__init__(path, fmt, schema)
+    def __init__(self, path, fmt, schema, delimiter, out, tmp, target=None):
+        super().__init__(path, fmt, schema, out, tmp, target)
         self._sep = delimiter
-        self._out = out
-        self._tmp = tmp
         self._header = (
             delimiter.join(_quote_field(name, delimiter) for name in schema.names) + "\n"
         ).encode()
@@ -213,9 +214,6 @@ class _CsvSink(Sink):
         if not self._header_written:
             self.write([])
 
-    def _close(self) -> None:
-        if self._tmp is not None:
-            self._out.close()
 
 
 class _Parts:
@@ -261,10 +259,8 @@ class _ParquetSink(Sink):
     ``write`` appends its column chunks to the output, and the footer listing all their row
     groups comes last. Only ever appends, so stdout works as well as a file."""
 
-    def __init__(self, path, schema, out, tmp):
-        super().__init__(path, "parquet", schema)
-        self._tmp = tmp
-        self._out = out
+    def __init__(self, path, schema, out, tmp, target=None):
+        super().__init__(path, "parquet", schema, out, tmp, target)
         self._dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
         self._position = 0
         self._footer = parquet_footer.Footer()
@@ -310,9 +306,6 @@ class _ParquetSink(Sink):
         else:
             self._emit(self._footer.tail())
 
-    def _close(self) -> None:
-        if self._tmp is not None:
-            self._out.close()
 
 
 def _file_keys(path: str) -> list[object]:
@@ -341,8 +334,8 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
                 read.setdefault(key, path)
     written: dict[object, str] = {}
     for path, what in outputs:
-        if path in (None, "-"):
-            continue
+        if path in (None, "-") or is_special(path):
+            continue  # stdout, a device, a FIFO: written as is, never replaced
         keys = _file_keys(path)
         source = next((read[k] for k in keys if k in read), None)
         if source is not None:
@@ -370,26 +363,26 @@ def open_sink(
     """Open an output for batches of ``schema``.
 
     ``path`` None or ``"-"`` is stdout (Parquet only when stdout is not a terminal). Files are
-    written to a temporary file in the target's directory and renamed into place on commit. An
-    output equal to ``input_path`` is a UsageError; an unwritable location an IOFailure.
+    written to a temporary file in the target's directory and renamed into place on commit (the
+    target of a symbolic link, which stays a link); an existing device, FIFO or socket is written
+    directly, like stdout. An output equal to ``input_path`` is a UsageError; an unwritable
+    location an IOFailure.
     """
     fmt = detect_format(path or "-", fmt)
     if delimiter is None:
         delimiter = "\t" if fmt == "tsv" else ","
     if path is None or path == "-":
-        out = sys.stdout.buffer
-        if fmt == "parquet":
-            if sys.stdout.isatty():
-                raise UsageError("refusing to write Parquet to a terminal; use -o FILE")
-            return _ParquetSink(None, schema, out, None)
-        return _CsvSink(None, fmt, schema, delimiter, out, None)
-
-    if input_path is not None:
-        check_outputs([(path, None)], [input_path])
-    if os.path.isdir(path):
-        raise IOFailure(f"cannot write '{path}': Is a directory")
-    fd, tmp = temp_beside(path)
-    out = os.fdopen(fd, "wb", buffering=1 << 20)
+        path, out, tmp, target = None, sys.stdout.buffer, None, None
+    else:
+        if input_path is not None:
+            check_outputs([(path, None)], [input_path])
+        if os.path.isdir(path):
+            raise IOFailure(f"cannot write '{path}': Is a directory")
+        out, tmp, target = open_output(path)
     if fmt == "parquet":
-        return _ParquetSink(path, schema, out, tmp)
-    return _CsvSink(path, fmt, schema, delimiter, out, tmp)
+        if tmp is None and (sys.stdout if path is None else out).isatty():
+            if path is not None:
+                out.close()
+            raise UsageError("refusing to write Parquet to a terminal; use -o FILE")
+        return _ParquetSink(path, schema, out, tmp, target)
+    return _CsvSink(path, fmt, schema, delimiter, out, tmp, target)
