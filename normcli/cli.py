@@ -55,7 +55,8 @@ from typing import Annotated, Any, Optional  # noqa: E402
 import typer  # noqa: E402
 
 from normcli import __version__  # noqa: E402
-from normcli.errors import EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Interrupted, NormcliError, UsageError
+from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
+                            NormcliError, UsageError)
 
 app = typer.Typer(
     name="normcli",
@@ -304,12 +305,27 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
     return stats
 
 
+@contextlib.contextmanager
+def _stdout_writes():
+    """Around writing to stdout: an OSError (a full disk behind ``> file``) becomes an IOFailure,
+    and stdout is pointed at /dev/null so that Python's flush at exit cannot report it again. A
+    closed pipe stays a BrokenPipeError, which ends the run quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _silence_stdout()
+        raise IOFailure(f"cannot write standard output: {exc.strerror or exc}") from exc
+
+
 def _write_stats(stats: Any, output: Optional[str]) -> None:
     from normcli import statsfile
 
     if output in (None, "-"):
-        sys.stdout.write(statsfile.dumps(stats))
-        sys.stdout.flush()
+        with _stdout_writes():
+            sys.stdout.write(statsfile.dumps(stats))
+            sys.stdout.flush()
     else:
         stats.save(output)
 
@@ -440,11 +456,12 @@ def check(
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
                            progress=progress, log=LOG, engine=eng)
     report["stats"] = stats
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
-        sys.stdout.flush()
-    else:
-        _print_drift(report)
+    with _stdout_writes():
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_drift(report)
     drifted = [c["column"] for c in report["columns"] if c["drift"]]
     if drifted:
         LOG("drift", {"columns": drifted})
@@ -518,9 +535,15 @@ def inspect(
     from normcli import api, statsfile
 
     fitted = api.load(stats)
-    if as_json:
-        sys.stdout.write(statsfile.dumps(fitted))
-        return
+    with _stdout_writes():
+        if as_json:
+            sys.stdout.write(statsfile.dumps(fitted))
+        else:
+            _print_stats_table(stats, fitted)
+
+
+def _print_stats_table(stats: str, fitted: Any) -> None:
+    """The table of `inspect` on stdout: one row per fitted column, then the row-wise methods."""
     from rich.console import Console
     from rich.table import Table
 
@@ -604,8 +627,9 @@ def _write(output: Optional[str], data: bytes, text: bool) -> None:
     if output in (None, "-"):
         if not text and sys.stdout.isatty():
             raise UsageError("refusing to write binary output to a terminal: give -o FILE")
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        with _stdout_writes():
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
     else:
         statsfile.write_atomic(output, data)
 
@@ -669,6 +693,8 @@ def _run(args: list[str], debug: bool) -> int:
         command = typer.main.get_command(app)
         with command.make_context("normcli", args) as ctx:
             rv = command.invoke(ctx)
+        with _stdout_writes():  # what is still buffered: a small output is written only now
+            sys.stdout.flush()
         return rv if isinstance(rv, int) else 0
     except NormcliError as exc:
         return _report(str(exc), debug, exc.exit_code)

@@ -169,3 +169,25 @@ def test_sigpipe_from_head_is_quiet_success(big, producer, consumer):
     # normcli's own status (a `cat` feeding it may itself die of SIGPIPE once normcli stops reading)
     assert statuses[producer.count("|")] == "0" and statuses[-1] == "0", p.stdout
     assert (big / "err.txt").read_text() == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("args", [
+    ["transform", "small.csv", "--stats", "small.json"],
+    ["transform", "small.csv", "--stats", "small.json", "--to", "parquet"],
+    ["fit", "small.csv"],
+    ["inspect", "small.json"],
+    ["inspect", "small.json", "--json"],
+    ["check", "small.csv", "--stats", "small.json"],
+    ["check", "small.csv", "--stats", "small.json", "--json"],
+    ["export", "small.json", "--to", "sql"],
+])
+def test_full_stdout_is_exit_5_with_one_line(tmp_path, args):
+    """`> /dev/full`: a small output is written only when stdout is flushed, yet it must fail."""
+    (tmp_path / "small.csv").write_text("x,y\n1,a\n2,b\n3,c\n")
+    fit(tmp_path / "small.csv", tmp_path / "small.json")
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "normcli", *args], stdout=full, stderr=subprocess.PIPE,
+                           cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 5, p.stderr
+    assert p.stderr.decode() == "Error: cannot write standard output: No space left on device\n"
