@@ -602,3 +602,20 @@ def test_constant_means_a_zero_scale_for_maxabs_and_robust(tmp_path):
         np.testing.assert_allclose(out.to_numpy(float), ref.fit_transform(frame), rtol=1e-12, atol=1e-12)
         r = run_cli("fit", src, "--method", method, "--constant", "error", "--columns", "five", "-o", tmp_path / f"e-{method}.json")
         assert (r.code, (tmp_path / f"e-{method}.json").exists()) == ((3, False) if constant["five"] else (0, True)), r.err
+
+
+def test_a_quote_left_open_is_an_error_in_fit_transform_and_from_stdin(tmp_path):
+    good = _write(tmp_path, "ok.csv", b"x,y\n1,a\n2,b\n3,c\n")
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", good, "-o", stats).code == 0
+    # Before the fix the open field swallowed every later record: 1 row out of 300,002.
+    bad = _write(tmp_path, "q.csv", b'x,y\n1,a\n2,"b\n' + b"".join(b"%d,c\n" % i for i in range(300_000)))
+    expected = "line 3: a quoted field is not closed before the end of the file\n"
+    out = tmp_path / "o.csv"
+    for args, stdin, name in [(("transform", bad, "--stats", stats, "-o", out), None, f"'{bad}'"),
+                              (("fit", bad, "-o", tmp_path / "f.json"), None, f"'{bad}'"),
+                              (("transform", "-", "--stats", stats), bad.read_bytes(), "standard input"),
+                              (("fit", "-"), bad.read_bytes(), "standard input")]:
+        r = run_cli(*args, stdin=stdin)
+        assert (r.code, r.err) == (3, f"Error: {name}, {expected}"), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.csv", "q.csv", "s.json"]

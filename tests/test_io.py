@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -638,3 +639,57 @@ def test_fast_path_is_taken_only_when_it_is_exact(tmp_path, body, fast, keep_oth
     if fast:
         assert got.to_pylist() == src._decode_arrow(piece).to_pylist()
     src.close()
+
+
+# --- A quoted field left open at the end of the input -----------------------------------------
+
+@pytest.mark.parametrize("body, line", [
+    (b'1,a\n2,"b\n3,c\n4,d\n', 3),          # swallows every later record
+    (b'1,a\n2,"b\n', 3),                     # in the last record
+    (b'1,"a\nb"\n2,"b""\n3,c\n', 4),         # after a closed multi-line field; a doubled quote
+    (b'1,a\n2,"b\n' + b"3,c\n" * 2000, 3),  # many pieces' worth of input after it
+])
+@pytest.mark.parametrize("keep_others", [True, False])  # transform reads every column, fit some
+def test_a_quote_left_open_names_the_line_it_opens_on(tmp_path, body, line, keep_others):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b"x,y\n" + body)
+    # pyarrow reads it without complaint, the open field holding the rest: normcli must not
+    pacsv.read_csv(str(path), parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    with open_source(str(path), block_size=64) as src:
+        with pytest.raises(DataError) as info:
+            read_all(src, ["x"], keep_others)
+    assert str(info.value) == f"'{path}', line {line}: a quoted field is not closed before the end of the file"
+
+
+def test_a_quote_left_open_in_the_header(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b'x,"y\n1,2\n3,4\n')
+    with pytest.raises(DataError, match=r"q.csv', line 1: a quoted field is not closed before the end"):
+        open_source(str(path))
+
+
+@pytest.mark.parametrize("body", [
+    b"1,5'10\"\n2,ok\n",         # a quote inside an unquoted field is text, even an odd count
+    b'1,"a""\nb"\n2,"c"d\n',     # a doubled quote before a newline; text after a closing quote
+])
+def test_quotes_that_close_or_are_text_are_read_as_pyarrow_reads_them(tmp_path, body):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b"x,y\n" + body)
+    expected = pacsv.read_csv(str(path), convert_options=pacsv.ConvertOptions(
+        column_types={"x": pa.float64(), "y": pa.string()}))
+    with open_source(str(path)) as src:
+        assert read_all(src, ["x"]).to_pylist() == expected.to_pylist()
+
+
+def test_a_quoted_field_longer_than_many_pieces(tmp_path):
+    # The record is searched for its end as more of it is read, not again from its start.
+    lines = b"".join(b"%d,line %d\n" % (i, i) for i in range(3000))
+    data = b'id,x,note\n1,2.5,"' + lines.replace(b"\n", b' ""q""\n') + b'"\n' + lines.replace(b",", b",0,")
+    path = tmp_path / "long.csv"
+    path.write_bytes(data)
+    expected = pd.read_csv(path, dtype={"id": str, "note": str}, keep_default_na=False)
+    with open_source(str(path), block_size=256) as src:
+        got = read_all(src, ["x"])
+    assert got.num_rows == len(expected) == 3001
+    assert got.column("note").to_pylist() == expected["note"].tolist()
+    assert got.column("x").to_pylist() == expected["x"].astype(float).tolist()

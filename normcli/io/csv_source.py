@@ -27,26 +27,68 @@ _QUOTE = b'"'
 _NL = b"\n"
 
 
-def _record_boundary(buf: bytes, end: int | None = None) -> int:
-    """Return the index just past the last newline outside quotes in ``buf[:end]``, or -1.
+def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity: int = 0) -> int:
+    """Return the index just past the last newline outside quotes in ``buf[start:end]``, or -1.
 
     ``buf`` must start at a record boundary. A newline is outside quotes when the number of
-    quote characters before it is even (RFC 4180 doubling keeps the parity right).
+    quote characters before it is even (RFC 4180 doubling keeps the parity right). ``parity`` is
+    that number's parity for ``buf[:start]``, a stretch already known to hold no boundary.
     """
     end = len(buf) if end is None else end
-    pos = buf.rfind(_NL, 0, end)
+    pos = buf.rfind(_NL, start, end)
     if pos < 0:
         return -1
-    if buf.find(_QUOTE, 0, pos) < 0:  # the common case, at memchr speed: no quotes at all
+    if not parity and buf.find(_QUOTE, start, pos) < 0:  # the common case, at memchr speed: no quotes
         return pos + 1
-    before = _count(buf, _QUOTE, 0, pos)
-    while before % 2:
-        prev = buf.rfind(_NL, 0, pos)
+    before = parity + _count(buf, _QUOTE, start, pos)
+    for _ in range(8):  # a record spanning a few lines: walk back line by line
+        if before % 2 == 0:
+            return pos + 1
+        prev = buf.rfind(_NL, start, pos)
         if prev < 0:
             return -1
         before -= buf.count(_QUOTE, prev, pos)
         pos = prev
-    return pos + 1
+    return _last_boundary(buf, start, pos + 1, parity)
+
+
+def _last_boundary(buf: bytes, start: int, end: int, parity: int) -> int:
+    """:func:`_record_boundary` by array operations, for a long stretch inside quotes (rare).
+
+    Without it, an unclosed quote early in a large input took time quadratic in what follows.
+    """
+    arr = np.frombuffer(buf, dtype=np.uint8)[start:end]
+    newlines = np.flatnonzero(arr == _NL[0])
+    # Quotes up to each newline, counted modulo 256: the parity is all that matters.
+    before = np.cumsum(arr == _QUOTE[0], dtype=np.uint8)[newlines] + parity
+    outside = newlines[before % 2 == 0]
+    return start + int(outside[-1]) + 1 if len(outside) else -1
+
+
+def _unclosed_quote(data: bytes, delimiter: str) -> int:
+    """Offset of the quote opening a field still open at the end of ``data``, or -1 (rare path).
+
+    ``data`` starts at a record boundary. Quotes are read as pyarrow reads them: a quote opens a
+    quoted field only at the start of a field, two quotes inside one stand for one quote, and
+    any other quote inside one closes it; a quote elsewhere is text.
+    """
+    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _QUOTE[0]).tolist()
+    field_start = {ord(delimiter), ord("\n"), ord("\r")}
+    i = 0
+    while i < len(quotes):
+        opening = quotes[i]
+        i += 1
+        if opening and data[opening - 1] not in field_start:
+            continue
+        while i < len(quotes):
+            if i + 1 < len(quotes) and quotes[i + 1] == quotes[i] + 1:
+                i += 2  # a doubled quote, inside the field
+            else:
+                i += 1  # the closing quote
+                break
+        else:
+            return opening
+    return -1
 
 
 def _count(buf: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
@@ -193,6 +235,7 @@ class _CsvSource(Source):
             while cut < 0:
                 more = self._read(self._block_size)
                 if not more:
+                    self._check_quotes_closed(buf, line)
                     cut = len(buf)  # a header without a trailing newline
                     break
                 buf += more
@@ -245,8 +288,11 @@ class _CsvSource(Source):
     def sample_types(self) -> dict[str, pa.DataType]:
         buf = self._pending[: self._block_size]
         cut = _record_boundary(buf)
-        if cut < 0:
-            cut = len(buf) if len(self._pending) <= self._block_size else 0
+        if cut < 0 and len(self._pending) <= self._block_size:
+            cut = len(buf)  # the whole input: decode() would report a quote left open
+            self._check_quotes_closed(buf, self._first_line)
+        elif cut < 0:
+            cut = 0
         if not buf[:cut].strip(b"\r\n"):
             return {name: pa.null() for name in self.columns}
         try:
@@ -278,14 +324,18 @@ class _CsvSource(Source):
         line = self._first_line
         mark = 0  # input position at the start of the next piece
         eof = False
+        # A record longer than a piece: the bytes of it already searched, and their quotes' parity.
+        scanned = parity = 0
         while filled or not eof:
             # Gather at least size bytes, or a whole record if one is longer than that.
             while not eof and filled < size:
                 n = self._read_into(buf, filled, size)
                 eof = n == 0
                 filled += n
-            cut = filled if eof else _record_boundary(buf, filled)
+            cut = filled if eof else _record_boundary(buf, filled, scanned, parity)
             if cut < 0:
+                parity = (parity + _count(buf, _QUOTE, scanned, filled)) % 2
+                scanned = filled
                 buf.extend(bytes(self._block_size))
                 n = self._read_into(buf, filled, len(buf))
                 eof = n == 0
@@ -295,6 +345,7 @@ class _CsvSource(Source):
                 data = view[:cut].tobytes()
             buf[:filled - cut] = buf[cut:filled]
             filled -= cut
+            scanned = parity = 0
             newlines = _count(data, _NL)
             # Only blank lines (or nothing): no record to parse. Checking the first byte first
             # avoids copying a whole piece in strip().
@@ -383,6 +434,10 @@ class _CsvSource(Source):
             [_nan_as_null(batch.column(c)) if c in wanted else batch.column(c) for c in columns], names=columns)
 
     def _decode_arrow(self, piece: Piece) -> pa.RecordBatch:
+        # Every piece but the input's last ends outside quotes: an odd count of quotes means
+        # a quoted field may be open at the end of the input, which pyarrow would read quietly.
+        if piece.data.find(_QUOTE) >= 0 and _count(piece.data, _QUOTE) % 2:
+            self._check_quotes_closed(piece.data, piece.first_line)
         bad: list = []
 
         @_row_handler
@@ -402,6 +457,14 @@ class _CsvSource(Source):
                 ) from exc
             raise self._conversion_error(piece, exc) from exc
         return _empty_text_as_null(_as_batch(table), piece.numeric)
+
+    def _check_quotes_closed(self, data: bytes, first_line: int) -> None:
+        """Raise a DataError if a quoted field is open at the end of ``data``, the input's end."""
+        opening = _unclosed_quote(data, self._delimiter)
+        if opening >= 0:
+            line = first_line + _count(data, _NL, 0, opening)
+            raise DataError(f"{_display(self.path)}, line {line}: a quoted field is not closed "
+                            "before the end of the file")
 
     def _conversion_error(self, piece: Piece, exc: Exception) -> DataError:
         """Find the value behind a failed conversion by re-reading the piece (error path)."""
