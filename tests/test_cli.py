@@ -619,3 +619,22 @@ def test_a_quote_left_open_is_an_error_in_fit_transform_and_from_stdin(tmp_path)
         r = run_cli(*args, stdin=stdin)
         assert (r.code, r.err) == (3, f"Error: {name}, {expected}"), args
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.csv", "q.csv", "s.json"]
+
+
+def test_carriage_return_line_ends_are_refused_and_crlf_still_read(tmp_path):
+    lf = _write(tmp_path, "lf.csv", b"x,y\n1,a\n2, b \n3,c\n")
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", lf, "-o", stats).code == 0
+    cr = _write(tmp_path, "cr.csv", lf.read_bytes().replace(b"\n", b"\r"))
+    message = f"Error: '{cr}': lines end in a carriage return alone (old Mac line endings); convert them to \\n first\n"
+    for args in (("transform", cr, "--stats", stats, "-o", tmp_path / "o.csv"), ("fit", cr, "-o", tmp_path / "f.json")):
+        r = run_cli(*args)
+        assert (r.code, r.err) == (3, message)
+    r = run_cli("fit", "-", stdin=cr.read_bytes())
+    assert (r.code, r.err) == (3, message.replace(f"'{cr}'", "standard input"))
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "f.json").exists()
+    # CRLF is read as LF is: the same output, byte for byte
+    crlf = _write(tmp_path, "crlf.csv", lf.read_bytes().replace(b"\n", b"\r\n"))
+    outs = [run_cli("transform", f, "--stats", stats) for f in (lf, crlf)]
+    assert [r.code for r in outs] == [0, 0]
+    assert outs[0].out == outs[1].out and outs[0].out.splitlines()[2].endswith(b", b ")

@@ -693,3 +693,30 @@ def test_a_quoted_field_longer_than_many_pieces(tmp_path):
     assert got.num_rows == len(expected) == 3001
     assert got.column("note").to_pylist() == expected["note"].tolist()
     assert got.column("x").to_pylist() == expected["x"].astype(float).tolist()
+
+
+# --- Lines that end in a carriage return alone ------------------------------------------------
+
+@pytest.mark.parametrize("data", [
+    b"x,y\r1,a\r2,b\r3,c\r",
+    b"x,y\r1,a\r2,b\r3,c",              # no line end after the last record
+    b"\rx,y\r1,a\r2,b\r3,c\r",          # a blank line first
+    b'"x\rx",y\r1,a\r2,b\r3,c\r',       # a carriage return inside a quoted name is text
+    b"x,y\r" + b"1,a\r2,b\r3,c\r" * 100_000,  # larger than a block
+])
+def test_carriage_return_line_ends_are_refused(tmp_path, data):
+    path = tmp_path / "cr.csv"
+    path.write_bytes(data)
+    assert len(pd.read_csv(path)) >= 3  # the reference reads every record: dropping them is loss
+    with pytest.raises(DataError) as info:
+        open_source(str(path), block_size=1 << 16)
+    assert str(info.value) == (f"'{path}': lines end in a carriage return alone (old Mac line endings); "
+                               "convert them to \\n first")
+
+
+def test_a_header_alone_may_end_in_a_carriage_return(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"x,y\r")
+    with open_source(str(path)) as src:
+        assert src.columns == list(pd.read_csv(path).columns) == ["x", "y"]
+        assert list(src.pieces(["x"], True)) == []

@@ -233,6 +233,7 @@ class _CsvSource(Source):
         while True:
             cut = self._first_boundary(buf)
             while cut < 0:
+                self._check_line_ends(buf, len(buf))  # before reading on: such a file has no newline
                 more = self._read(self._block_size)
                 if not more:
                     self._check_quotes_closed(buf, line)
@@ -240,6 +241,7 @@ class _CsvSource(Source):
                     break
                 buf += more
                 cut = self._first_boundary(buf)
+            self._check_line_ends(buf, cut)
             header, buf = buf[:cut], buf[cut:]
             if header.strip(b"\r\n"):
                 break
@@ -270,6 +272,21 @@ class _CsvSource(Source):
             raise DataError(f"{_display(self.path)} has duplicate column names: {names}")
         self._first_line = line + header.count(_NL)
         self._pending = buf
+
+    def _check_line_ends(self, buf: bytes, end: int) -> None:
+        """Refuse a line of ``buf[:end]`` that ends in a carriage return alone (old Mac line ends).
+
+        pyarrow ends a record there, but records are cut at newlines: the header would be read
+        with every record after it and they would be dropped. A lone carriage return in a later
+        line is read as pyarrow reads it, as a line end.
+        """
+        pos = buf.find(b"\r", 0, end)
+        while pos >= 0:
+            # At the end of buf, the newline of a CRLF may not have been read yet.
+            if pos + 1 < len(buf) and buf[pos + 1] != _NL[0] and buf.count(_QUOTE, 0, pos) % 2 == 0:
+                raise DataError(f"{_display(self.path)}: lines end in a carriage return alone (old Mac "
+                                "line endings); convert them to \\n first")
+            pos = buf.find(b"\r", pos + 1, end)
 
     @staticmethod
     def _first_boundary(buf: bytes) -> int:
