@@ -638,3 +638,22 @@ def test_carriage_return_line_ends_are_refused_and_crlf_still_read(tmp_path):
     outs = [run_cli("transform", f, "--stats", stats) for f in (lf, crlf)]
     assert [r.code for r in outs] == [0, 0]
     assert outs[0].out == outs[1].out and outs[0].out.splitlines()[2].endswith(b", b ")
+
+
+def test_quoted_empty_text_passes_through_as_an_empty_string(tmp_path):
+    data = b'x,note\n1,""\n2,\n3,"a,b"\n4,""\n'
+    src = _write(tmp_path, "in.csv", data)
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", src, "-o", stats).code == 0
+    doc = json.loads(stats.read_text())
+    assert list(doc["columns"]) == ["x"]  # fitting is unaffected: x alone, its moments as pandas'
+    x = pd.read_csv(src)["x"].to_numpy(float)
+    assert doc["columns"]["x"]["stats"]["count"] == 4 and doc["columns"]["x"]["stats"]["m2"] == pytest.approx(((x - x.mean()) ** 2).sum())
+    r = run_cli("transform", src, "--stats", stats)
+    assert r.code == 0, r.err
+    z = (x - x.mean()) / x.std()
+    assert r.out == b"x,note\n" + b"".join(b"%s,%s\n" % (repr(float(v)).encode(), t)
+                                          for v, t in zip(z, [b'""', b"", b'"a,b"', b'""']))
+    out = tmp_path / "o.parquet"
+    assert run_cli("transform", src, "--stats", stats, "-o", out).code == 0
+    assert pq.read_table(out).column("note").to_pylist() == ["", None, "a,b", ""]

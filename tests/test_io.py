@@ -89,7 +89,7 @@ def test_csv_tiny_blocks_match_whole_file_read(tmp_path):
             strings_can_be_null=False,
         ),
     )
-    # Text comes back as string_view with an empty field as null (CSV cannot tell them apart).
+    # Text comes back as string_view with an empty field as null (and `""` as an empty string).
     assert table.schema.field("id").type == pa.string_view()
     rows = [{k: (None if v == "" else v) for k, v in r.items()} for r in expected.to_pylist()]
     assert table.to_pylist() == rows
@@ -720,3 +720,40 @@ def test_a_header_alone_may_end_in_a_carriage_return(tmp_path):
     with open_source(str(path)) as src:
         assert src.columns == list(pd.read_csv(path).columns) == ["x", "y"]
         assert list(src.pieces(["x"], True)) == []
+
+
+# --- A quoted empty text ("") is an empty string, an empty field is null -----------------------
+
+QUOTED_EMPTY = (
+    b'id,x,note,tag\n'
+    b'1,1.5,"",a\n'            # a quoted empty text
+    b'2,2.5,,b\n'              # an empty field
+    b'3,"",x,""\n'             # "" in the numeric column is null, as before
+    b'4,4.5,"say ""hi""",\n'  # doubled quotes inside a field: not an empty text
+    b'5,NA,"",""\n'
+)
+
+
+def test_quoted_empty_text_is_kept_apart_from_an_empty_field(tmp_path):
+    src_path, out_path = tmp_path / "in.csv", tmp_path / "out.csv"
+    src_path.write_bytes(QUOTED_EMPTY)
+    with open_source(str(src_path), block_size=40) as src:
+        batches = [src.decode(p) for p in src.pieces(["x"], keep_others=True)]
+        schema = batches[0].schema
+        write_csv(out_path, batches, schema, input_path=str(src_path))
+    # Pass-through text is byte for byte as read; x, a number, is written as one (null as empty).
+    assert out_path.read_bytes() == QUOTED_EMPTY.replace(b'3,"",', b"3,,").replace(b"5,NA,", b"5,,")
+    table = pa.Table.from_batches(batches)
+    assert table.column("note").to_pylist() == ["", None, "x", 'say "hi"', ""]
+    assert table.column("tag").to_pylist() == ["a", "b", "", None, ""]
+    assert table.column("x").to_pylist() == [1.5, 2.5, None, 4.5, None]
+
+
+def test_quoted_empty_text_when_only_some_columns_are_read(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(QUOTED_EMPTY)
+    with open_source(str(path)) as src:  # fit reads the numeric columns and the keys it groups by
+        table = pa.Table.from_batches([src.decode(p) for p in src.pieces(["x"], False, ["tag"])])
+    assert table.column_names == ["x", "tag"]
+    assert table.column("tag").to_pylist() == ["a", "b", "", None, ""]
+    assert table.column("x").to_pylist() == [1.5, 2.5, None, 4.5, None]

@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -473,7 +473,21 @@ class _CsvSource(Source):
                     f"fields, found {row.actual_columns}"
                 ) from exc
             raise self._conversion_error(piece, exc) from exc
-        return _empty_text_as_null(_as_batch(table), piece.numeric)
+        return _empty_text_as_null(_as_batch(table), piece.numeric, lambda names: self._empty_fields(piece, names))
+
+    def _empty_fields(self, piece: Piece, names: Sequence[str]) -> dict[str, pa.Array] | None:
+        """Where the text columns ``names`` hold an empty field rather than ``""``; None if nowhere.
+
+        ``""`` is the only way to write a quoted empty text: without two quotes in a row, every
+        empty value is an empty field. Else the piece is read once more, those columns only.
+        """
+        quotes = np.flatnonzero(np.frombuffer(piece.data, dtype=np.uint8) == _QUOTE[0])
+        if not (np.diff(quotes) == 1).any():
+            return None
+        convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in names}, include_columns=list(names),
+                                       null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
+        batch = _as_batch(self._read_piece(piece, convert))
+        return {name: batch.column(name).is_null() for name in names}
 
     def _check_quotes_closed(self, data: bytes, first_line: int) -> None:
         """Raise a DataError if a quoted field is open at the end of ``data``, the input's end."""
@@ -531,21 +545,32 @@ def _nan_as_null(column: pa.Array) -> pa.Array:
     return from_values(values, pa.float64(), valid)
 
 
-def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str]) -> pa.RecordBatch:
+def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str],
+                        empty_fields: Callable[[list[str]], dict[str, pa.Array] | None]) -> pa.RecordBatch:
     """Text as the Polars path reads it: ``string_view``, an empty field as null.
 
-    CSV cannot tell an empty text from a missing one; null is what the writer writes back empty.
+    A quoted empty text (``""``) stays an empty string: the CSV writer writes null back as an
+    empty field and an empty string as ``""``. ``empty_fields`` is asked, with the names of the
+    text columns holding empty strings, where those are empty fields (None: everywhere).
     """
     import pyarrow.compute as pc  # imported where used, as pyarrow.parquet: 50 ms of start-up
 
     arrays = list(batch.columns)
-    for i, name in enumerate(batch.schema.names):
+    names = batch.schema.names
+    empty = {}
+    for i, name in enumerate(names):
         if name not in numeric and pa.types.is_string(arrays[i].type):
-            empty = pc.equal(pc.utf8_length(arrays[i]), 0)
-            if pc.any(empty).as_py():
-                arrays[i] = pc.if_else(empty, pa.scalar(None, pa.string()), arrays[i])
+            found = pc.equal(pc.utf8_length(arrays[i]), 0)
+            if pc.any(found).as_py():
+                empty[name] = found
+    fields = empty_fields(list(empty)) if empty else None
+    for i, name in enumerate(names):
+        if name in empty:
+            mask = empty[name] if fields is None else fields[name]
+            arrays[i] = pc.if_else(mask, pa.scalar(None, pa.string()), arrays[i])
+        if name not in numeric and pa.types.is_string(arrays[i].type):
             arrays[i] = arrays[i].cast(pa.string_view())
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _as_batch(table: pa.Table) -> pa.RecordBatch:
