@@ -657,3 +657,21 @@ def test_quoted_empty_text_passes_through_as_an_empty_string(tmp_path):
     out = tmp_path / "o.parquet"
     assert run_cli("transform", src, "--stats", stats, "-o", out).code == 0
     assert pq.read_table(out).column("note").to_pylist() == ["", None, "a,b", ""]
+
+
+def test_fit_and_transform_agree_on_blank_numbers_and_bytes_that_are_not_utf8(tmp_path):
+    blank = _write(tmp_path, "w.csv", b"x,y\n1,a\n ,b\n3,c\n")
+    stats = tmp_path / "s.json"
+    for args in (("fit", blank, "-o", stats), ("fit", blank, "--columns", "x", "-o", stats)):
+        r = run_cli(*args)
+        assert r.code == 0, r.err
+        st = json.loads(stats.read_text())["columns"]["x"]["stats"]
+        assert (st["count"], st["nulls"], st["mean"], st["m2"]) == (2, 1, 2.0, 2.0)  # 1 and 3; the blank is null
+    r = run_cli("transform", blank, "--stats", stats)
+    assert (r.code, r.out) == (0, b"x,y\n-1.0,a\n,b\n1.0,c\n")
+    bad = _write(tmp_path, "u.csv", b"a,b\n1,\xff\xfe\n3,x\n")
+    message = f"Error: cannot parse '{bad}': In CSV column #1: line 2: CSV conversion error to string: invalid UTF8 data\n"
+    fit = run_cli("fit", bad, "-o", tmp_path / "u.json")
+    assert run_cli("fit", _write(tmp_path, "ok.csv", b"a,b\n1,y\n3,x\n"), "-o", tmp_path / "u.json").code == 0
+    transform = run_cli("transform", bad, "--stats", tmp_path / "u.json")
+    assert (fit.code, fit.err) == (transform.code, transform.err) == (3, message)

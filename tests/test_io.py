@@ -757,3 +757,37 @@ def test_quoted_empty_text_when_only_some_columns_are_read(tmp_path):
     assert table.column_names == ["x", "tag"]
     assert table.column("tag").to_pylist() == ["a", "b", "", None, ""]
     assert table.column("x").to_pylist() == [1.5, 2.5, None, 4.5, None]
+
+
+# --- Blank numbers and bytes that are not UTF-8: fit reads what transform reads ----------------
+
+BLANKS = b"x,note\n1.5,a\n ,b\n\t,c\n3,d\n  ,e\n"
+
+
+@pytest.mark.parametrize("quoted", [False, True])  # Polars parses a piece without quotes, pyarrow the others
+@pytest.mark.parametrize("keep_others", [True, False])
+def test_a_number_of_spaces_alone_is_null_on_both_paths(tmp_path, quoted, keep_others):
+    path = tmp_path / "b.csv"
+    path.write_bytes(BLANKS.replace(b",d", b',"d"') if quoted else BLANKS)
+    with open_source(str(path)) as src:
+        assert pa.types.is_floating(src.sample_types()["x"])  # numeric, so fit chooses it
+        assert read_all(src, ["x"], keep_others).column("x").to_pylist() == [1.5, None, None, 3.0, None]
+    # A blank number does not hide a bad one.
+    path.write_bytes(path.read_bytes() + b"abc,f\n")
+    with open_source(str(path)) as src, pytest.raises(DataError) as info:
+        read_all(src, ["x"], keep_others)
+    assert str(info.value) == "column 'x': value 'abc' on line 7 is not a number"
+
+
+def test_bytes_that_are_not_utf8_in_a_column_fit_leaves_out(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"a,b\n1,caf\xc3\xa9\n2,\xff\xfe\n3,x\n")
+    with pytest.raises(UnicodeDecodeError):  # the reference: the bytes are not UTF-8
+        path.read_bytes().decode()
+    for keep_others in (True, False):  # transform reads every column, fit only a
+        with open_source(str(path)) as src:
+            with pytest.raises(DataError, match=r"line 3: CSV conversion error to string: invalid UTF8 data"):
+                read_all(src, ["a"], keep_others)
+    path.write_bytes(b"a,b\n1,caf\xc3\xa9\n3,x\n")  # UTF-8 beyond ASCII is text like any other
+    with open_source(str(path)) as src:
+        assert read_all(src, ["a"], keep_others=False).column("a").to_pylist() == [1.0, 3.0]

@@ -9,6 +9,7 @@ core only (see MEASUREMENTS.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from ..errors import DataError, IOFailure
 from .source import Piece, Source, _display, _first_bad_float, _read_failure
 
 _BOM = b"\xef\xbb\xbf"
+_NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
 _QUOTE = b'"'
 _NL = b"\n"
 
@@ -113,6 +115,16 @@ def _fields_exact(data: bytes, sep: bytes, fields: int, rows: int, each_line: bo
     return len(per_line) == rows and bool((per_line == fields - 1).all())
 
 
+def _blanks(columns: Sequence[pa.ChunkedArray]) -> list[str]:
+    """The distinct values of the text ``columns`` made of spaces and tabs only.
+
+    Spaces and tabs around a number are not part of it (pyarrow and Polars both read " 3 " as 3):
+    in a numeric column a field of them alone is empty, hence null, as Polars reads it. pyarrow
+    refuses such a field instead, unless it is one of its null values.
+    """
+    return sorted({v for column in columns for v in column.to_pylist() if v and not v.strip(" \t")})
+
+
 def _record_lines(data: bytes, first_line: int) -> np.ndarray:
     """File line number of every non-empty record in ``data`` (error path only).
 
@@ -168,7 +180,8 @@ class _CsvSource(Source):
         self._block_size = block_size
         self._encoding = encoding
         # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
-        self._polars_ok = encoding.lower().replace("-", "") == "utf8" and len(delimiter.encode()) == 1
+        self._utf8 = encoding.lower().replace("-", "") == "utf8"
+        self._polars_ok = self._utf8 and len(delimiter.encode()) == 1
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":
@@ -312,20 +325,31 @@ class _CsvSource(Source):
             cut = 0
         if not buf[:cut].strip(b"\r\n"):
             return {name: pa.null() for name in self.columns}
-        try:
-            table = pacsv.read_csv(
-                pa.BufferReader(buf[:cut]),
-                read_options=pacsv.ReadOptions(
-                    column_names=self.columns,
-                    use_threads=False,
-                    block_size=max(cut, 1 << 16),
-                    encoding=self._encoding,
-                ),
-                # Bad rows are reported by decode(), with their line numbers.
-                parse_options=self._parse_options(_row_handler(lambda row: "skip")),
-            )
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
+
+        def infer(null_values: Sequence[str]) -> pa.Table:
+            try:
+                return pacsv.read_csv(
+                    pa.BufferReader(buf[:cut]),
+                    read_options=pacsv.ReadOptions(
+                        column_names=self.columns,
+                        use_threads=False,
+                        block_size=max(cut, 1 << 16),
+                        encoding=self._encoding,
+                    ),
+                    # Bad rows are reported by decode(), with their line numbers.
+                    parse_options=self._parse_options(_row_handler(lambda row: "skip")),
+                    convert_options=pacsv.ConvertOptions(null_values=list(null_values)),
+                )
+            except pa.ArrowInvalid as exc:
+                raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
+
+        table = infer(_NULLS)
+        # A column of numbers and blank fields is numeric, as decode() reads it: blanks are null.
+        if buf.find(b" ", 0, cut) >= 0 or buf.find(b"\t", 0, cut) >= 0:
+            blanks = _blanks([table.column(name) for name in self.columns
+                              if pa.types.is_string(table.schema.field(name).type)])
+            if blanks:
+                table = infer(_NULLS + tuple(blanks))
         return {name: table.schema.field(name).type for name in self.columns}
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
@@ -399,12 +423,27 @@ class _CsvSource(Source):
         )
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
+        if not piece.keep_others and self._utf8:
+            self._check_text(piece)
         if self._polars_ok:
             try:
                 return self._decode_polars(piece)
             except Exception:  # any doubt (null tokens, ragged rows, bad text): the exact path
                 pass
         return self._decode_arrow(piece)
+
+    def _check_text(self, piece: Piece) -> None:
+        """Refuse bytes that are not UTF-8 in the columns a piece read for a fit leaves out.
+
+        A transform reads every column and refuses them: the fit of the same input does too,
+        with the same message, rather than succeed on a file its transform will refuse.
+        """
+        if piece.data.isascii():  # the common case, at memchr speed
+            return
+        try:
+            piece.data.decode()
+        except UnicodeDecodeError:
+            self._decode_arrow(dataclasses.replace(piece, keep_others=True))  # raises the transform's error
 
     def _decode_polars(self, piece: Piece) -> pa.RecordBatch:
         """Parse with Polars (about twice as fast as pyarrow on one core).
@@ -472,7 +511,19 @@ class _CsvSource(Source):
                     f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
                     f"fields, found {row.actual_columns}"
                 ) from exc
-            raise self._conversion_error(piece, exc) from exc
+            # Numbers blank but for spaces are null, as the Polars path reads them.
+            try:
+                blanks = _blanks(self._numbers_as_text(piece, _NULLS).columns)
+            except pa.ArrowInvalid:  # not a number problem: the message says what it is
+                blanks = []
+            if not blanks:
+                raise self._conversion_error(piece, exc) from exc
+            convert = self._convert_options(piece)
+            convert.null_values = [*_NULLS, *blanks]
+            try:
+                table = self._read_piece(piece, convert)
+            except pa.ArrowInvalid as again:
+                raise self._conversion_error(piece, again, convert.null_values) from again
         return _empty_text_as_null(_as_batch(table), piece.numeric, lambda names: self._empty_fields(piece, names))
 
     def _empty_fields(self, piece: Piece, names: Sequence[str]) -> dict[str, pa.Array] | None:
@@ -497,16 +548,20 @@ class _CsvSource(Source):
             raise DataError(f"{_display(self.path)}, line {line}: a quoted field is not closed "
                             "before the end of the file")
 
-    def _conversion_error(self, piece: Piece, exc: Exception) -> DataError:
-        """Find the value behind a failed conversion by re-reading the piece (error path)."""
-        # Numeric columns as text, with the same null values the float parse accepts.
+    def _numbers_as_text(self, piece: Piece, null_values: Sequence[str]) -> pa.Table:
+        """The piece's numeric columns as text, ``null_values`` null as in the float parse."""
         convert = pacsv.ConvertOptions(
             column_types={name: pa.string() for name in self.columns},
             include_columns=list(piece.numeric),
+            null_values=list(null_values),
             strings_can_be_null=True,
         )
+        return self._read_piece(piece, convert)
+
+    def _conversion_error(self, piece: Piece, exc: Exception, null_values: Sequence[str] = _NULLS) -> DataError:
+        """Find the value behind a failed conversion by re-reading the piece (error path)."""
         try:
-            text = self._read_piece(piece, convert)
+            text = self._numbers_as_text(piece, null_values)
             found = [(i, name) for name in piece.numeric
                      if (i := _first_bad_float(text.column(name))) is not None]
         except pa.ArrowInvalid:
