@@ -675,3 +675,37 @@ def test_fit_and_transform_agree_on_blank_numbers_and_bytes_that_are_not_utf8(tm
     assert run_cli("fit", _write(tmp_path, "ok.csv", b"a,b\n1,y\n3,x\n"), "-o", tmp_path / "u.json").code == 0
     transform = run_cli("transform", bad, "--stats", tmp_path / "u.json")
     assert (fit.code, fit.err) == (transform.code, transform.err) == (3, message)
+
+
+def test_gzip_output_and_gzip_on_stdin(tmp_path, stats_file, sample_csv):
+    """An output named .gz is gzip (decompressing to the plain output, no name or time stored) and
+    reads back; gzip on stdin is recognised by its magic bytes."""
+    import gzip
+
+    plain, packed = tmp_path / "o.csv", tmp_path / "o.csv.gz"
+    assert run_cli("transform", sample_csv, "--stats", stats_file, "-o", plain).code == 0
+    r = run_cli("transform", sample_csv, "--stats", stats_file, "-o", packed)
+    assert r.code == 0, r.err
+    data = packed.read_bytes()
+    assert data[:2] == b"\x1f\x8b" and data[3] & 0x08 == 0 and data[4:8] == b"\0\0\0\0"  # no FNAME, mtime 0
+    assert gzip.decompress(data) == plain.read_bytes()
+    back = run_cli("inverse", packed, "--stats", stats_file)
+    assert back.code == 0, back.err
+    src = pd.read_csv(sample_csv)
+    out = pd.read_csv(pd.io.common.StringIO(back.text))
+    np.testing.assert_allclose(out[NUMERIC].to_numpy(float), src[NUMERIC].to_numpy(float), rtol=1e-12, atol=1e-12)
+
+    zipped = gzip.compress(sample_csv.read_bytes())
+    piped = run_cli("transform", "-", "--stats", stats_file, stdin=zipped)
+    assert piped.code == 0, piped.err
+    assert piped.out == plain.read_bytes()
+    fitted = run_cli("fit", "-", stdin=zipped)
+    assert fitted.code == 0, fitted.err
+    assert json.loads(fitted.out)["columns"] == json.loads(stats_file.read_text())["columns"]
+
+
+@pytest.mark.parametrize("args", [["-o", "{tmp}/o.parquet.gz"], ["--to", "parquet", "-o", "{tmp}/o.gz"]])
+def test_gzip_parquet_is_a_usage_error(tmp_path, stats_file, sample_csv, args):
+    r = run_cli("transform", sample_csv, "--stats", stats_file, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.code == 2 and "Parquet is not gzip-compressed" in r.err and len(r.err.splitlines()) == 1, r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]

@@ -27,6 +27,15 @@ _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
 _QUOTE = b'"'
 _NL = b"\n"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _peek(stream, n: int) -> bytes:
+    """The next ``n`` bytes of ``stream`` without consuming them (fewer if it cannot peek)."""
+    try:
+        return bytes(stream.peek(n)[:n])
+    except (AttributeError, OSError, ValueError):
+        return b""
 
 
 def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity: int = 0) -> int:
@@ -187,6 +196,8 @@ class _CsvSource(Source):
         if path == "-":
             self.size = None
             self._stream = sys.stdin.buffer
+            if _peek(self._stream, 2) == _GZIP_MAGIC:  # `zcat`-free pipelines: gzip is recognised
+                self._stream = pa.CompressedInputStream(pa.PythonFile(self._stream, mode="r"), "gzip")
         else:
             try:
                 with open(path, "rb"):

@@ -13,6 +13,7 @@ listing all their row groups (:mod:`normcli.parquet_footer`). The bytes are thos
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -216,6 +217,21 @@ class _CsvSink(Sink):
 
 
 
+class _GzipOutput(gzip.GzipFile):
+    """CSV output compressed with gzip (an output named ``.gz``): closing it ends the gzip stream
+    and closes the file beneath. No name or time is stored, so the same data give the same bytes."""
+
+    def __init__(self, raw) -> None:
+        super().__init__(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
 class _Parts:
     """A file object that keeps what is written to it as is.
 
@@ -371,6 +387,10 @@ def open_sink(
     fmt = detect_format(path or "-", fmt)
     if delimiter is None:
         delimiter = "\t" if fmt == "tsv" else ","
+    gzipped = path is not None and path.lower().endswith(".gz")
+    if gzipped and fmt == "parquet":
+        raise UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its "
+                         "own pages); name the output .parquet")
     if path is None or path == "-":
         path, out, tmp, target = None, sys.stdout.buffer, None, None
     else:
@@ -379,6 +399,8 @@ def open_sink(
         if os.path.isdir(path):
             raise IOFailure(f"cannot write '{path}': Is a directory")
         out, tmp, target = open_output(path)
+    if gzipped:
+        out = _GzipOutput(out)
     if fmt == "parquet":
         if tmp is None and (sys.stdout if path is None else out).isatty():
             if path is not None:

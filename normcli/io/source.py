@@ -35,6 +35,8 @@ def detect_format(path: str, fmt: str | None) -> str:
             raise UsageError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})")
         return name
     lower = path.lower()
+    if lower.endswith((".parquet.gz", ".pq.gz")):
+        raise UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its own pages)")
     for ext, name in _EXTENSIONS.items():
         if lower.endswith(ext):
             return name
