@@ -468,6 +468,10 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
         if (fa.method, fa.options) != (fb.method, fb.options):
             raise StatsFileError(f"cannot merge: column '{name}' is fitted as {fa.method} {fa.options} "
                                  f"in one file and {fb.method} {fb.options} in the other")
+        if (fa.stats.sketch is None) != (fb.stats.sketch is None):
+            # the merged sketch would describe one file's values only (and check would see drift)
+            raise StatsFileError(f"cannot merge: column '{name}' has a quantile sketch in one file only "
+                                 "(fit both with --sketch, or neither)")
     if [(r.method, r.columns, r.options) for r in a.rows] != [(r.method, r.columns, r.options) for r in b.rows]:
         raise StatsFileError("cannot merge: the files have different row-wise methods")
     if a.group_by != b.group_by:

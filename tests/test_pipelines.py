@@ -157,6 +157,11 @@ def test_merge_mismatch_and_overlap_are_stats_errors(tmp_path):
     assert r.code == errors.EXIT_STATS and "cannot merge" in r.err
     r = run_cli("merge", tmp_path / "z.json", tmp_path / "z.json", "-o", tmp_path / "bad.json")
     assert r.code == errors.EXIT_STATS and "disjoint" in r.err
+    # a quantile sketch in one file only would describe that file's values alone
+    assert run_cli("fit", tmp_path / "d2.csv", "--sketch", "-o", tmp_path / "k.json").code == 0
+    for pair in (("z.json", "k.json"), ("k.json", "z.json")):
+        r = run_cli("merge", *(tmp_path / p for p in pair), "-o", tmp_path / "bad.json")
+        assert r.code == errors.EXIT_STATS and "quantile sketch in one file only" in r.err, r.err
     assert not (tmp_path / "bad.json").exists()
 
 
