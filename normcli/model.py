@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from normcli import methods as M
-from normcli.bitmaps import float64_values, from_values, validity
+from normcli.bitmaps import float64_values, from_values, numbers_as_float64, validity
 from normcli import sketch as _sketch
 from normcli.errors import DataError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -493,7 +493,10 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if arr.type != pa.float64():
+    if pa.types.is_integer(arr.type) or arr.type == pa.float32():
+        # integers beyond 2**53 round to the nearest double, as the file readers do (a safe cast refuses them)
+        arr = numbers_as_float64(arr)
+    elif arr.type != pa.float64():
         try:
             arr = arr.cast(pa.float64())
         except pa.ArrowInvalid as exc:

@@ -199,3 +199,14 @@ def test_transform_overrides_are_checked_like_fit_options(clip_sigma):
     stats = normcli.fit(df)
     with pytest.raises(UsageError):
         normcli.transform(stats, df, clip_sigma=clip_sigma)
+
+
+def test_integers_beyond_2_53_round_as_in_scikit_learn():
+    """int64 and uint64 values a double cannot hold exactly round to the nearest double, as the
+    file readers and scikit-learn (which casts to float64) do."""
+    df = pd.DataFrame({"x": np.array([2**53 + 1, 5, 2**62, -(2**63)], dtype="int64"),
+                       "u": np.array([2**64 - 1, 0, 7, 2**63 + 3], dtype="uint64")})
+    stats = normcli.fit(df)
+    out = normcli.transform(stats, df)
+    ref = StandardScaler().fit_transform(df.astype(np.float64))
+    np.testing.assert_allclose(out.to_numpy(np.float64), ref, rtol=1e-12, atol=1e-12)
