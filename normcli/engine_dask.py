@@ -69,7 +69,7 @@ def connect(scheduler: str | None = None, log: Callable[[str, dict], None] | Non
         with client:
             yield DaskEngine(client)
         return
-    with LocalCluster(processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster:
         workers = cluster.scheduler_info.get("workers", {}).values()
         threads = sum(w.get("nthreads", 0) for w in workers)
         if log is not None:

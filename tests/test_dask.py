@@ -284,3 +284,15 @@ def test_cli_starts_a_local_cluster_and_says_so(tmp_path):
     assert "note: started a local Dask cluster" in r.err
     assert json.loads((tmp_path / "s.json").read_text())["fitted_on"]["rows"] == 3000
     assert not math.isnan(json.loads((tmp_path / "s.json").read_text())["columns"]["units"]["stats"]["mean"])
+
+
+def test_cli_error_on_a_local_cluster_worker_is_one_line(tmp_path):
+    """A failure inside a worker of the local cluster reaches stderr as the local engine words it,
+    without the worker's own log of the failed task."""
+    (tmp_path / "f.csv").write_bytes(b"k,x\na,1\na,2\n")
+    (tmp_path / "t.csv").write_bytes(b"k,x\na,1\nzz,2\n")
+    assert run_cli("fit", tmp_path / "f.csv", "--group-by", "k", "-o", tmp_path / "g.json").code == 0
+    r = run_cli("transform", tmp_path / "t.csv", "--stats", tmp_path / "g.json", "-o", tmp_path / "out/",
+                "--unseen-group", "error", "--engine", "dask", "--quiet")
+    assert r.code == 3, r.err
+    assert r.err == "Error: group k='zz' was not seen in fit (--unseen-group error)\n"
