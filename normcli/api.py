@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pyarrow as pa
 
 from normcli import engine, statsfile
-from normcli.errors import StatsFileError, UsageError
+from normcli.errors import DataError, StatsFileError, UsageError
 from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
 
 BATCH_ROWS = 65536
@@ -33,8 +33,21 @@ def _as_table(data: Any) -> pa.Table:
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False)
+        return _frame_to_arrow(data)
     raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
+
+
+def _frame_to_arrow(frame: Any) -> pa.Table:
+    """A pandas DataFrame as an Arrow table (column names as text); DataError for what Arrow
+    cannot hold, such as an object column mixing text and numbers, or a name given twice."""
+    names = [str(c) for c in frame.columns]
+    if len(set(names)) < len(names):
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise DataError(f"the DataFrame has two columns named '{twice}'")
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"cannot read the DataFrame: {exc}") from None
 
 
 def _is_path(data: Any) -> bool:
@@ -343,12 +356,15 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     except ImportError:  # pragma: no cover
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        stats.check_columns(data.columns)
-        table = pa.Table.from_pandas(data[stats.needed_columns + stats.group_by], preserve_index=False)
-        done = _map_table(stats, table, inverse, overrides, output_options, unseen)
+        # the stats file names columns as text; a frame may name them 0, 1, ... (as fit read them)
+        label = {str(c): c for c in data.columns}
+        stats.check_columns(list(label))
+        wanted = stats.needed_columns + stats.group_by
+        picked = data[[label[n] for n in wanted]].set_axis(wanted, axis=1)
+        done = _map_table(stats, _frame_to_arrow(picked), inverse, overrides, output_options, unseen)
         out = data.copy()
         for name in stats.needed_columns:
-            out[name] = done.column(name).to_numpy(zero_copy_only=False)
+            out[label[name]] = done.column(name).to_numpy(zero_copy_only=False)
     else:
         table = _as_table(data)
         done = _map_table(stats, table, inverse, overrides, output_options, unseen)

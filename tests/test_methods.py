@@ -8,7 +8,7 @@ from sklearn import datasets
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
 
 import normcli
-from normcli.errors import UsageError
+from normcli.errors import DataError, UsageError
 
 TOL = 1e-12  # relative, and absolute for values near zero
 
@@ -210,3 +210,22 @@ def test_integers_beyond_2_53_round_as_in_scikit_learn():
     out = normcli.transform(stats, df)
     ref = StandardScaler().fit_transform(df.astype(np.float64))
     np.testing.assert_allclose(out.to_numpy(np.float64), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_frame_with_integer_column_names_round_trips():
+    """pd.DataFrame(ndarray) names its columns 0, 1, ...: fit stores them as text, transform and
+    inverse find them and keep the frame's own labels."""
+    x = np.array([[1.0, 2.0], [3.0, 5.0], [4.0, 9.0], [-2.0, 0.5]])
+    df = pd.DataFrame(x)
+    stats = normcli.fit(df)
+    out = normcli.transform(stats, df)
+    assert list(out.columns) == [0, 1]
+    np.testing.assert_allclose(out.to_numpy(), StandardScaler().fit_transform(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(normcli.transform(stats, out, inverse=True).to_numpy(), x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("frame", [pd.DataFrame({"a": [1.0, 2.0], "m": ["a", 1]}),
+                                   pd.DataFrame([[1.0, 2.0]], columns=["a", "a"])])
+def test_a_frame_arrow_cannot_hold_is_a_data_error(frame):
+    with pytest.raises(DataError):
+        normcli.fit(frame)
