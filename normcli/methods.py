@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from numbers import Integral, Real
 from functools import cached_property
 from typing import Any, Mapping
 
@@ -46,12 +47,11 @@ def check_options(given: Mapping[str, Any]) -> None:
         return "--" + key.replace("_", "-")
 
     for key, value in given.items():
-        if value is None or isinstance(value, (bool, str)):
+        if value is None or isinstance(value, (bool, np.bool_, str)):
             continue
-        numbers = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in numbers):
-            shown = ",".join(map(str, numbers))
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) for v in values):
+            shown = ",".join(map(str, values))
             raise UsageError(f"{flag(key)} takes finite numbers, got '{shown}'")
     for key in ("eps", "clip_sigma"):
         if given.get(key) is not None and given[key] < 0:
@@ -73,8 +73,21 @@ def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(DEFAULTS[method])
     if method in PER_COLUMN:
         out.update(COMMON_DEFAULTS)
-    out.update({k: v for k, v in given.items() if k in out and v is not None})
+    out.update({k: _plain(v) for k, v in given.items() if k in out and v is not None})
     return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars as Python ones and tuples as lists, as the stats file holds it."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    return value
 
 
 @dataclass(frozen=True)

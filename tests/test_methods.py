@@ -229,3 +229,19 @@ def test_a_frame_with_integer_column_names_round_trips():
 def test_a_frame_arrow_cannot_hold_is_a_data_error(frame):
     with pytest.raises(DataError):
         normcli.fit(frame)
+
+
+def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
+    """Options given as NumPy scalars or tuples are stored as JSON numbers and lists."""
+    import json
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 4.0, 8.0]})
+    for method, given, plain in (
+            ("zscore", {"ddof": np.int64(1), "eps": np.float32(0.5), "fill_missing": np.bool_(True)},
+             {"ddof": 1, "eps": 0.5, "fill_missing": True}),
+            ("minmax", {"range": (np.float64(-1), np.int32(1))}, {"range": [-1.0, 1.0]})):
+        path = tmp_path / f"{method}.json"
+        normcli.fit(df, method, **given).save(str(path))
+        options = json.loads(path.read_text())["columns"]["a"]["options"]
+        assert {k: options[k] for k in plain} == plain
+        assert all(type(options[k]) is type(v) for k, v in plain.items())
