@@ -49,7 +49,7 @@ def check_options(given: Mapping[str, Any]) -> None:
     for key, value in given.items():
         if value is None or isinstance(value, (bool, np.bool_, str)):
             continue
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         if not all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) for v in values):
             shown = ",".join(map(str, values))
             raise UsageError(f"{flag(key)} takes finite numbers, got '{shown}'")

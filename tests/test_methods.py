@@ -239,7 +239,8 @@ def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
     for method, given, plain in (
             ("zscore", {"ddof": np.int64(1), "eps": np.float32(0.5), "fill_missing": np.bool_(True)},
              {"ddof": 1, "eps": 0.5, "fill_missing": True}),
-            ("minmax", {"range": (np.float64(-1), np.int32(1))}, {"range": [-1.0, 1.0]})):
+            ("minmax", {"range": (np.float64(-1), np.int32(1))}, {"range": [-1.0, 1.0]}),
+            ("robust", {"quantile_range": np.array([10, 90])}, {"quantile_range": [10.0, 90.0]})):
         path = tmp_path / f"{method}.json"
         normcli.fit(df, method, **given).save(str(path))
         options = json.loads(path.read_text())["columns"]["a"]["options"]
