@@ -24,7 +24,7 @@ import pyarrow as pa
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
 from .outfile import is_special, open_output
-from .source import _pq, detect_format
+from .source import _pq, detect_format, no_gzip_parquet
 
 
 class Sink:
@@ -216,7 +216,6 @@ class _CsvSink(Sink):
             self.write([])
 
 
-
 class _GzipOutput(gzip.GzipFile):
     """CSV output compressed with gzip (an output named ``.gz``): closing it ends the gzip stream
     and closes the file beneath. No name or time is stored, so the same data give the same bytes."""
@@ -323,7 +322,6 @@ class _ParquetSink(Sink):
             self._emit(self._footer.tail())
 
 
-
 def _file_keys(path: str) -> list[object]:
     """What identifies the file ``path`` names: its real path and, when it exists, its device
     and inode (so that a symbolic link, a hard link and a ``./`` path all match the file)."""
@@ -389,8 +387,7 @@ def open_sink(
         delimiter = "\t" if fmt == "tsv" else ","
     gzipped = path is not None and path.lower().endswith(".gz")
     if gzipped and fmt == "parquet":
-        raise UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its "
-                         "own pages); name the output .parquet")
+        raise no_gzip_parquet(path)
     if path is None or path == "-":
         path, out, tmp, target = None, sys.stdout.buffer, None, None
     else:

@@ -36,11 +36,17 @@ def detect_format(path: str, fmt: str | None) -> str:
         return name
     lower = path.lower()
     if lower.endswith((".parquet.gz", ".pq.gz")):
-        raise UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its own pages)")
+        raise no_gzip_parquet(path)
     for ext, name in _EXTENSIONS.items():
         if lower.endswith(ext):
             return name
     return "csv"
+
+
+def no_gzip_parquet(path: str) -> UsageError:
+    """The error for a gzip name (``x.parquet.gz``, or ``x.gz`` written as Parquet) on Parquet."""
+    return UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its own pages); "
+                      "name it .parquet")
 
 
 def _display(path: str) -> str:
