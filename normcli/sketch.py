@@ -50,9 +50,13 @@ def quantile(sk: Any, q: float) -> float:
     if sk.is_empty():
         return float("nan")
     if is_exact(sk):
-        values = np.fromiter((item for item, _ in sk), dtype=np.float64, count=sk.num_retained)
-        return float(np.quantile(values, q))
+        return float(np.quantile(items(sk), q))
     return float(sk.get_quantile(q, True))
+
+
+def items(sk: Any) -> np.ndarray:
+    """The values ``sk`` retains (every value seen while it is exact), unsorted."""
+    return np.fromiter((item for item, _ in sk), dtype=np.float64, count=sk.num_retained)
 
 
 def pack(value: Any) -> Any:

@@ -275,7 +275,41 @@ def test_check_metrics_against_numpy(tmp_path):
         assert abs(c["psi"] - np.sum((o - e) * np.log(o / e))) < 1e-9
         t = np.concatenate([a, b])
         ks = np.max(np.abs(_ecdf(a, t) - _ecdf(b, t)))
-        assert ks - 0.02 <= c["ks"] <= ks + 1e-12
+        assert abs(c["ks"] - ks) <= 1e-12  # both sketches hold every value: exact
+
+
+@pytest.mark.parametrize("sizes", [(20, 7), (150, 120), (3, 200)])
+def test_ks_distance_of_exact_sketches_is_scipys(sizes):
+    from scipy.stats import ks_2samp
+
+    from normcli import sketch
+    from normcli.drift import ks_distance
+
+    rng = np.random.default_rng(sum(sizes))
+    a = rng.normal(0, 1, sizes[0])
+    b = np.round(rng.normal(0.4, 1.5, sizes[1]), 1)  # ties within b and across both samples
+    b[:2] = a[:2]
+    sa, sb = sketch.new(), sketch.new()
+    sa.update(a)
+    sb.update(b)
+    assert sketch.is_exact(sa) and sketch.is_exact(sb)
+    assert abs(ks_distance(sa, sb) - ks_2samp(a, b).statistic) <= 1e-12
+
+
+def test_ks_distance_of_estimating_sketches_within_their_rank_errors():
+    from scipy.stats import ks_2samp
+
+    from normcli import sketch
+    from normcli.drift import ks_distance
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 1, 200_000), rng.standard_t(4, 150_000)
+    sa, sb = sketch.new(), sketch.new()
+    sa.update(a)
+    sb.update(b)
+    bound = sketch.rank_error(sa) + sketch.rank_error(sb)
+    assert 0 < bound < 0.05
+    assert abs(ks_distance(sa, sb) - ks_2samp(a, b).statistic) <= bound
 
 
 def test_check_table_thresholds_and_exit_codes(tmp_path):
