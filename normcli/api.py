@@ -292,9 +292,14 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     for item in items:
         target = io.output_path(output, item, to) if to_dir else output
         log("input", {"path": item.path, "output": target or "-"})
-        summary = transform_file(stats, item.path, target, fmt=fmt, to=to, delimiter=delimiter,
-                                 inverse=inverse, progress=progress, overrides=overrides,
-                                 out_options=out_options)
+        source = io.open_input(item, fmt=fmt, delimiter=delimiter)
+        try:
+            # Under DIR/ the output keeps the key=value directories: the keys stay out of the file.
+            summary = transform_source(stats, source, target, to=to, delimiter=delimiter, inverse=inverse,
+                                       progress=progress, overrides=overrides, out_options=out_options,
+                                       drop=source.partition_keys if to_dir else ())
+        finally:
+            source.close()
         log("rows", {"path": item.path, "rows": summary.rows})
         done.append(summary)
     return done
@@ -419,9 +424,11 @@ def transform_file(stats: Stats, input: str, output: str | None, *, fmt: str | N
 def transform_source(stats: Stats, source: Any, output: str | None, *, to: str | None = None,
                      delimiter: str | None = None, inverse: bool = False,
                      progress: engine.Progress | None = None, overrides: Mapping[str, Any] | None = None,
-                     out_options: OutputOptions | None = None, workers: int | None = None) -> engine.InputSummary:
+                     out_options: OutputOptions | None = None, workers: int | None = None,
+                     drop: Sequence[str] = ()) -> engine.InputSummary:
     """Stream an open ``source`` (see :class:`normcli.engine.Source`; the caller closes it) through
-    ``stats`` into ``output``, atomically; as :func:`transform_file`."""
+    ``stats`` into ``output``, atomically; as :func:`transform_file`. The ``drop`` columns (say,
+    partition keys) are read, to select groups, but not written."""
     from normcli import io
 
     out_options = out_options or OutputOptions()
@@ -430,13 +437,14 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
     if inverse and stats.rows:
         stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
     out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
-    schema = _output_schema(source, stats, out_fmt, out_options.arrow_type)
+    schema = _output_schema(source, stats, out_fmt, out_options.arrow_type, drop)
     if inverse:
-        def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+        def apply(b: pa.RecordBatch) -> pa.RecordBatch:
             return stats.inverse_batch(b, out_options, unseen)
     else:
-        def fn(b: pa.RecordBatch) -> pa.RecordBatch:
+        def apply(b: pa.RecordBatch) -> pa.RecordBatch:
             return stats.transform_batch(b, overrides, out_options, unseen)
+    fn = apply if not drop else lambda b: apply(b).drop_columns(list(drop))
     with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
                       input_path=source.path) as sink:
         summary = engine.pipe(source, sink, stats.needed_columns, fn, progress, workers)
@@ -444,10 +452,13 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
     return summary
 
 
-def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType) -> pa.Schema:
+def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
+                   drop: Sequence[str] = ()) -> pa.Schema:
     types = source.sample_types() if source.format == "parquet" else {}
     fields = []
     for name in source.columns:
+        if name in drop:
+            continue
         if name in stats.columns:
             fields.append(pa.field(name, kind))
         else:

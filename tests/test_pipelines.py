@@ -94,6 +94,41 @@ def test_fit_hive_partitioned_parquet_directory(tmp_path):
     assert r.code == errors.EXIT_DATA and "'day' is not numeric" in r.err
 
 
+def test_transform_hive_directory_grouped_by_partition_key(tmp_path):
+    """Stats grouped by a partition key apply to the directory: the key comes from the names."""
+    frames = {}
+    for store, shift in (("a", 0.0), ("b", 40.0)):
+        df = day_frame(3, shift=shift, seed=len(frames))[["x", "y"]]
+        frames[store] = df
+        part = tmp_path / "ds" / f"store={store}"
+        part.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), part / "part-0.parquet")
+    assert run_cli("fit", tmp_path / "ds", "--group-by", "store", "-o", tmp_path / "s.json").code == 0
+    for command, extra in (("transform", ()), ("transform", ("--to", "csv")), ("inverse", ())):
+        out = tmp_path / f"out-{command}-{len(extra)}"
+        src = tmp_path / "out-transform-0" if command == "inverse" else tmp_path / "ds"
+        r = run_cli(command, src, "--stats", tmp_path / "s.json", "-o", str(out) + "/", *extra)
+        assert r.code == 0, r.err
+        for store, df in frames.items():
+            name = out / f"store={store}" / ("part-0.csv" if extra else "part-0.parquet")
+            got = pd.read_csv(name) if extra else pq.read_table(name).to_pandas()
+            assert list(got.columns) == ["x", "y"]  # the key stays in the directory name
+            for col in ("x", "y"):
+                v = df[col].to_numpy()
+                mean, std = np.nanmean(v), np.nanstd(v)
+                expected = v if command == "inverse" else (v - mean) / std
+                assert np.allclose(got[col].to_numpy(), expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    # into one file the key has no directory name to live in: it stays a column
+    (tmp_path / "one").mkdir()
+    os.rename(tmp_path / "ds" / "store=b", tmp_path / "one" / "store=b")
+    r = run_cli("transform", tmp_path / "one", "--stats", tmp_path / "s.json", "-o", tmp_path / "b.parquet")
+    assert r.code == 0, r.err
+    got = pq.read_table(tmp_path / "b.parquet").to_pandas()
+    assert list(got.columns) == ["x", "y", "store"] and set(got["store"]) == {"b"}
+    v = frames["b"]["x"].to_numpy()
+    assert np.allclose(got["x"].to_numpy(), (v - v.mean()) / v.std(), rtol=1e-12, atol=1e-12)
+
+
 def test_fit_glob_and_duplicate_paths_are_read_once(tmp_path):
     a = write_csv(day_frame(1), tmp_path / "d" / "day1.csv")
     write_csv(day_frame(2), tmp_path / "d" / "day2.csv")

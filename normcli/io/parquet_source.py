@@ -152,6 +152,7 @@ class _DatasetSource(_ParquetSource):
             raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
         self._schema = self._dataset.schema
         self.columns = list(self._schema.names)
+        self.partition_keys = tuple(keys)
 
     def _total_rows(self) -> int:
         return self._dataset.count_rows()

@@ -87,7 +87,8 @@ class Source:
 
     Attributes: ``path`` (as given, ``"-"`` is stdin), ``format``, ``columns`` (header names in
     file order), ``size`` (bytes of the file, None for stdin), ``decode_waits`` (whether
-    :meth:`decode` waits for a parser's own threads).
+    :meth:`decode` waits for a parser's own threads), ``partition_keys`` (the columns that come
+    from hive ``key=value`` directory names rather than from the file).
     """
 
     path: str
@@ -95,6 +96,7 @@ class Source:
     columns: list[str]
     size: int | None
     decode_waits: bool = False
+    partition_keys: tuple[str, ...] = ()
 
     def sample_types(self) -> dict[str, pa.DataType]:
         """Types pyarrow infers from the first block (CSV) or the schema (Parquet).
