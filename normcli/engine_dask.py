@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from normcli import engine, io
 from normcli.errors import IOFailure, UsageError
-from normcli.io.csv_source import _record_boundary
+from normcli.io.csv_source import _counted_quotes, last_record_end
 from normcli.io.inputs import _is_data_file
 from normcli.model import OutputOptions, UnseenGroups
 
@@ -164,7 +164,8 @@ def partitions(items: Sequence[io.InputFile], fmt: str | None = None, delimiter:
         elif kind == "parquet":
             out.extend(_parquet_parts(whole, partition_rows))
         else:
-            out.extend(_csv_parts(whole, partition_bytes))
+            sep = delimiter or ("\t" if kind == "tsv" else ",")
+            out.extend(_csv_parts(whole, partition_bytes, sep))
     return out
 
 
@@ -195,11 +196,13 @@ def _parquet_parts(whole: Partition, rows: int) -> list[Partition]:
     return out
 
 
-def _csv_parts(whole: Partition, block: int) -> list[Partition]:
+def _csv_parts(whole: Partition, block: int, delimiter: str = ",") -> list[Partition]:
     """Byte ranges of a CSV file cut at the first record boundary after every ``block`` bytes.
 
     A newline ends a record when the count of quote characters before it is even (as
-    :mod:`normcli.io` cuts its pieces); the scan only counts bytes, it parses nothing.
+    :mod:`normcli.io` cuts its pieces); the scan only counts bytes, it parses nothing. A file
+    with a quote the count cannot follow (inside an unquoted field, ``a"b``) is one partition,
+    which normcli's reader cuts exactly.
     """
     if not whole.nbytes or whole.nbytes <= block:
         return [whole]
@@ -219,6 +222,8 @@ def _csv_parts(whole: Partition, block: int) -> list[Partition]:
                     break
                 cuts.append(cut)
             cuts.append(len(mm))
+            if quotes and not _quotes_counted(mm, data, cuts, delimiter):
+                return [whole]
             lines = [1 + _count(data, _NL, 0, cuts[0])]
             for a, b in zip(cuts[1:-1], cuts[:-2]):
                 lines.append(lines[-1] + _count(data, _NL, b, a))
@@ -228,6 +233,21 @@ def _csv_parts(whole: Partition, block: int) -> list[Partition]:
     return [Partition(whole.index, whole.path, whole.name, whole.label, None, b - (a if i else 0), start=a, end=b,
                       first_line=line)
             for i, (a, b, line) in enumerate(zip(cuts[:-1], cuts[1:], lines))]
+
+
+def _quotes_counted(mm: mmap.mmap, data: np.ndarray, cuts: Sequence[int], delimiter: str) -> bool:
+    """Whether every quote after ``cuts[0]`` (the first record) follows the parity the cuts were
+    found by; scanned about ``_SCAN`` bytes at a time, each stretch ending at a newline."""
+    at, parity = cuts[0], 0
+    while at < len(mm):
+        nl = mm.find(b"\n", min(at + _SCAN, len(mm) - 1))
+        end = len(mm) - 1 if nl < 0 else nl  # the last byte (a newline, or the record's end)
+        quotes = _counted_quotes(mm, at, end, parity, delimiter)
+        if quotes < 0:
+            return False
+        parity = (parity + quotes) % 2
+        at = end + 1
+    return True
 
 
 def _count(data: np.ndarray, byte: int, start: int, end: int) -> int:
@@ -299,7 +319,7 @@ class PartSource:
             span = block
             cut = len(data) - pos
             while pos + span < len(data):
-                cut = _record_boundary(data[pos:pos + span])
+                cut = last_record_end(data[pos:pos + span], self._inner.delimiter)
                 if cut > 0:
                     break
                 span *= 2

@@ -80,6 +80,24 @@ def test_partitions_cut_at_record_boundaries(data):
     assert [p.row_groups for p in pq_parts] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11)]
 
 
+def test_a_quote_inside_an_unquoted_field_keeps_the_file_whole(tmp_path, eng):
+    """Counting quotes cannot cut such a file: it is one partition, read exactly."""
+    rows = [f"r{i},{i}.5\n" for i in range(6000)]
+    rows[10] = 'x"y,10.5\n'                     # a quote that is text
+    rows[4000] = '"two\nlines",4000.5\n'        # a quoted line break far after it
+    path = tmp_path / "s.csv"
+    path.write_text("id,v\n" + "".join(rows))
+    assert len(partitions(expand_inputs([str(path)]), partition_bytes=40_000)) == 1
+    regular = tmp_path / "r.csv"
+    regular.write_text("id,v\n" + "".join(rows[:10] + rows[11:]))
+    assert len(partitions(expand_inputs([str(regular)]), partition_bytes=40_000)) > 1
+    local = api.fit_paths([str(path)], ["zscore"])
+    dask = api.fit_paths([str(path)], ["zscore"], engine=eng)
+    v = np.arange(6000) + 0.5
+    assert local.columns["v"].stats.count == dask.columns["v"].stats.count == 6000
+    assert _close(dask.columns["v"].stats.mean, v.mean()) and _close(local.columns["v"].stats.mean, v.mean())
+
+
 def _close(a, b, rel=REL):
     if a is None or b is None:
         return a == b

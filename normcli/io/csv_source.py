@@ -38,12 +38,19 @@ def _peek(stream, n: int) -> bytes:
         return b""
 
 
-def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity: int = 0) -> int:
+_IRREGULAR = -2  # _record_boundary: the quotes cannot be counted, see _exact_boundary
+
+
+def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity: int = 0,
+                     delimiter: str = ",") -> int:
     """Return the index just past the last newline outside quotes in ``buf[start:end]``, or -1.
 
     ``buf`` must start at a record boundary. A newline is outside quotes when the number of
     quote characters before it is even (RFC 4180 doubling keeps the parity right). ``parity`` is
-    that number's parity for ``buf[:start]``, a stretch already known to hold no boundary.
+    that number's parity for ``buf[:start]``, a stretch already known to hold no boundary and
+    to follow the parity (up to a newline). Returns ``_IRREGULAR`` when a quote in
+    ``buf[start:]`` does not (see :func:`_counted_quotes`): then only
+    :func:`_exact_boundary` over the whole of ``buf`` can tell.
     """
     end = len(buf) if end is None else end
     pos = buf.rfind(_NL, start, end)
@@ -51,7 +58,10 @@ def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity:
         return -1
     if not parity and buf.find(_QUOTE, start, pos) < 0:  # the common case, at memchr speed: no quotes
         return pos + 1
-    before = parity + _count(buf, _QUOTE, start, pos)
+    quotes = _counted_quotes(buf, start, pos, parity, delimiter)
+    if quotes < 0:
+        return _IRREGULAR
+    before = parity + quotes
     for _ in range(8):  # a record spanning a few lines: walk back line by line
         if before % 2 == 0:
             return pos + 1
@@ -61,6 +71,13 @@ def _record_boundary(buf: bytes, end: int | None = None, start: int = 0, parity:
         before -= buf.count(_QUOTE, prev, pos)
         pos = prev
     return _last_boundary(buf, start, pos + 1, parity)
+
+
+def last_record_end(buf: bytes, delimiter: str) -> int:
+    """The index just past the last whole record of ``buf`` (which starts at a record boundary),
+    or -1: :func:`_record_boundary`, exact also where a quote stands inside an unquoted field."""
+    cut = _record_boundary(buf, delimiter=delimiter)
+    return _exact_boundary(buf, len(buf), delimiter) if cut == _IRREGULAR else cut
 
 
 def _last_boundary(buf: bytes, start: int, end: int, parity: int) -> int:
@@ -76,15 +93,17 @@ def _last_boundary(buf: bytes, start: int, end: int, parity: int) -> int:
     return start + int(outside[-1]) + 1 if len(outside) else -1
 
 
-def _unclosed_quote(data: bytes, delimiter: str) -> int:
-    """Offset of the quote opening a field still open at the end of ``data``, or -1 (rare path).
+def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> list[tuple[int, int]]:
+    """The quoted fields of ``data[:end]`` as (opening quote, closing quote) offsets, in order;
+    a field still open at ``end`` closes at -1 (rare path: a Python loop over the quotes).
 
     ``data`` starts at a record boundary. Quotes are read as pyarrow reads them: a quote opens a
     quoted field only at the start of a field, two quotes inside one stand for one quote, and
     any other quote inside one closes it; a quote elsewhere is text.
     """
-    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _QUOTE[0]).tolist()
+    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[:end] == _QUOTE[0]).tolist()
     field_start = {ord(delimiter), ord("\n"), ord("\r")}
+    spans = []
     i = 0
     while i < len(quotes):
         opening = quotes[i]
@@ -95,11 +114,56 @@ def _unclosed_quote(data: bytes, delimiter: str) -> int:
             if i + 1 < len(quotes) and quotes[i + 1] == quotes[i] + 1:
                 i += 2  # a doubled quote, inside the field
             else:
-                i += 1  # the closing quote
+                spans.append((opening, quotes[i]))  # the closing quote
+                i += 1
                 break
         else:
-            return opening
-    return -1
+            spans.append((opening, -1))
+    return spans
+
+
+def _unclosed_quote(data: bytes, delimiter: str) -> int:
+    """Offset of the quote opening a field still open at the end of ``data``, or -1."""
+    spans = _quoted_spans(data, delimiter)
+    return spans[-1][0] if spans and spans[-1][1] < 0 else -1
+
+
+def _exact_boundary(buf: bytes, end: int, delimiter: str) -> int:
+    """:func:`_record_boundary` for a ``buf`` whose quotes parity cannot follow (a quote inside
+    an unquoted field, ``a"b``): the last newline of ``buf[:end]`` outside the quoted fields."""
+    spans = _quoted_spans(buf, delimiter, end)
+    pos = buf.rfind(_NL, 0, end)
+    # Walk back over the spans from the last: a newline inside one moves before its opening.
+    for opening, closing in reversed(spans):
+        if pos < 0 or (0 <= closing < pos):
+            break
+        if opening < pos:
+            pos = buf.rfind(_NL, 0, opening)
+    return pos + 1 if pos >= 0 else -1
+
+
+def _counted_quotes(buf: bytes, start: int, end: int, parity: int, delimiter: str) -> int:
+    """The number of quotes in ``buf[start:end]``, or -1 when one does not stand where counting
+    quotes expects one.
+
+    Counting takes every other quote (from a record boundary) as one opening a quoted field and
+    the ones between as closing it or as half of a doubled quote. That is how pyarrow reads them
+    when each opening quote starts a field (or doubles the quote before it) and each closing one
+    ends a field (or is doubled). ``parity`` is the count's parity before ``start``; the byte
+    after ``end`` must be in ``buf``.
+    """
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    at = np.flatnonzero(arr[start:end] == _QUOTE[0]) + start
+    sep = ord(delimiter)
+
+    def edge(v: np.ndarray) -> np.ndarray:  # a field's edge, or the other half of a doubled quote
+        return (v == sep) | (v == _NL[0]) | (v == 13) | (v == _QUOTE[0])
+
+    # Counted from a record boundary, quote i opens a field when i + parity is even.
+    opens, closes = at[parity::2], at[1 - parity::2]
+    if not (np.all(edge(arr[np.maximum(opens - 1, 0)]) | (opens == 0)) and np.all(edge(arr[closes + 1]))):
+        return -1
+    return len(at)
 
 
 def _count(buf: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
@@ -212,6 +276,11 @@ class _CsvSource(Source):
                 raise _read_failure(path, exc) from exc
         self._consumed = 0
         self._read_header()
+
+    @property
+    def delimiter(self) -> str:
+        """The field separator."""
+        return self._delimiter
 
     @property
     def decode_waits(self) -> bool:
@@ -328,7 +397,7 @@ class _CsvSource(Source):
 
     def sample_types(self) -> dict[str, pa.DataType]:
         buf = self._pending[: self._block_size]
-        cut = _record_boundary(buf)
+        cut = last_record_end(buf, self._delimiter)
         if cut < 0 and len(self._pending) <= self._block_size:
             cut = len(buf)  # the whole input: decode() would report a quote left open
             self._check_quotes_closed(buf, self._first_line)
@@ -378,16 +447,29 @@ class _CsvSource(Source):
         eof = False
         # A record longer than a piece: the bytes of it already searched, and their quotes' parity.
         scanned = parity = 0
+        exact = False  # a quote inside an unquoted field: parity is no guide for this piece
         while filled or not eof:
             # Gather at least size bytes, or a whole record if one is longer than that.
             while not eof and filled < size:
                 n = self._read_into(buf, filled, size)
                 eof = n == 0
                 filled += n
-            cut = filled if eof else _record_boundary(buf, filled, scanned, parity)
+            if eof:
+                cut = filled
+            elif exact:
+                cut = _exact_boundary(buf, filled, self._delimiter)
+            else:
+                cut = _record_boundary(buf, filled, scanned, parity, self._delimiter)
+                if cut == _IRREGULAR:
+                    exact = True  # for this piece: the quotes before scanned were counted
+                    cut = _exact_boundary(buf, filled, self._delimiter)
             if cut < 0:
-                parity = (parity + _count(buf, _QUOTE, scanned, filled)) % 2
-                scanned = filled
+                # The next search starts after the last newline searched: the quotes up to it
+                # follow the parity (checked), the ones after it are checked next time.
+                searched = buf.rfind(_NL, scanned, filled) + 1
+                if searched:
+                    parity = (parity + _count(buf, _QUOTE, scanned, searched)) % 2
+                    scanned = searched
                 buf.extend(bytes(self._block_size))
                 n = self._read_into(buf, filled, len(buf))
                 eof = n == 0
@@ -398,6 +480,7 @@ class _CsvSource(Source):
             buf[:filled - cut] = buf[cut:filled]
             filled -= cut
             scanned = parity = 0
+            exact = False
             newlines = _count(data, _NL)
             # Only blank lines (or nothing): no record to parse. Checking the first byte first
             # avoids copying a whole piece in strip().
