@@ -23,7 +23,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _as_table(data: Any) -> pa.Table:
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+def _as_table(data: Any, mixed_as_text: bool = False) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -33,21 +36,46 @@ def _as_table(data: Any) -> pa.Table:
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        return _frame_to_arrow(data)
+        return _frame_to_arrow(data, mixed_as_text)
     raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
 
 
-def _frame_to_arrow(frame: Any) -> pa.Table:
+def _frame_to_arrow(frame: Any, mixed_as_text: bool = False) -> pa.Table:
     """A pandas DataFrame as an Arrow table (column names as text); DataError for what Arrow
-    cannot hold, such as an object column mixing text and numbers, or a name given twice."""
+    cannot hold, such as an object column mixing text and numbers, or a name given twice.
+
+    With ``mixed_as_text``, such an object column becomes text instead (each value's ``str``),
+    for fit to judge as it judges a text column of a file.
+    """
     names = [str(c) for c in frame.columns]
     if len(set(names)) < len(names):
         twice = next(n for i, n in enumerate(names) if n in names[:i])
         raise DataError(f"the DataFrame has two columns named '{twice}'")
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise DataError(f"cannot read the DataFrame: {exc}") from None
+    except _ARROW_ERRORS as exc:
+        if not mixed_as_text:
+            raise DataError(f"cannot read the DataFrame: {exc}") from None
+        failure = exc
+    arrays = []
+    for name in frame.columns:
+        column = frame[name]
+        try:
+            arrays.append(pa.Array.from_pandas(column))
+        except _ARROW_ERRORS:
+            if column.dtype != object:
+                raise DataError(f"cannot read the DataFrame: {failure}") from None
+            arrays.append(pa.array([_text_or_none(v) for v in column], pa.string()))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A value of an object column as text; None for pandas' missing values (None, NaN, NA)."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return str(value)
 
 
 def _is_path(data: Any) -> bool:
@@ -68,7 +96,9 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
         Method specs: ``"zscore"`` (default for every numeric column), or ``"minmax:a,b"`` for
         named columns; see the README's method table.
     columns, exclude : list of str
-        Restrict, or remove from, the default selection of numeric columns.
+        Restrict, or remove from, the default selection of numeric columns. A text column
+        whose values mostly read as numbers is not left out of that selection quietly: it is a
+        DataError, unless ``exclude`` names it.
     group_by : str or list of str
         Key columns: every per-column statistic is also fitted per key value (instance
         normalization), and ``transform`` uses each row's group. Keys compare by their text form;
@@ -95,9 +125,13 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
         return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
                          delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options)
-    table = _as_table(data)
+    from normcli import io
+
+    table = _as_table(data, mixed_as_text=True)
+    # Text columns are judged on the first rows, as a file on its first block.
     plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
-                    options=options, sketch_k=sketch_k, group_by=group_by)
+                    options=options, sketch_k=sketch_k, group_by=group_by,
+                    text=io.text_samples(table.slice(0, BATCH_ROWS)))
     acc = plan.empty()
     for batch in table.select(plan.numeric + plan.group_by).to_batches(max_chunksize=BATCH_ROWS):
         acc = merge_partials(acc, plan.partial(batch))
@@ -125,7 +159,8 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
 
     def make_plan(source: Any) -> FitPlan:
         return plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
-                        options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all)
+                        options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
+                        text=source.sample_text())
 
     expand, fold = _engine(engine)
     plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,

@@ -287,6 +287,10 @@ class PartSource:
         """The types of the whole file's sample, as :meth:`normcli.io.Source.sample_types`."""
         return self._inner.sample_types()
 
+    def sample_text(self) -> dict:
+        """How the text columns of that sample read as numbers, as :meth:`normcli.io.Source.sample_text`."""
+        return self._inner.sample_text()
+
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[io.Piece]:
         """The partition as :class:`normcli.io.Piece` objects for :meth:`decode`."""
         missing = [c for c in [*numeric, *keep] if c not in self.columns]

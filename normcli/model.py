@@ -7,9 +7,10 @@ stats file's dict form. Nothing here reads or writes files.
 """
 from __future__ import annotations
 
+import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,9 @@ from normcli import sketch as _sketch
 from normcli.errors import DataError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
 from normcli.stats import ColumnStats
+
+if TYPE_CHECKING:
+    from normcli.io import TextSample
 
 DEFAULT_METHOD = "zscore"
 UNSEEN_POLICIES = ("global", "passthrough", "null", "error")
@@ -152,17 +156,21 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
              options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
-             group_by: Sequence[str] = (), sketch_all: bool = False) -> FitPlan:
+             group_by: Sequence[str] = (), sketch_all: bool = False,
+             text: Mapping[str, TextSample] | None = None) -> FitPlan:
     """Decide what to fit from the input's column types and the user's method specs.
 
     ``methods`` holds specs ``NAME`` (the default for every selected column not named
     elsewhere) or ``NAME:col1,col2`` (those columns; for a row-wise method, the columns it
     spans, in order). ``columns`` restricts the default selection, which is every numeric
-    column; ``exclude`` removes columns from it. ``options`` are method options (ddof, range,
-    eps, ...); each method takes the ones it knows. ``group_by`` names key columns: every
-    per-column statistic is then fitted per key value as well as overall; key columns are never
-    normalized themselves. ``sketch_all`` keeps a quantile
-    sketch of every column (for ``check``), not only of the ``robust`` ones.
+    column; ``exclude`` removes columns from it. ``text`` tells how the sampled values of the
+    text columns read as numbers: the default selection refuses (DataError) a text column that
+    holds numbers (see :func:`numbers_as_text`) rather than leave it out unsaid, and the error
+    for a text column named for fitting quotes its first value that is not a number.
+    ``options`` are method options (ddof, range, eps, ...); each method takes the ones it knows.
+    ``group_by`` names key columns: every per-column statistic is then fitted per key value as
+    well as overall; key columns are never normalized themselves. ``sketch_all`` keeps a
+    quantile sketch of every column (for ``check``), not only of the ``robust`` ones.
     """
     options = dict(options or {})
     group_by = list(dict.fromkeys(group_by))
@@ -172,13 +180,18 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     for name in group_by:
         if name in (columns or ()) or any(name in m.partition(":")[2].split(",") for m in methods if ":" in m):
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
+    text = text or {}
     if columns:
         for name in columns:
             if not is_numeric_type(types[name]):
-                raise DataError(f"column '{name}' is not numeric (its values read as {types[name]})")
+                raise _not_numeric(name, types[name], text.get(name))
         selected = [c for c in types if c in set(columns)]
     else:
         selected = [c for c, t in types.items() if is_numeric_type(t)]
+        named = {c for m in methods if ":" in m for c in m.partition(":")[2].split(",")}
+        suspects = [c for c in types if c not in {*exclude, *group_by, *named} and numbers_as_text(text.get(c))]
+        if suspects:
+            raise _numbers_as_text_error(suspects, text)
     selected = [c for c in selected if c not in set(exclude) and c not in set(group_by)]
 
     default, named = DEFAULT_METHOD, []
@@ -204,7 +217,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
             if c not in types:
                 raise DataError(f"column '{c}' is not in the input")
             if not is_numeric_type(types[c]):
-                raise DataError(f"column '{c}' is not numeric (its values read as {types[c]})")
+                raise _not_numeric(c, types[c], text.get(c))
             if c in claimed:
                 raise UsageError(f"column '{c}' is claimed by both {claimed[c]} and {method}")
             claimed[c] = method
@@ -226,6 +239,50 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     _spread_zscore_options(fits)
     needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
     return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all)
+
+
+def numbers_as_text(sample: TextSample | None) -> bool:
+    """Whether a text column with this sample holds numbers: at least one of its values reads as
+    a number, and at least half of them do (nulls, blanks and null tokens aside).
+
+    Such a column is a numeric one with a few stray values (``-``, ``?``, ``1,5``), not text:
+    left out of the default selection, it would be lost without a word.
+    """
+    return sample is not None and sample.numbers > 0 and 2 * sample.numbers >= sample.values
+
+
+def _numbers_as_text_error(names: Sequence[str], text: Mapping[str, TextSample]) -> DataError:
+    """The error for text columns of numbers met by the default selection (``names[0]`` quoted)."""
+    first = text[names[0]]
+    others = ", ".join(f"'{n}'" for n in names[1:])
+    likewise = f" (likewise {others})" if others else ""
+    if first.example is None:
+        what = (f"column '{names[0]}' holds numbers as text (all {first.values:,} values sampled)"
+                f"{likewise}; convert it to numbers")
+    else:
+        what = (f"column '{names[0]}': value {_shown(first.example)}{_at(first)} is not a number, though "
+                f"{first.numbers:,} of its first {first.values:,} values are{likewise}; fix or empty such values")
+    them = "the column" if len(names) == 1 else "those columns"
+    return DataError(f"{what}, or leave {them} out with --exclude {shlex.quote(','.join(names))}")
+
+
+def _not_numeric(name: str, kind: pa.DataType, sample: TextSample | None) -> DataError:
+    """The error for a column named for fitting whose values are not numbers."""
+    why = f"its values read as {kind}"
+    if sample is not None and sample.example is not None:
+        why += f": {_shown(sample.example)}{_at(sample)} is not a number"
+    return DataError(f"column '{name}' is not numeric ({why})")
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for a one-line message: line breaks escaped, cut after 40 characters."""
+    if len(value) > 40:
+        value = value[:37] + "..."
+    return "'" + value.replace("\r", "\\r").replace("\n", "\\n") + "'"
+
+
+def _at(sample: TextSample) -> str:
+    return f" on {sample.where}" if sample.where else ""
 
 
 def _spread_zscore_options(fits: Mapping[str, ColumnFit]) -> None:

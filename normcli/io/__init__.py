@@ -3,12 +3,14 @@
 Arrow record batches are the currency; this package knows nothing of normalization methods.
 :mod:`.source` holds the interface every input offers, :mod:`.csv_source` and
 :mod:`.parquet_source` the two kinds of input, :mod:`.inputs` the naming and opening of inputs,
-and :mod:`.sinks` the outputs.
+:mod:`.sample` how the text of an input's sample reads as numbers, and :mod:`.sinks` the outputs.
 """
 from .inputs import (InputFile, discard, expand_inputs, fingerprint, open_input, open_source, output_path,
                      spool_stdin)
+from .sample import TextSample, text_samples
 from .sinks import Sink, check_outputs, open_sink
 from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "check_outputs", "detect_format",
-           "discard", "expand_inputs", "fingerprint", "open_input", "open_sink", "open_source", "output_path", "spool_stdin"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
+           "detect_format", "discard", "expand_inputs", "fingerprint", "open_input", "open_sink", "open_source",
+           "output_path", "spool_stdin", "text_samples"]

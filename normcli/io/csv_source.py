@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 
 from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
+from .sample import TextSample, text_samples
 from .source import Piece, Source, _display, _first_bad_float, _read_failure
 
 _BOM = b"\xef\xbb\xbf"
@@ -243,6 +244,26 @@ def _quiet_row_handlers(hook):
     return unraisable
 
 
+@dataclasses.dataclass
+class _Sample:
+    """The first block of a CSV input parsed with inferred types, and where its rows are."""
+
+    table: pa.Table
+    data: bytes
+    first_line: int
+    skipped: tuple[int, ...]  # the records (1-based) the parse left out, ragged ones
+    _lines: np.ndarray | None = None
+
+    def line(self, row: int) -> str | None:
+        """``"line N"``: the file line of the table's ``row``; None if pyarrow did not number a
+        skipped record."""
+        if self._lines is None:
+            if any(n < 1 for n in self.skipped):
+                return None
+            self._lines = np.delete(_record_lines(self.data, self.first_line), [n - 1 for n in self.skipped])
+        return f"line {self._lines[row]}" if row < len(self._lines) else None
+
+
 class _CsvSource(Source):
     def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str,
                  default_size: bool = False):
@@ -275,6 +296,7 @@ class _CsvSource(Source):
             except OSError as exc:
                 raise _read_failure(path, exc) from exc
         self._consumed = 0
+        self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
         self._read_header()
 
     @property
@@ -396,6 +418,23 @@ class _CsvSource(Source):
         return pacsv.ParseOptions(delimiter=self._delimiter, invalid_row_handler=handler)
 
     def sample_types(self) -> dict[str, pa.DataType]:
+        sample = self._sample()
+        if sample is None:
+            return {name: pa.null() for name in self.columns}
+        return {name: sample.table.schema.field(name).type for name in self.columns}
+
+    def sample_text(self) -> dict[str, TextSample]:
+        sample = self._sample()
+        return {} if sample is None else text_samples(sample.table, _NULLS, sample.line)
+
+    def _sample(self) -> _Sample | None:
+        """The first block parsed with inferred types (None if it holds no record), kept until
+        :meth:`pieces` starts."""
+        if self._sampled is None:
+            self._sampled = self._read_sample()
+        return self._sampled or None
+
+    def _read_sample(self) -> _Sample | bool:
         buf = self._pending[: self._block_size]
         cut = last_record_end(buf, self._delimiter)
         if cut < 0 and len(self._pending) <= self._block_size:
@@ -403,13 +442,21 @@ class _CsvSource(Source):
             self._check_quotes_closed(buf, self._first_line)
         elif cut < 0:
             cut = 0
-        if not buf[:cut].strip(b"\r\n"):
-            return {name: pa.null() for name in self.columns}
+        data = buf[:cut]
+        if not data.strip(b"\r\n"):
+            return False
+        skipped: list[int] = []
+
+        @_row_handler
+        def skip(row) -> str:
+            skipped.append(row.number)
+            return "skip"
 
         def infer(null_values: Sequence[str]) -> pa.Table:
+            skipped.clear()
             try:
                 return pacsv.read_csv(
-                    pa.BufferReader(buf[:cut]),
+                    pa.BufferReader(data),
                     read_options=pacsv.ReadOptions(
                         column_names=self.columns,
                         use_threads=False,
@@ -417,7 +464,7 @@ class _CsvSource(Source):
                         encoding=self._encoding,
                     ),
                     # Bad rows are reported by decode(), with their line numbers.
-                    parse_options=self._parse_options(_row_handler(lambda row: "skip")),
+                    parse_options=self._parse_options(skip),
                     convert_options=pacsv.ConvertOptions(null_values=list(null_values)),
                 )
             except pa.ArrowInvalid as exc:
@@ -430,10 +477,11 @@ class _CsvSource(Source):
                               if pa.types.is_string(table.schema.field(name).type)])
             if blanks:
                 table = infer(_NULLS + tuple(blanks))
-        return {name: table.schema.field(name).type for name in self.columns}
+        return _Sample(table, data, self._first_line, tuple(skipped))
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         numeric, keep = self._claim(numeric, keep)
+        self._sampled = None
         # Reading a few columns of a piece (fit, check) holds far less than transforming all of
         # them: twice the bytes per piece then halves the per-piece overhead at the same memory.
         size = self._block_size if keep_others or not self._default_size else 2 * self._block_size

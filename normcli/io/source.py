@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..errors import DataError, IOFailure, UsageError
+from .sample import TextSample
 
 FORMATS = ("csv", "tsv", "parquet")
 
@@ -104,6 +105,13 @@ class Source:
         Does not consume the stream.
         """
         raise NotImplementedError
+
+    def sample_text(self) -> dict[str, TextSample]:
+        """How the text columns of the sample read as numbers (see :func:`normcli.io.text_samples`).
+
+        Empty for Parquet, whose columns have the types they were written with.
+        """
+        return {}
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         """Yield the input as pieces, sequentially and cheaply. Single use.

@@ -1,0 +1,231 @@
+"""A column of numbers with a few stray values is refused by fit, wherever those values are,
+instead of being left out of the default selection without a word; text columns still are."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import normcli
+from conftest import run_cli
+from normcli import io
+from normcli.errors import DataError
+from reliability.helpers import assert_error
+
+SMALL_BLOCK = {"NORMCLI_BLOCK_SIZE": "1024"}  # the sample is the first KiB (about 60 rows here)
+
+
+def table(tmp_path, stray: bytes | None = None, at: int = 5, rows: int = 400, name: str = "d.csv"):
+    """A CSV of an id, a numeric column ``x`` (``stray`` on line ``at`` when given) and ``y``."""
+    lines = [b"id,x,y"] + [b"u%04d,%d.5,%d" % (i, i, i % 7) for i in range(rows)]
+    if stray is not None:
+        i = at - 1  # lines[0] is the header, line 1
+        lines[i] = b"u%04d,%s,%d" % (i, stray, i % 7)
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def fitted(path) -> list[str]:
+    return list(json.loads(path.read_text())["columns"])
+
+
+@pytest.mark.parametrize("stray,shown", [(b"-", "-"), (b"abc", "abc"), (b'"1,5"', "1,5"), (b"?", "?"),
+                                         (b"1.2.3", "1.2.3"), (b"12 kg", "12 kg")])
+def test_a_stray_value_in_the_sample_is_an_error_naming_column_value_and_line(tmp_path, stray, shown):
+    src, out = table(tmp_path, stray), tmp_path / "s.json"
+    line = assert_error(run_cli("fit", src, "-o", out), 3, "column 'x'", f"'{shown}'", "line 5", "--exclude x")
+    assert line == (f"Error: column 'x': value '{shown}' on line 5 is not a number, though 399 of its first "
+                    "400 values are; fix or empty such values, or leave the column out with --exclude x")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("at", [5, 380])
+def test_the_same_stray_value_early_or_late_is_exit_3(tmp_path, at):
+    src, out = table(tmp_path, b"abc", at=at), tmp_path / "s.json"
+    r = run_cli("fit", src, "-o", out, env=SMALL_BLOCK)
+    assert_error(r, 3, "column 'x'", "'abc'", f"line {at}")
+    assert not out.exists()
+
+
+def test_exclude_gets_past_it_and_transform_passes_the_column_through(tmp_path):
+    src, stats, out = table(tmp_path, b"-"), tmp_path / "s.json", tmp_path / "o.csv"
+    r = run_cli("fit", src, "-o", stats, "--exclude", "x")
+    assert r.code == 0 and r.err == "", r.err
+    assert fitted(stats) == ["y"]
+    assert run_cli("transform", src, "--stats", stats, "-o", out).code == 0
+    got = [line.split(b",")[1] for line in out.read_bytes().splitlines()]
+    assert got == [line.split(b",")[1] for line in src.read_bytes().splitlines()]
+
+
+def test_text_columns_are_still_left_out_quietly(tmp_path):
+    src, out = tmp_path / "t.csv", tmp_path / "s.json"
+    # ids, names, dates, codes starting with digits, a column of numbers only as a minority
+    rows = [b"id,name,day,code,few,x"] + [b"u%04d,Ann %d,2024-01-%02d,%dA,%s,%d" % (i, i, i % 28 + 1, i, b"7" if i % 3 == 0 else b"n.a.", i)
+                                          for i in range(300)]
+    src.write_bytes(b"\n".join(rows) + b"\n")
+    r = run_cli("fit", src, "-o", out)
+    assert r.code == 0 and r.err == "", r.err
+    assert fitted(out) == ["x"]
+
+
+def test_null_tokens_and_blank_fields_are_not_stray_values(tmp_path):
+    src, out = tmp_path / "n.csv", tmp_path / "s.json"
+    src.write_bytes(b"x,y\n1,2\nn/a,3\nNA,4\n,5\n  ,6\n7,7\n")
+    r = run_cli("fit", src, "-o", out)
+    assert r.code == 0, r.err
+    assert fitted(out) == ["x", "y"]
+    assert json.loads(out.read_text())["columns"]["x"]["stats"]["count"] == 2
+
+
+@pytest.mark.parametrize("values,refused", [
+    (["1", "2", "x", "y"], True),  # half the values are numbers: refused
+    (["1", "x", "y"], False),  # a minority: text
+    (["x", "y", "z"], False),  # no number at all: text
+    (["1", "NA", "", "-"], True),  # nulls do not count: one number, one other
+])
+def test_the_rule_at_least_one_number_and_at_least_half(tmp_path, values, refused):
+    src, out = tmp_path / "r.csv", tmp_path / "s.json"
+    src.write_text("v,y\n" + "".join(f"{v},{i}\n" for i, v in enumerate(values)))
+    r = run_cli("fit", src, "-o", out)
+    if refused:
+        assert_error(r, 3, "column 'v'", "--exclude v")
+        assert not out.exists()
+    else:
+        assert r.code == 0, r.err
+        assert fitted(out) == ["y"]
+
+
+def test_every_such_column_goes_into_the_exclude_hint(tmp_path):
+    src = tmp_path / "m.csv"
+    src.write_bytes(b"a,b c,d\n1,2,3\n-,?,4\n5,6,7\n")
+    line = assert_error(run_cli("fit", src), 3)
+    assert line == ("Error: column 'a': value '-' on line 3 is not a number, though 2 of its first 3 values are "
+                    "(likewise 'b c'); fix or empty such values, or leave those columns out with --exclude 'a,b c'")
+    r = run_cli("fit", src, "--exclude", "a,b c")
+    assert r.code == 0 and list(json.loads(r.text)["columns"]) == ["d"]
+
+
+def test_a_quoted_line_break_in_the_value_keeps_the_error_on_one_line(tmp_path):
+    src = tmp_path / "q.csv"
+    src.write_bytes(b'x,y\n1,1\n"4\n2",2\n3,3\n')
+    assert_error(run_cli("fit", src), 3, "value '4\\n2' on line 3")
+
+
+def test_line_numbers_count_blank_lines_and_skip_ragged_rows(tmp_path):
+    src = tmp_path / "l.csv"
+    src.write_bytes(b"x,y\n\n1,1\n2,2,2\n\n3,3\noops,4\n5,5\n")
+    with io.open_source(str(src)) as source:
+        sample = source.sample_text()["x"]
+    assert (sample.values, sample.numbers, sample.example, sample.where) == (4, 3, "oops", "line 7")
+
+
+def test_stdin_is_judged_alike(tmp_path):
+    src = table(tmp_path, b"abc")
+    assert_error(run_cli("fit", "-", stdin=src.read_bytes()), 3, "column 'x'", "'abc' on line 5")
+
+
+def test_named_columns_name_the_value(tmp_path):
+    src = table(tmp_path, b"abc")
+    assert_error(run_cli("fit", src, "--columns", "x"), 3,
+                 "column 'x' is not numeric (its values read as string: 'abc' on line 5 is not a number)")
+    assert_error(run_cli("fit", src, "--method", "minmax:x"), 3,
+                 "column 'x' is not numeric (its values read as string: 'abc' on line 5 is not a number)")
+    assert_error(run_cli("fit", src, "--columns", "id"), 3,
+                 "column 'id' is not numeric (its values read as string: 'u0000' on line 2 is not a number)")
+
+
+def test_parquet_text_keeps_its_type(tmp_path):
+    src, out = tmp_path / "p.parquet", tmp_path / "s.json"
+    pq.write_table(pa.table({"x": ["1", "2", "abc"], "y": [1.0, 2.0, 3.0]}), src)
+    r = run_cli("fit", src, "-o", out)
+    assert r.code == 0, r.err
+    assert fitted(out) == ["y"]
+
+
+# ---- the Python API ----
+
+@pytest.mark.parametrize("x", [[1.0, 2.0, "abc", 4.0], ["1", "2", "abc", "4"]])
+def test_api_refuses_a_frame_column_of_numbers_and_text(x):
+    df = pd.DataFrame({"x": x, "y": [1.0, 2.0, 3.0, 5.0]})
+    with pytest.raises(DataError, match=r"^column 'x': value 'abc' on row 3 is not a number, though 3 of its "
+                                        r"first 4 values are; .* --exclude x$"):
+        normcli.fit(df)
+    stats = normcli.fit(df, exclude=["x"])
+    assert list(stats.columns) == ["y"]
+    assert stats.transform(df)["x"].tolist() == x
+
+
+def test_api_reads_a_csv_as_the_cli_does(tmp_path):
+    src = table(tmp_path, b"abc")
+    with pytest.raises(DataError, match=r"column 'x': value 'abc' on row 4 is not a number"):
+        normcli.fit(pd.read_csv(src))
+    with pytest.raises(DataError, match=r"column 'x': value 'abc' on line 5 is not a number"):
+        normcli.fit(str(src))
+
+
+def test_api_leaves_text_out_quietly():
+    df = pd.DataFrame({"id": ["u1", "u2", None], "mixed": [1, "u2", "u3"], "y": [1.0, 2.0, 3.0]})
+    assert list(normcli.fit(df).columns) == ["y"]
+
+
+def test_api_numbers_held_as_text():
+    df = pd.DataFrame({"x": ["1", "2", "3"], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(DataError, match=r"^column 'x' holds numbers as text \(all 3 values sampled\); convert"):
+        normcli.fit(df)
+
+
+def test_dask_engine_uses_the_same_sample(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from normcli.api import fit_paths
+    from normcli.engine_dask import DaskEngine
+
+    src = table(tmp_path, b"abc", rows=2000)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        engine = DaskEngine(client, partition_bytes=4000)
+        with pytest.raises(DataError, match=r"^column 'x': value 'abc' on line 5 is not a number"):
+            fit_paths([str(src)], [], engine=engine)
+        assert list(fit_paths([str(src)], [], exclude=["x"], engine=engine).columns) == ["y"]
+
+
+# ---- reading text as numbers: the same as pyarrow ----
+
+EDGES = ["1", "-1", "+1", ".5", "5.", "1e5", "1E+5", "1e-5", "1.e5", "5.e3", "00012", "-0", "1e500",
+         "inf", "-inf", "+Inf", "INFINITY", "nan", "-NaN", "+nan", " 3", "3 ", "\t3\t",
+         ".e5", "e5", "1e", "1_000", "0x10", "1,5", "1.2.3", "-", "+", ".", "--1", "1 2", "1f", "1d5",
+         "infinit", "nana", "+-1", "１", "١", "3\r", "é"]
+
+
+def reads_as_number(text: str) -> bool:
+    """pyarrow's own answer: the text, spaces and tabs around it aside, casts to float64."""
+    text = text.strip(" \t")
+    try:
+        pa.array([text]).cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return text != ""
+
+
+def test_numbers_are_what_pyarrow_reads_as_numbers():
+    rng = random.Random(5)
+    alphabet = "0123456789+-.eEinfatyINFATY \t,x"
+    texts = EDGES + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9))) for _ in range(20000)]
+    for kind in (pa.string(), pa.large_string()):
+        column = pa.chunked_array([pa.array(texts[:7], kind), pa.array(texts[7:], kind)])
+        sample = io.text_samples(pa.table({"t": column}))["t"]
+        expected = [reads_as_number(t) for t in texts]
+        assert sample.numbers == sum(expected)
+        assert sample.example == texts[expected.index(False)]
+
+
+def test_text_samples_of_a_sliced_array_with_nulls():
+    arr = pa.array(["x", None, "1", "NA", " ", "2", "y", None])[1:]
+    sample = io.text_samples(pa.table({"t": arr}), null_values=["NA"])["t"]
+    assert (sample.values, sample.numbers, sample.example, sample.where) == (3, 2, "y", "row 6")
+    assert io.text_samples(pa.table({"n": np.arange(3)})) == {}
