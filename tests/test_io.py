@@ -661,6 +661,24 @@ def test_a_quote_left_open_names_the_line_it_opens_on(tmp_path, body, line, keep
     assert str(info.value) == f"'{path}', line {line}: a quoted field is not closed before the end of the file"
 
 
+@pytest.mark.parametrize("body, line", [
+    (b'1,a\n2,"b\n', 3),   # a quote left open: the line it opens on
+    (b"1,a\n2,", 3),        # a line that does not end: the record's first line
+])
+def test_a_record_longer_than_the_bound_stops_the_read(tmp_path, monkeypatch, body, line):
+    from normcli.io import csv_source
+
+    monkeypatch.setattr(csv_source, "MAX_RECORD_BYTES", 1 << 20)
+    path = tmp_path / "q.csv"
+    path.write_bytes(b"x,y\n" + body + b"3" * (3 << 20) + b"\n" + b"4,d\n" * 1000)
+    with open_source(str(path), block_size=1 << 16) as src:
+        with pytest.raises(DataError) as info:
+            read_all(src, ["x"])
+        assert src._position() < 2 << 20  # the rest of the input was never held
+    assert str(info.value) == (f"'{path}', line {line}: a record runs on for more than 1 MiB "
+                               "(a quoted field not closed?)")
+
+
 def test_a_quote_left_open_in_the_header(tmp_path):
     path = tmp_path / "q.csv"
     path.write_bytes(b'x,"y\n1,2\n3,4\n')

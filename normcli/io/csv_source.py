@@ -29,6 +29,8 @@ _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (emp
 _QUOTE = b'"'
 _NL = b"\n"
 _GZIP_MAGIC = b"\x1f\x8b"
+# The longest record read: memory stays bounded when a quote is left open early in a large file.
+MAX_RECORD_BYTES = 32 << 20
 
 
 def _peek(stream, n: int) -> bytes:
@@ -512,6 +514,8 @@ class _CsvSource(Source):
                     exact = True  # for this piece: the quotes before scanned were counted
                     cut = _exact_boundary(buf, filled, self._delimiter)
             if cut < 0:
+                if filled > MAX_RECORD_BYTES:
+                    self._record_too_long(buf, filled, line)
                 # The next search starts after the last newline searched: the quotes up to it
                 # follow the parity (checked), the ones after it are checked next time.
                 searched = buf.rfind(_NL, scanned, filled) + 1
@@ -681,6 +685,14 @@ class _CsvSource(Source):
                                        null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
         batch = _as_batch(self._read_piece(piece, convert))
         return {name: batch.column(name).is_null() for name in names}
+
+    def _record_too_long(self, buf: bytearray, end: int, first_line: int) -> None:
+        """Raise the DataError for a record that runs on past :data:`MAX_RECORD_BYTES` from
+        ``first_line`` (``buf[:end]``): name the line of the quote that holds it open, if one does."""
+        spans = _quoted_spans(buf, self._delimiter, end)
+        opening = spans[-1][0] if spans and spans[-1][1] < 0 else 0
+        raise DataError(f"{_display(self.path)}, line {first_line + _count(buf, _NL, 0, opening)}: a record "
+                        f"runs on for more than {MAX_RECORD_BYTES >> 20} MiB (a quoted field not closed?)")
 
     def _check_quotes_closed(self, data: bytes, first_line: int) -> None:
         """Raise a DataError if a quoted field is open at the end of ``data``, the input's end."""
