@@ -6,6 +6,8 @@ in the same kind.
 """
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -320,19 +322,19 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
         raise UsageError("several inputs need an output directory: -o DIR/")
     # Every output is checked against every input and every other output before the first is
     # written: c1/x.csv and c2/x.csv both map to DIR/x.csv, and DIR/ may hold the inputs.
-    targets = [io.output_path(output, item, to, create=False) if to_dir else output for item in items]
+    targets = [io.output_path(output, item, to) if to_dir else output for item in items]
     io.check_outputs([(target, f"the output of '{item.path}'" if to_dir else None)
                       for item, target in zip(items, targets)], [item.path for item in items])
     done = []
-    for item in items:
-        target = io.output_path(output, item, to) if to_dir else output
+    for item, target in zip(items, targets):
         log("input", {"path": item.path, "output": target or "-"})
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
-            # Under DIR/ the output keeps the key=value directories: the keys stay out of the file.
-            summary = transform_source(stats, source, target, to=to, delimiter=delimiter, inverse=inverse,
-                                       progress=progress, overrides=overrides, out_options=out_options,
-                                       drop=source.partition_keys if to_dir else ())
+            with io.parent_directories(target) if to_dir else contextlib.nullcontext():
+                # Under DIR/ the output keeps the key=value directories: the keys stay out of the file.
+                summary = transform_source(stats, source, target, to=to, delimiter=delimiter,
+                                           inverse=inverse, progress=progress, overrides=overrides,
+                                           out_options=out_options, drop=source.partition_keys if to_dir else ())
         finally:
             source.close()
         log("rows", {"path": item.path, "rows": summary.rows})

@@ -129,6 +129,19 @@ def test_transform_hive_directory_grouped_by_partition_key(tmp_path):
     assert np.allclose(got["x"].to_numpy(), (v - v.mean()) / v.std(), rtol=1e-12, atol=1e-12)
 
 
+def test_a_failed_input_leaves_no_directory_it_made(tmp_path):
+    write_csv(day_frame(1), tmp_path / "in" / "a" / "x.csv")
+    write_csv(day_frame(2)[["id", "y"]], tmp_path / "in" / "b" / "deep" / "x.csv")  # lacks x
+    assert run_cli("fit", tmp_path / "in" / "a", "-o", tmp_path / "s.json").code == 0
+    (tmp_path / "out" / "b").mkdir(parents=True)  # there before the run: kept
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/")
+    assert r.code == errors.EXIT_STATS, r.err
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
+        "a", "a/x.csv", "b"]  # the first input's output is whole; b/deep is gone
+    r = run_cli("transform", tmp_path / "in" / "b", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "new") + "/")
+    assert r.code == errors.EXIT_STATS and not (tmp_path / "new").exists()
+
+
 def test_fit_glob_and_duplicate_paths_are_read_once(tmp_path):
     a = write_csv(day_frame(1), tmp_path / "d" / "day1.csv")
     write_csv(day_frame(2), tmp_path / "d" / "day2.csv")

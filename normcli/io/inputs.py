@@ -156,10 +156,9 @@ def discard(path: str) -> None:
         pass
 
 
-def output_path(directory: str, item: InputFile, fmt: str | None, create: bool = True) -> str:
+def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
     """Where the output of ``item`` goes under ``directory``: the same relative name, with the
-    extension of ``fmt`` when that differs from the input's. Parent directories are created
-    unless ``create`` is false."""
+    extension of ``fmt`` when that differs from the input's."""
     name = item.name
     if fmt is not None and detect_format(name, None) != fmt:
         lower = name.lower()
@@ -168,14 +167,7 @@ def output_path(directory: str, item: InputFile, fmt: str | None, create: bool =
                 name = name[: -len(ext)]
                 break
         name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt]
-    path = os.path.join(directory, name)
-    if not create:
-        return path
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    except OSError as exc:
-        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
-    return path
+    return os.path.join(directory, name)
 
 
 def open_source(

@@ -2,9 +2,11 @@
 existing device, FIFO or socket written as is."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import IOFailure
@@ -66,3 +68,28 @@ def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
     except OSError:
         pass
     return fd, tmp
+
+
+@contextlib.contextmanager
+def parent_directories(path: str) -> Iterator[None]:
+    """Create the missing directories above ``path`` for the block's output; if the block
+    fails, remove the ones created here that are still empty, so that no debris is left."""
+    made = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+        made.append(directory)
+        directory = os.path.dirname(directory)
+    try:
+        for d in reversed(made):
+            os.makedirs(d, exist_ok=True)
+    except OSError as exc:
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
+    try:
+        yield
+    except BaseException:
+        for d in made:  # deepest first
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        raise
