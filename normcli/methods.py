@@ -178,7 +178,10 @@ def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
     clip = None
     if method == "zscore":
         center, center_lo = stats.mean, stats.mean_lo
-        scale = np.sqrt(stats.var(options["ddof"]) + options["eps"])
+        if getattr(stats, "center", None) is not None:  # an imported StandardScaler without counts
+            center, center_lo = stats.center, 0.0
+        fixed = getattr(stats, "scale", None)  # an imported StandardScaler's scale_ (see from_sklearn)
+        scale = np.sqrt(stats.var(options["ddof"]) + options["eps"]) if fixed is None else fixed
         constant = stats.is_constant()
         gain, offset = float(options["gamma"]), float(options["beta"])
         if options.get("clip_sigma"):

@@ -75,8 +75,10 @@ class ColumnStats(_sketch.PickledSketches):
 
     Statistics imported from another library (:func:`normcli.from_sklearn`) may lack some
     fields: an unknown mean, M2, min or max is NaN (null in the stats file). ``center`` and
-    ``scale`` are fixed parameters carried instead of a sketch (an imported ``RobustScaler``) or
-    a max-abs (an imported ``MaxAbsScaler``); they are not mergeable.
+    ``scale`` are fixed parameters carried instead of a sketch (an imported ``RobustScaler``), a
+    max-abs (an imported ``MaxAbsScaler``) or the scale zscore's options give (an imported
+    ``StandardScaler`` whose ``scale_`` no ddof reproduces, and its centre too when it has no
+    counts); they are not mergeable.
     """
 
     count: int = 0

@@ -241,6 +241,118 @@ def test_from_sklearn_keeps_mergeable_moments():
     assert merged.columns["a"].stats.count == 2 * st.count
 
 
+ZSCORE_OPTIONS = [{"ddof": 0, "eps": 0.0}, {"ddof": 1, "eps": 0.0}, {"ddof": 0, "eps": 0.5},
+                  {"ddof": 1, "eps": 0.5}]
+ZCOLS = ["a", "b b", "const"]
+
+
+def _small(seed: int) -> pd.DataFrame:
+    """Few rows (where ddof and eps matter most), nulls and a constant column."""
+    return data(12, seed)[ZCOLS]
+
+
+@pytest.mark.parametrize("opts", ZSCORE_OPTIONS, ids=lambda o: f"ddof{o['ddof']}_eps{o['eps']}")
+def test_zscore_to_sklearn_exports_population_var_and_applied_scale(opts):
+    pytest.importorskip("sklearn")
+    from sklearn.preprocessing import StandardScaler
+
+    train, more = _small(3), _small(5)
+    stats = normcli.fit(train, "zscore", **opts)
+    ct = normcli.to_sklearn(stats)
+    for i, c in enumerate(ZCOLS):
+        sc = ct.named_transformers_[f"zscore_{i}"]
+        x = train[c].to_numpy()
+        var = np.nanvar(x)
+        scale = 1.0 if c == "const" else np.sqrt(np.nanvar(x, ddof=opts["ddof"]) + opts["eps"])
+        np.testing.assert_allclose(sc.var_, [var], rtol=TOL, atol=1e-300)
+        np.testing.assert_allclose(sc.scale_, [scale], rtol=TOL)
+        # scikit-learn merges var_ as a population variance: the merged moments are the whole's
+        sc.partial_fit(more[[c]])
+        whole = StandardScaler().fit(pd.concat([train, more])[[c]])
+        np.testing.assert_allclose([sc.mean_, sc.var_], [whole.mean_, whole.var_], rtol=TOL, atol=1e-300)
+        assert sc.n_samples_seen_ == whole.n_samples_seen_
+
+
+def _standard_scalers() -> dict:
+    """StandardScalers whose scale_ is sqrt(var_) (fitted), or not (exported with eps, edited)."""
+    from sklearn.preprocessing import StandardScaler
+
+    train = _small(3)
+    train["tiny"] = 0.1  # constant but for rounding: scikit-learn's var_ is ~1e-34, its scale_ 1
+    train.loc[0, "tiny"] = np.nextafter(0.1, 1)
+    edited = StandardScaler().fit(train)
+    edited.scale_ = edited.scale_ * np.array([1.1, 0.9, 1.0, 1.0])
+    # weights summing to 0.39: n_samples_seen_ is that sum, no count
+    weighted = StandardScaler().fit(train, sample_weight=np.linspace(0.01, 0.055, len(train)))
+    out = {"fitted": StandardScaler().fit(train), "edited": edited, "weighted": weighted}
+    for o in ZSCORE_OPTIONS:
+        ct = normcli.to_sklearn(normcli.fit(train, "zscore", **o))
+        out[f"ddof{o['ddof']}_eps{o['eps']}"] = ct
+    return out
+
+
+@pytest.mark.parametrize("kind", ["fitted", "edited", "weighted",
+                                  *(f"ddof{o['ddof']}_eps{o['eps']}" for o in ZSCORE_OPTIONS)])
+def test_standard_scaler_import_transforms_as_sklearn(kind):
+    pytest.importorskip("sklearn")
+    est = _standard_scalers()[kind]
+    new = _small(4)
+    new["tiny"] = np.linspace(0.09, 0.11, len(new))
+    ref = pd.DataFrame(est.transform(new), columns=new.columns)[list(new.columns)]
+    stats = statsfile.loads(statsfile.dumps(normcli.from_sklearn(est)))  # through the stats file
+    assert_same(stats.transform(new), ref, new.columns)
+    assert_same(normcli.to_sklearn(stats).transform(new), ref, new.columns)  # and back, unchanged
+    if kind == "weighted":  # weighted moments are no counts: a fixed centre and scale, no moments
+        assert all(f.stats.count == 0 and f.stats.center is not None for f in stats.columns.values())
+        return
+    # the moments stay the population ones, whatever scale_ is
+    scalers = [est] if kind in ("fitted", "edited") else list(est.named_transformers_.values())
+    mean = np.concatenate([s.mean_ for s in scalers])
+    m2 = np.concatenate([s.var_ * s.n_samples_seen_ for s in scalers])
+    got = [stats.columns[c].stats for c in new.columns]
+    np.testing.assert_allclose([s.mean for s in got], mean, rtol=TOL)
+    np.testing.assert_allclose([s.m2 for s in got], m2, rtol=TOL, atol=1e-300)
+
+
+@pytest.mark.parametrize("opts", ZSCORE_OPTIONS, ids=lambda o: f"ddof{o['ddof']}_eps{o['eps']}")
+def test_zscore_sklearn_round_trip_transforms_as_fitted(opts):
+    pytest.importorskip("sklearn")
+    train, new = _small(3), _small(4)
+    stats = normcli.fit(train, "zscore", **opts)
+    back = statsfile.loads(statsfile.dumps(normcli.from_sklearn(normcli.to_sklearn(stats))))
+    assert_same(back.transform(new), stats.transform(new), ZCOLS)
+    a = back.columns["a"]
+    if opts["eps"] == 0.0:  # ddof alone is recognised: the column stays mergeable
+        assert (a.options["ddof"], a.stats.scale) == (opts["ddof"], None)
+        assert normcli.merge(back, back).columns["a"].stats.count == 2 * a.stats.count
+    else:  # eps is not: the applied scale is carried as it is, and refuses to merge
+        assert a.stats.scale is not None
+        with pytest.raises(normcli.NormcliError, match="cannot be merged"):
+            normcli.merge(back, back)
+
+
+def test_cli_import_of_a_zscore_with_eps_transforms_as_sklearn(tmp_path, cli):
+    sio = pytest.importorskip("skops.io")
+    _small(3).to_csv(tmp_path / "train.csv", index=False)
+    _small(4).to_csv(tmp_path / "new.csv", index=False)
+    new = pd.read_csv(tmp_path / "new.csv")
+    for args in (["fit", tmp_path / "train.csv", "--ddof", "1", "--eps", "0.5", "-o", tmp_path / "s.json"],
+                 ["export", tmp_path / "s.json", "--to", "sklearn", "-o", tmp_path / "m.skops"],
+                 ["import", tmp_path / "m.skops", "-o", tmp_path / "back.json"],
+                 ["transform", tmp_path / "new.csv", "--stats", tmp_path / "back.json", "-o", tmp_path / "out.csv"],
+                 ["transform", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "orig.csv"]):
+        r = cli(*args)
+        assert r.code == 0, r.err
+    est = sio.load(tmp_path / "m.skops", trusted=sio.get_untrusted_types(file=tmp_path / "m.skops"))
+    ref = est.transform(new)
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert_same(got, ref, ZCOLS)
+    assert_same(got, pd.read_csv(tmp_path / "orig.csv"), ZCOLS)
+    doc = json.loads((tmp_path / "back.json").read_text())
+    assert doc["columns"]["a"]["stats"]["scale"] == pytest.approx(np.sqrt(np.nanvar(_small(3)["a"], ddof=1) + 0.5),
+                                                                  rel=TOL)
+
+
 def test_from_sklearn_without_names_needs_columns():
     from sklearn.preprocessing import StandardScaler
 
@@ -297,6 +409,22 @@ def _tmp(blob: bytes) -> str:
     f.write(blob)
     f.close()
     return f.name
+
+
+def test_torch_keeps_an_imported_fixed_scale():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from safetensors.torch import load
+
+    est = _standard_scalers()["edited"]
+    new = _small(4).dropna().reset_index(drop=True)
+    new["tiny"] = 0.1
+    tensors = load(normcli.from_sklearn(est).export("torch"))
+    bn = torch.nn.BatchNorm1d(new.shape[1], eps=0.0).double().eval()
+    bn.load_state_dict({k[len("batchnorm."):]: v for k, v in tensors.items() if k.startswith("batchnorm.")})
+    got = bn(torch.tensor(new.to_numpy(np.float64))).detach().numpy()
+    assert_same(pd.DataFrame(got, columns=new.columns), pd.DataFrame(est.transform(new), columns=new.columns),
+                new.columns)
 
 
 def test_torch_refuses_clip():

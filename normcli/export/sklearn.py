@@ -11,6 +11,7 @@ for data with a huge offset (1e9 + noise).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -76,8 +77,11 @@ def _scaler(fit: ColumnFit, p: M.Affine) -> tuple[Any, dict[str, Any]]:
     if fit.method == "zscore":
         if (p.gain, p.offset) != (1.0, 0.0):
             raise UsageError(f"column '{fit.name}': zscore gamma/beta have no scikit-learn equivalent")
+        # var_ is the population variance, what StandardScaler.partial_fit merges with (and takes
+        # n_samples_seen_ as a NumPy integer); scale_ the scale applied (ddof, eps and the
+        # constant-column rule included)
         return _estimator("StandardScaler"), {"mean_": one(p.center), "scale_": one(p.scale),
-                                              "var_": one(st.var(o["ddof"])), "n_samples_seen_": n}
+                                              "var_": one(st.var(0)), "n_samples_seen_": np.int64(n)}
     if fit.method == "minmax":
         scale = p.gain / p.scale
         return _estimator("MinMaxScaler", feature_range=tuple(o["range"]), clip=bool(o["clip"])), {
@@ -94,8 +98,13 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
 
     ``columns`` names the estimator's input columns in order; it may be omitted when the
     estimator was fitted on a DataFrame (``feature_names_in_``). ``StandardScaler`` keeps its
-    mergeable moments (``n_samples_seen_``, ``mean_``, ``var_``); ``MinMaxScaler`` its count, min
-    and max; ``MaxAbsScaler`` and ``RobustScaler`` carry a fixed scale (and centre) instead.
+    mergeable moments (``n_samples_seen_``, ``mean_``, ``var_`` as count, mean and M2) and
+    transforms with its own ``scale_``: as a zscore of ddof 0 or 1 when that reproduces
+    ``scale_``, else with ``scale_`` as a fixed scale (an ``--eps``, say), which cannot be merged.
+    One whose ``n_samples_seen_`` is no whole number above 0 (a sum of ``sample_weight``) has no
+    count: its ``mean_`` and ``scale_`` become a fixed centre and scale without moments.
+    ``MinMaxScaler`` keeps its count, min and max; ``MaxAbsScaler`` and ``RobustScaler`` carry a
+    fixed scale (and centre) instead.
     """
     require("sklearn")
     names = list(columns) if columns is not None else _feature_names(estimator)
@@ -158,14 +167,18 @@ def _check_width(est: Any, k: int) -> None:
 def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
     """One column of a fitted scaler as a ColumnFit."""
     seen = getattr(est, "n_samples_seen_", 0)
-    n = int(seen[j] if np.ndim(seen) else seen)
+    seen = float(seen[j] if np.ndim(seen) else seen)  # scikit-learn may keep a count as a float
+    n = int(seen)
     nan = math.nan
     if kind == "StandardScaler":
         if not (est.with_mean and est.with_std):
             raise UsageError("a StandardScaler without centring or scaling has no normcli equivalent")
-        mean, var = float(est.mean_[j]), float(est.var_[j])
-        st = ColumnStats(n, 0, mean, 0.0, var * n, nan, nan)
-        return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
+        mean, var, scale = float(est.mean_[j]), float(est.var_[j]), float(est.scale_[j])
+        if n != seen or n == 0:
+            # fitted with sample_weight: weighted moments and a sum of weights, not a count
+            st = ColumnStats(center=mean, scale=scale)
+            return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
+        return _zscore(name, ColumnStats(n, 0, mean, 0.0, var * n, nan, nan), scale)
     if kind == "MinMaxScaler":
         st = ColumnStats(n, 0, nan, nan, nan, float(est.data_min_[j]), float(est.data_max_[j]))
         opts = {"range": [float(v) for v in est.feature_range], "clip": bool(est.clip)}
@@ -181,6 +194,22 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
         return ColumnFit(name, "robust", M.options_for("robust", opts), st)
     raise UsageError(f"cannot import a {kind} (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, "
                      "Normalizer or a ColumnTransformer of them)")
+
+
+# Relative difference within which a zscore's scale reproduces scale_: M2 = var_ * n, then
+# M2 / (n - ddof) and its square root, round a few times (the ddof 0 and 1 scales of n values
+# differ by about 1/(2n), far more than this for any n below 1e14).
+_SAME_SCALE = 8 * float(np.finfo(np.float64).eps)
+
+
+def _zscore(name: str, moments: ColumnStats, scale: float) -> ColumnFit:
+    """A StandardScaler's column as zscore: ddof 0, or 1, when that reproduces ``scale`` (the
+    column stays mergeable), else ``scale`` carried as a fixed scale beside the moments."""
+    for ddof in (0, 1):
+        options = M.options_for("zscore", {"ddof": ddof})
+        if math.isclose(M.column_params("zscore", moments, options).scale, scale, rel_tol=_SAME_SCALE):
+            return ColumnFit(name, "zscore", options, moments)
+    return ColumnFit(name, "zscore", M.options_for("zscore", {}), replace(moments, scale=scale))
 
 
 # What a skops file may hold to be imported: the scalers, their container and NumPy types.

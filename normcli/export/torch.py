@@ -63,6 +63,7 @@ def _batchnorm_row(name: str, fit: Any, p: M.Affine, eps: float) -> tuple[float,
         raise UsageError(f"column '{name}': clipping and fill-missing have no BatchNorm1d equivalent")
     if p.const_zero:
         return 0.0, 1.0 - eps, 0.0, 0.0
-    exact = fit.method == "zscore" and not fit.stats.is_constant() and fit.stats.count > 0
+    exact = (fit.method == "zscore" and fit.stats.scale is None and not fit.stats.is_constant()
+             and fit.stats.count > 0)
     var = fit.stats.var(fit.options["ddof"]) if exact else float(p.scale) ** 2 - eps
     return float(p.center) + float(p.center_lo), var, float(p.gain), float(p.offset)
