@@ -192,9 +192,10 @@ def _validate(doc: Any, source: str) -> None:
         raise StatsFileError(f"{source}: not a valid stats file (top level is not an object)")
     if doc.get("format") != FORMAT:
         raise StatsFileError(f"{source}: format: expected '{FORMAT}', found {doc.get('format')!r}")
-    if doc.get("version") != VERSION:
-        raise StatsFileError(f"{source}: version: this normcli reads version {VERSION}, "
-                             f"the file is version {doc.get('version')!r}")
+    version = doc.get("version")
+    if type(version) is not int or version != VERSION:  # 1.0 == True == 1 in Python, not in the format
+        found = json.dumps(version) if isinstance(version, (bool, float)) or version is None else repr(version)
+        raise StatsFileError(f"{source}: version: this normcli reads version {VERSION}, the file is version {found}")
     where = _non_finite(doc)
     if where is not None:
         raise StatsFileError(f"{source}: {where}: not finite (a number beyond the float64 range)")
@@ -209,25 +210,41 @@ def _validate(doc: Any, source: str) -> None:
             raise StatsFileError(f"{source}: {where}: {err.message}")
     for name, c in doc["columns"].items():
         st = c["stats"]
+        where = f"{source}: columns.{name}.stats"
+        for k in ("count", "nulls"):
+            if type(st[k]) is not int or st[k] > _MAX_COUNT:  # JSON Schema takes 4.0 for an integer
+                raise StatsFileError(f"{where}.{k}: expected an integer below 2^63, found {json.dumps(st[k])}")
+        for k, methods in _FIXED.items():
+            if st.get(k) is not None and c["method"] not in methods:
+                raise StatsFileError(f"{where}.{k}: a {c['method']} column takes no fixed {k}")
+        if st.get("center") is not None and st.get("scale") is None:
+            raise StatsFileError(f"{where}.center: a fixed center needs a fixed scale")
         need = _REQUIRED.get(c["method"], ())
         if st.get("scale") is not None and c["method"] in ("maxabs", "robust"):
             need = ()  # imported fixed parameters stand in for the moments
         if st["count"] > 0 and any(st[k] is None for k in need):
-            raise StatsFileError(f"{source}: columns.{name}.stats: a {c['method']} column with values "
-                                 f"needs {', '.join(need)}")
+            raise StatsFileError(f"{where}: a {c['method']} column with values needs {', '.join(need)}")
         for k in ("range", "quantile_range"):
             bounds = c["options"].get(k)
             if bounds is not None and not bounds[0] < bounds[1]:
                 raise StatsFileError(f"{source}: columns.{name}.options.{k}: needs a < b, found {bounds}")
-        if st["count"] > 0 and None not in (st["min"], st["max"]) and st["min"] > st["max"]:
-            raise StatsFileError(f"{source}: columns.{name}.stats.min: greater than max")
+    names = list(doc["columns"])
+    stats = [doc["columns"][n]["stats"] for n in names]
+    bad = _impossible(np.array([st["count"] for st in stats], dtype=np.int64),
+                      {k: _floats([st[k] for st in stats]) for k in _FLOATS})
+    if bad is not None:
+        k, why, i = bad
+        raise StatsFileError(f"{source}: columns.{names[i]}.stats.{k}: {why}")
     _validate_groups(doc, source)
 
 
 def _non_finite(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first float in ``value`` that is inf (JSON ``1e999`` parses so), or None."""
+    """The dotted path of the first number in ``value`` beyond the float64 range, or None: a float
+    that is inf (JSON ``1e999`` parses so), or an integer of 309 digits or more."""
     if isinstance(value, float):
         return None if math.isfinite(value) else (path or "(top level)")
+    if isinstance(value, int) and abs(value) > _FLOAT_MAX:
+        return path or "(top level)"
     if isinstance(value, dict):
         items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
     elif isinstance(value, list):
@@ -241,7 +258,42 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
-_GROUP_FLOATS = ("mean", "mean_lo", "m2", "min", "max")
+_FLOATS = ("mean", "mean_lo", "m2", "min", "max")
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+_MAX_COUNT = int(np.iinfo(np.int64).max)  # counts are int64 arrays in GroupStats
+# The methods whose imported fixed parameters stand in for statistics (see from_sklearn)
+_FIXED = {"scale": ("zscore", "maxabs", "robust"), "center": ("zscore", "robust")}
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """``values`` (numbers or nulls) as float64, NaN for null."""
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _impossible(count: np.ndarray, v: dict[str, np.ndarray]) -> tuple[str, str, int] | None:
+    """The first statistic no data can give, as (field, what is wrong, entry), or None.
+
+    Works on parallel arrays, one entry per column or per group: ``count`` and the floats of
+    ``_FLOATS`` (NaN for null: unknown, as in imported statistics, which is never wrong here).
+    """
+    filled = count > 0
+    # chan_merge rounds the mean a little; a mean further outside [min, max] than this is damage
+    slack = 1e-9 * np.maximum(np.abs(v["min"]), np.abs(v["max"]))
+    checks = [
+        *((k, "must be null where count is 0", ~filled & ~np.isnan(v[k])) for k in _FLOATS),
+        ("m2", "negative", v["m2"] < 0),
+        ("min", "greater than max", v["min"] > v["max"]),
+        ("m2", "must be 0 where count is 1", (count == 1) & (v["m2"] > 0)),
+        ("min", "must equal max where count is 1", (count == 1) & (v["min"] < v["max"])),
+        ("m2", "must be 0 where min equals max", (v["min"] == v["max"]) & (v["m2"] > 0)),
+        ("mean", "outside [min, max]", (v["mean"] < v["min"] - slack) | (v["mean"] > v["max"] + slack)),
+        # mean is the nearest double to mean + mean_lo, so mean_lo is within half a unit of its last place
+        ("mean_lo", "larger than the last place of mean", np.abs(v["mean_lo"]) > np.spacing(np.abs(v["mean"]))),
+    ]
+    for k, why, bad in checks:
+        if bad.any():
+            return k, why, int(np.argmax(bad))
+    return None
 
 
 def _without_group_arrays(doc: dict[str, Any]) -> dict[str, Any]:
@@ -282,7 +334,7 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
             if c["method"] in M.PER_COLUMN:
                 raise StatsFileError(f"{where}: missing (the file is grouped by {group_by})")
             continue
-        arrays = {k: g[k] for k in ("count", "nulls", *_GROUP_FLOATS)}
+        arrays = {k: g[k] for k in ("count", "nulls", *_FLOATS)}
         if isinstance(g.get("sketch"), dict):
             arrays.update({f"sketch.{k}": g["sketch"][k] for k in ("n", "rank_error", "data")})
         for k, v in arrays.items():
@@ -290,19 +342,19 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
                 raise StatsFileError(f"{where}.{k}: has {len(v)} entries for {n} groups")
         counts = {}
         for k in ("count", "nulls"):
-            if not all(type(v) is int and v >= 0 for v in g[k]):
-                raise StatsFileError(f"{where}.{k}: expected integers >= 0")
+            if not all(type(v) is int and 0 <= v <= _MAX_COUNT for v in g[k]):
+                raise StatsFileError(f"{where}.{k}: expected integers >= 0 and below 2^63")
             counts[k] = np.asarray(g[k], dtype=np.int64)
         filled = counts["count"] > 0
         values = {}
-        for k in _GROUP_FLOATS:
+        for k in _FLOATS:
             if not all(v is None or (type(v) in (int, float)) for v in g[k]):
                 raise StatsFileError(f"{where}.{k}: expected numbers or nulls")
-            x = np.array([math.nan if v is None else v for v in g[k]], dtype=np.float64)
+            x = _floats(g[k])
             if np.isnan(x[filled]).any():
                 raise StatsFileError(f"{where}.{k}: a group with values needs a number here")
             values[k] = x
-        if (values["m2"][filled] < 0).any():
-            raise StatsFileError(f"{where}.m2: negative")
-        if (values["min"][filled] > values["max"][filled]).any():
-            raise StatsFileError(f"{where}.min: greater than max")
+        bad = _impossible(counts["count"], values)
+        if bad is not None:
+            k, why, i = bad
+            raise StatsFileError(f"{where}.{k}: {why} (group_keys[{i}])")

@@ -101,10 +101,10 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
     mergeable moments (``n_samples_seen_``, ``mean_``, ``var_`` as count, mean and M2) and
     transforms with its own ``scale_``: as a zscore of ddof 0 or 1 when that reproduces
     ``scale_``, else with ``scale_`` as a fixed scale (an ``--eps``, say), which cannot be merged.
-    One whose ``n_samples_seen_`` is no whole number above 0 (a sum of ``sample_weight``) has no
-    count: its ``mean_`` and ``scale_`` become a fixed centre and scale without moments.
-    ``MinMaxScaler`` keeps its count, min and max; ``MaxAbsScaler`` and ``RobustScaler`` carry a
-    fixed scale (and centre) instead.
+    One whose ``n_samples_seen_`` is a sum of ``sample_weight``, not a count (not a whole number
+    above 0, or 1 with ``var_`` > 0), has none: its ``mean_`` and ``scale_`` become a fixed centre
+    and scale without moments. ``MinMaxScaler`` keeps its count, min and max; ``MaxAbsScaler`` and
+    ``RobustScaler`` carry a fixed scale (and centre) instead.
     """
     require("sklearn")
     names = list(columns) if columns is not None else _feature_names(estimator)
@@ -174,8 +174,9 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
         if not (est.with_mean and est.with_std):
             raise UsageError("a StandardScaler without centring or scaling has no normcli equivalent")
         mean, var, scale = float(est.mean_[j]), float(est.var_[j]), float(est.scale_[j])
-        if n != seen or n == 0:
-            # fitted with sample_weight: weighted moments and a sum of weights, not a count
+        if n != seen or n == 0 or (n == 1 and var > 0):
+            # fitted with sample_weight: weighted moments and a sum of weights, not a count (one
+            # value has no variance)
             st = ColumnStats(center=mean, scale=scale)
             return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
         return _zscore(name, ColumnStats(n, 0, mean, 0.0, var * n, nan, nan), scale)

@@ -31,17 +31,20 @@ GOOD = {
 DATA = b"a,b,c\n1,10,1\n2,20,1\n3,30,1\n4,40,1\n"
 
 
-def mutated(path: str, value) -> str:
-    """GOOD as JSON text with the field at dotted ``path`` set to ``value``."""
+def mutated(path: str, value, *more) -> str:
+    """GOOD as JSON text with the field at dotted ``path`` set to ``value`` (and so on for each
+    further ``path, value`` pair in ``more``)."""
     doc = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node = doc
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    pairs = [(path, value), *zip(more[::2], more[1::2])]
+    for path, value in pairs:
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
     return json.dumps(doc)
 
 
@@ -66,6 +69,33 @@ CASES = [
     ("top level array", "[1, 2]", "top level is not an object"),
     ("format name", mutated("format", "sklearn-stats"), "format"),
     ("version", mutated("version", 2), "version"),
+    # equal to 1 in Python, and 1.0 an integer to JSON Schema, but not version 1
+    ("version as a float", mutated("version", 1.0), "version: this normcli reads version 1, the file is version 1.0"),
+    ("version true", mutated("version", True), "version: this normcli reads version 1, the file is version true"),
+    ("count as a float", mutated("columns.a.stats.count", 4.0), "columns.a.stats.count: expected an integer below 2^63, found 4.0"),
+    ("nulls as a float", mutated("columns.a.stats.nulls", 0.0), "columns.a.stats.nulls: expected an integer"),
+    ("count as true", mutated("columns.a.stats.count", True), "columns.a.stats.count"),
+    ("count beyond int64", mutated("columns.a.stats.count", 2**63), "columns.a.stats.count: expected an integer below 2^63"),
+    ("an integer beyond float64", mutated("columns.a.stats.mean", 10**400), "columns.a.stats.mean: not finite"),
+    # statistics no data can give
+    ("moments of no values", mutated("columns.a.stats.count", 0), "columns.a.stats.mean: must be null where count is 0"),
+    ("an extreme of no values", mutated("columns.a.stats.count", 0, "columns.a.stats.mean", None,
+                                        "columns.a.stats.mean_lo", None, "columns.a.stats.m2", None,
+                                        "columns.a.stats.min", None), "columns.a.stats.max: must be null where count is 0"),
+    ("m2 of one value", mutated("columns.a.stats.count", 1), "columns.a.stats.m2: must be 0 where count is 1"),
+    ("min below max for one value", mutated("columns.a.stats.count", 1, "columns.a.stats.m2", 0.0),
+     "columns.a.stats.min: must equal max where count is 1"),
+    ("m2 of equal values", mutated("columns.c.stats.m2", 0.5), "columns.c.stats.m2: must be 0 where min equals max"),
+    ("mean above max", mutated("columns.a.stats.mean", 4.5), "columns.a.stats.mean: outside [min, max]"),
+    ("mean below min", mutated("columns.b.stats.mean", 9.0), "columns.b.stats.mean: outside [min, max]"),
+    ("mean_lo beyond mean's last place", mutated("columns.a.stats.mean_lo", 1e-12),
+     "columns.a.stats.mean_lo: larger than the last place of mean"),
+    ("fixed scale on a layer column", mutated("columns.b.stats.scale", 2.0),
+     "columns.b.stats.scale: a layer column takes no fixed scale"),
+    ("fixed center on a layer column", mutated("columns.b.stats.center", 1.0),
+     "columns.b.stats.center: a layer column takes no fixed center"),
+    ("fixed center without a scale", mutated("columns.a.stats.center", 1.0),
+     "columns.a.stats.center: a fixed center needs a fixed scale"),
     ("NaN token", json.dumps(GOOD).replace('"m2": 5.0', '"m2": NaN'), "NaN is not allowed"),
     ("Infinity token", json.dumps(GOOD).replace('"mean": 2.5', '"mean": -Infinity'), "Infinity is not allowed"),
     ("overflowing number", json.dumps(GOOD).replace('"max": 4.0', '"max": 1e999'), "columns.a.stats.max: not finite"),
@@ -103,6 +133,56 @@ def test_damaged_file_is_rejected_naming_the_field(tmp_path, capsys, text, field
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: stats file '") and field in lines[0], err
     assert not (tmp_path / "o.csv").exists()
+
+
+EDGES = [
+    ("one value", ("columns.a.stats.count", 1, "columns.a.stats.m2", 0.0, "columns.a.stats.mean", 1.0,
+                   "columns.a.stats.max", 1.0)),
+    ("one value of a constant column", ("columns.c.stats.count", 1)),
+    ("no values", ("columns.a.stats.count", 0, "columns.a.stats.nulls", 4, "columns.a.stats.mean", None,
+                   "columns.a.stats.mean_lo", None, "columns.a.stats.m2", None, "columns.a.stats.min", None,
+                   "columns.a.stats.max", None)),
+    ("a mean at max with its last place in mean_lo", ("columns.a.stats.mean", 4.0, "columns.a.stats.mean_lo", -4e-16)),
+    ("imported zscore: fixed scale, unknown extremes", ("columns.a.stats.scale", 2.0, "columns.a.stats.center", None,
+                                                        "columns.a.stats.min", None, "columns.a.stats.max", None)),
+    ("imported zscore without a count: fixed center and scale", (
+        "columns.a.stats.count", 0, "columns.a.stats.mean", None, "columns.a.stats.mean_lo", None,
+        "columns.a.stats.m2", None, "columns.a.stats.min", None, "columns.a.stats.max", None,
+        "columns.a.stats.center", 2.5, "columns.a.stats.scale", 2.0)),
+]
+
+
+@pytest.mark.parametrize("changes", [c[1] for c in EDGES], ids=[c[0] for c in EDGES])
+def test_possible_edge_files_load(tmp_path, capsys, changes):
+    code, err = run_transform(tmp_path, capsys, mutated(*changes))
+    assert code == 0, err
+
+
+def test_files_normcli_writes_at_the_edges_load(tmp_path):
+    pytest.importorskip("sklearn")
+    import numpy as np
+    import pandas as pd
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+
+    import normcli
+    from normcli import api, statsfile
+
+    nan = float("nan")
+    one = pd.DataFrame({"k": ["a"], "x": [0.1], "empty": [nan]})
+    more = pd.DataFrame({"k": ["a", "b", "b", "c"], "x": [0.1, nan, 0.1, 1e9 + 0.1], "empty": [nan] * 4})
+    written = [normcli.fit(one, ["zscore", "minmax:x"]), normcli.fit(one, "zscore", group_by="k"),
+               normcli.merge(normcli.fit(one, "robust"), normcli.fit(more, "robust")),
+               normcli.merge(normcli.fit(one, "zscore", group_by="k"), normcli.fit(more, "zscore", group_by="k"))]
+    path = tmp_path / "more.csv"
+    more.to_csv(path, index=False)
+    written.append(api.update(normcli.fit(one, "zscore", group_by="k"), [str(path)])[0])
+    for est in (StandardScaler(), MinMaxScaler(), MaxAbsScaler(), RobustScaler()):
+        written.append(normcli.from_sklearn(est.fit(np.array([[0.1]])), ["x"]))
+        written.append(normcli.from_sklearn(est.fit(np.array([[0.1], [0.1], [3.0]])), ["x"]))
+    for weights in ([0.1, 0.2, 0.3], [1, 0, 2], [0.5, 0, 0.5]):  # sums of weights: 0.6, 3 and 1
+        written.append(normcli.from_sklearn(StandardScaler().fit([[0.1], [0.2], [3.0]], sample_weight=weights), ["x"]))
+    for stats in written:
+        statsfile.loads(statsfile.dumps(stats))
 
 
 def test_damaged_file_through_the_real_process(tmp_path):
