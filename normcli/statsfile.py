@@ -161,6 +161,8 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
         doc = json.loads(text, parse_constant=reject, object_pairs_hook=unique)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StatsFileError(f"{source}: not a valid stats file (not JSON: {exc})") from None
+    except ValueError:  # Python refuses to read an integer of more than 4300 digits
+        raise StatsFileError(f"{source}: not a valid stats file (a number of too many digits)") from None
     except RecursionError:
         raise StatsFileError(f"{source}: not a valid stats file (nested too deeply)") from None
     return from_dict(doc, source)

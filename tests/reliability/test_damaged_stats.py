@@ -118,6 +118,8 @@ CASES = [
     ("no columns", mutated("columns", {}), "columns"),
     ("columns as a list", mutated("columns", []), "columns"),
     ("deep nesting", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("an integer of 5000 digits", json.dumps(GOOD).replace('"count": 4,', '"count": 4' + "0" * 4999 + ",", 1),
+     "a number of too many digits"),
     ("misspelt option", mutated("columns.a.options.clip_sgima", 3.0), "'clip_sgima' was unexpected"),
     ("a key twice", json.dumps(GOOD).replace('"version": 1,', '"version": 1, "version": 2,'),
      "the key 'version' appears twice"),
