@@ -568,6 +568,7 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
             n_const = int(fitted.is_constant(name, grouped=True).sum())
             if n_const:
                 flags.append(f"{n_const:,} constant groups")
+        flags += [f"fixed {k}={v:.6g}" for k, v in (("center", st.center), ("scale", st.scale)) if v is not None]
         if st.sketch is not None:
             from normcli import sketch
 

@@ -349,8 +349,12 @@ def test_cli_import_of_a_zscore_with_eps_transforms_as_sklearn(tmp_path, cli):
     assert_same(got, ref, ZCOLS)
     assert_same(got, pd.read_csv(tmp_path / "orig.csv"), ZCOLS)
     doc = json.loads((tmp_path / "back.json").read_text())
-    assert doc["columns"]["a"]["stats"]["scale"] == pytest.approx(np.sqrt(np.nanvar(_small(3)["a"], ddof=1) + 0.5),
-                                                                  rel=TOL)
+    scale = np.sqrt(np.nanvar(_small(3)["a"], ddof=1) + 0.5)
+    assert doc["columns"]["a"]["stats"]["scale"] == pytest.approx(scale, rel=TOL)
+    # inspect shows the scale applied beside the moments' std
+    row = next(line for line in cli("inspect", tmp_path / "back.json", env={"COLUMNS": "250"}).text.splitlines()
+               if line.strip("│ ").startswith("a "))
+    assert f"fixed scale={scale:.6g}" in row
 
 
 def test_from_sklearn_without_names_needs_columns():
