@@ -679,6 +679,17 @@ def test_a_record_longer_than_the_bound_stops_the_read(tmp_path, monkeypatch, bo
                                "(a quoted field not closed?)")
 
 
+@pytest.mark.parametrize("header", [b'a"b,c', b'"x\ny",a"b', b'"q""",c"'])
+def test_a_header_with_quotes_ends_where_pyarrow_ends_it(tmp_path, header):
+    path = tmp_path / "h.csv"
+    path.write_bytes(header + b"\n1,2\n3,4\n")
+    expected = pacsv.read_csv(str(path), parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    with open_source(str(path), block_size=64) as src:
+        assert src.columns == expected.column_names
+        got = read_all(src, src.columns)
+    assert got.to_pydict() == {k: [float(v) for v in vs] for k, vs in expected.to_pydict().items()}
+
+
 def test_a_quote_left_open_in_the_header(tmp_path):
     path = tmp_path / "q.csv"
     path.write_bytes(b'x,"y\n1,2\n3,4\n')

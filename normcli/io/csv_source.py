@@ -96,7 +96,7 @@ def _last_boundary(buf: bytes, start: int, end: int, parity: int) -> int:
     return start + int(outside[-1]) + 1 if len(outside) else -1
 
 
-def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> list[tuple[int, int]]:
+def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> Iterator[tuple[int, int]]:
     """The quoted fields of ``data[:end]`` as (opening quote, closing quote) offsets, in order;
     a field still open at ``end`` closes at -1 (rare path: a Python loop over the quotes).
 
@@ -106,7 +106,6 @@ def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> list[t
     """
     quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[:end] == _QUOTE[0]).tolist()
     field_start = {ord(delimiter), ord("\n"), ord("\r")}
-    spans = []
     i = 0
     while i < len(quotes):
         opening = quotes[i]
@@ -117,24 +116,23 @@ def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> list[t
             if i + 1 < len(quotes) and quotes[i + 1] == quotes[i] + 1:
                 i += 2  # a doubled quote, inside the field
             else:
-                spans.append((opening, quotes[i]))  # the closing quote
+                yield opening, quotes[i]  # the closing quote
                 i += 1
                 break
         else:
-            spans.append((opening, -1))
-    return spans
+            yield opening, -1
 
 
 def _unclosed_quote(data: bytes, delimiter: str) -> int:
     """Offset of the quote opening a field still open at the end of ``data``, or -1."""
-    spans = _quoted_spans(data, delimiter)
+    spans = list(_quoted_spans(data, delimiter))
     return spans[-1][0] if spans and spans[-1][1] < 0 else -1
 
 
 def _exact_boundary(buf: bytes, end: int, delimiter: str) -> int:
     """:func:`_record_boundary` for a ``buf`` whose quotes parity cannot follow (a quote inside
     an unquoted field, ``a"b``): the last newline of ``buf[:end]`` outside the quoted fields."""
-    spans = _quoted_spans(buf, delimiter, end)
+    spans = list(_quoted_spans(buf, delimiter, end))
     pos = buf.rfind(_NL, 0, end)
     # Walk back over the spans from the last: a newline inside one moves before its opening.
     for opening, closing in reversed(spans):
@@ -405,16 +403,20 @@ class _CsvSource(Source):
                                 "line endings); convert them to \\n first")
             pos = buf.find(b"\r", pos + 1, end)
 
-    @staticmethod
-    def _first_boundary(buf: bytes) -> int:
-        quotes, start = 0, 0
+    def _first_boundary(self, buf: bytes) -> int:
+        """The index just past the first record of ``buf`` (the header), or -1."""
         pos = buf.find(_NL)
-        while pos >= 0:
-            quotes += buf.count(_QUOTE, start, pos)
-            if quotes % 2 == 0:
-                return pos + 1
-            start, pos = pos, buf.find(_NL, pos + 1)
-        return -1
+        if pos < 0 or buf.find(_QUOTE, 0, pos) < 0:
+            return pos + 1 if pos >= 0 else -1
+        for opening, closing in _quoted_spans(buf, self._delimiter):
+            if pos < opening:
+                break
+            if closing < 0:
+                return -1
+            pos = buf.find(_NL, closing)  # the first newline after the quoted field
+            if pos < 0:
+                return -1
+        return pos + 1
 
     def _parse_options(self, handler=None) -> pacsv.ParseOptions:
         return pacsv.ParseOptions(delimiter=self._delimiter, invalid_row_handler=handler)
@@ -689,7 +691,7 @@ class _CsvSource(Source):
     def _record_too_long(self, buf: bytearray, end: int, first_line: int) -> None:
         """Raise the DataError for a record that runs on past :data:`MAX_RECORD_BYTES` from
         ``first_line`` (``buf[:end]``): name the line of the quote that holds it open, if one does."""
-        spans = _quoted_spans(buf, self._delimiter, end)
+        spans = list(_quoted_spans(buf, self._delimiter, end))
         opening = spans[-1][0] if spans and spans[-1][1] < 0 else 0
         raise DataError(f"{_display(self.path)}, line {first_line + _count(buf, _NL, 0, opening)}: a record "
                         f"runs on for more than {MAX_RECORD_BYTES >> 20} MiB (a quoted field not closed?)")
