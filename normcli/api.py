@@ -160,9 +160,13 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     local streaming engine)."""
 
     def make_plan(source: Any) -> FitPlan:
-        return plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
+        plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
                         text=source.sample_text())
+        for name in plan.unsampled:
+            (log or _no_log)("warning", {"message": f"column '{name}' has no values in the input's first block, "
+                                         f"so its type is unknown: left out (--columns {name} fits it)"})
+        return plan
 
     expand, fold = _engine(engine)
     plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,

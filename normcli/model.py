@@ -54,6 +54,11 @@ def is_numeric_type(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
+def _fittable(t: pa.DataType) -> bool:
+    """The types of a column named for fitting: numeric, or null (no value in the sample)."""
+    return is_numeric_type(t) or pa.types.is_null(t)
+
+
 @dataclass(frozen=True)
 class Partial:
     """Mergeable statistics of some rows: per column, and per group when the plan groups."""
@@ -77,6 +82,8 @@ class FitPlan:
     sketch_k: int | None = None
     group_by: list[str] = field(default_factory=list)
     sketch_all: bool = False  # a quantile sketch for every column, not only robust ones
+    # Columns without a value in the sample: their type is unknown, so no default fits them.
+    unsampled: list[str] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[str]:
@@ -181,17 +188,19 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         if name in (columns or ()) or any(name in m.partition(":")[2].split(",") for m in methods if ":" in m):
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
     text = text or {}
+    named = {c for m in methods if ":" in m for c in m.partition(":")[2].split(",")}
+    unsampled = []
     if columns:
         for name in columns:
-            if not is_numeric_type(types[name]):
+            if not _fittable(types[name]):
                 raise _not_numeric(name, types[name], text.get(name))
         selected = [c for c in types if c in set(columns)]
     else:
         selected = [c for c, t in types.items() if is_numeric_type(t)]
-        named = {c for m in methods if ":" in m for c in m.partition(":")[2].split(",")}
         suspects = [c for c in types if c not in {*exclude, *group_by, *named} and numbers_as_text(text.get(c))]
         if suspects:
             raise _numbers_as_text_error(suspects, text)
+        unsampled = [c for c, t in types.items() if pa.types.is_null(t) and c not in {*exclude, *group_by, *named}]
     selected = [c for c in selected if c not in set(exclude) and c not in set(group_by)]
 
     default, named = DEFAULT_METHOD, []
@@ -216,7 +225,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         for c in cols:
             if c not in types:
                 raise DataError(f"column '{c}' is not in the input")
-            if not is_numeric_type(types[c]):
+            if not _fittable(types[c]):
                 raise _not_numeric(c, types[c], text.get(c))
             if c in claimed:
                 raise UsageError(f"column '{c}' is claimed by both {claimed[c]} and {method}")
@@ -238,7 +247,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
             for c in types if c in claimed}
     _spread_zscore_options(fits)
     needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
-    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all)
+    return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all,
+                   unsampled)
 
 
 def numbers_as_text(sample: TextSample | None) -> bool:

@@ -229,3 +229,35 @@ def test_text_samples_of_a_sliced_array_with_nulls():
     sample = io.text_samples(pa.table({"t": arr}), null_values=["NA"])["t"]
     assert (sample.values, sample.numbers, sample.example, sample.where) == (3, 2, "y", "row 6")
     assert io.text_samples(pa.table({"n": np.arange(3)})) == {}
+
+
+def _sparse(tmp_path, later: bool) -> tuple:
+    """``x`` of numbers and ``b``, empty in the first KiB (the sample) and, if ``later``, numbers after it."""
+    b = np.where(np.arange(400) >= 300, np.arange(400) * 0.25, np.nan) if later else np.full(400, np.nan)
+    lines = ["x,b"] + [f"{i}.5," + ("" if np.isnan(v) else repr(float(v))) for i, v in enumerate(b)]
+    path = tmp_path / "sparse.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path, b
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_a_column_empty_in_the_sample_is_named_and_can_be_fitted(tmp_path, later):
+    src, b = _sparse(tmp_path, later)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json", env=SMALL_BLOCK)
+    assert r.code == 0, r.err
+    assert fitted(tmp_path / "s.json") == ["x"]
+    warning = [line for line in r.err.splitlines() if "'b'" in line]
+    assert warning == ["warning: column 'b' has no values in the input's first block, so its type is unknown: "
+                       "left out (--columns b fits it)"]
+    r = run_cli("fit", src, "--columns", "x,b", "-o", tmp_path / "t.json", env=SMALL_BLOCK)
+    assert r.code == 0, r.err
+    st = json.loads((tmp_path / "t.json").read_text())["columns"]["b"]["stats"]
+    values = b[~np.isnan(b)]
+    assert (st["count"], st["nulls"]) == (values.size, b.size - values.size)
+    if later:
+        assert st["mean"] == pytest.approx(values.mean(), rel=1e-12) and st["min"] == values.min()
+    r = run_cli("transform", src, "--stats", tmp_path / "t.json", "-o", tmp_path / "o.csv")
+    assert r.code == 0, r.err
+    got = pd.read_csv(tmp_path / "o.csv")["b"].to_numpy()
+    expected = (b - values.mean()) / values.std() if later else b
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
