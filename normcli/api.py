@@ -7,7 +7,6 @@ in the same kind.
 from __future__ import annotations
 
 import contextlib
-
 import datetime as _dt
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -164,9 +163,11 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
                         text=source.sample_text())
         for name in plan.unsampled:
-            (log or _no_log)("warning", {"message": f"column '{name}' has no values in the input's first block, "
-                                         f"so its type is unknown: left out (--columns {name} fits it)"})
+            warn("warning", {"message": f"column '{name}' has no values in the input's first block, "
+                             f"so its type is unknown: left out (--columns {name} fits it)"})
         return plan
+
+    warn = log or _no_log
 
     expand, fold = _engine(engine)
     plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,
