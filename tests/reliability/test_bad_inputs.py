@@ -146,8 +146,13 @@ def test_all_null_column(tmp_path, ab_stats):
     src.write_bytes(b"a,b,c\n1,,\n2,,\n3,,\n4,,\n")
     r = run_cli("fit", src)
     assert r.code == 0, r.err
-    assert list(json.loads(r.text)["columns"]) == ["a"]  # an all-null column is not numeric data
-    assert_error(run_cli("fit", src, "--columns", "a,b"), 3, "column 'b' is not numeric")
+    assert list(json.loads(r.text)["columns"]) == ["a"]  # an all-null column has no known type
+    assert "column 'b' has no values in the input's first block" in r.err
+    # named, it is fitted: no values, four nulls
+    r = run_cli("fit", src, "--columns", "a,b")
+    assert r.code == 0, r.err
+    st = json.loads(r.text)["columns"]["b"]["stats"]
+    assert (st["count"], st["nulls"], st["mean"], st["m2"]) == (0, 4, None, None)
     # A fitted column that is all null today stays null; the others are still normalized.
     out = tmp_path / "o.csv"
     assert transform(src, ab_stats, out).code == 0
