@@ -164,8 +164,7 @@ def partitions(items: Sequence[io.InputFile], fmt: str | None = None, delimiter:
         elif kind == "parquet":
             out.extend(_parquet_parts(whole, partition_rows))
         else:
-            sep = delimiter or ("\t" if kind == "tsv" else ",")
-            out.extend(_csv_parts(whole, partition_bytes, sep))
+            out.extend(_csv_parts(whole, partition_bytes, io.field_separator(kind, delimiter)))
     return out
 
 

@@ -10,8 +10,8 @@ from .inputs import (InputFile, discard, expand_inputs, fingerprint, open_input,
 from .outfile import parent_directories
 from .sample import TextSample, text_samples
 from .sinks import Sink, check_outputs, open_sink
-from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format
+from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
-           "detect_format", "discard", "expand_inputs", "fingerprint", "open_input", "open_sink", "open_source",
-           "output_path", "parent_directories", "spool_stdin", "text_samples"]
+           "detect_format", "discard", "expand_inputs", "field_separator", "fingerprint", "open_input", "open_sink",
+           "open_source", "output_path", "parent_directories", "spool_stdin", "text_samples"]

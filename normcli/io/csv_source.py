@@ -123,10 +123,12 @@ def _quoted_spans(data: bytes, delimiter: str, end: int | None = None) -> Iterat
             yield opening, -1
 
 
-def _unclosed_quote(data: bytes, delimiter: str) -> int:
-    """Offset of the quote opening a field still open at the end of ``data``, or -1."""
-    spans = list(_quoted_spans(data, delimiter))
-    return spans[-1][0] if spans and spans[-1][1] < 0 else -1
+def _unclosed_quote(data: bytes, delimiter: str, end: int | None = None) -> int:
+    """Offset of the quote opening a field still open at the end of ``data[:end]``, or -1."""
+    last = None
+    for last in _quoted_spans(data, delimiter, end):
+        pass
+    return last[0] if last is not None and last[1] < 0 else -1
 
 
 def _exact_boundary(buf: bytes, end: int, delimiter: str) -> int:
@@ -691,8 +693,7 @@ class _CsvSource(Source):
     def _record_too_long(self, buf: bytearray, end: int, first_line: int) -> None:
         """Raise the DataError for a record that runs on past :data:`MAX_RECORD_BYTES` from
         ``first_line`` (``buf[:end]``): name the line of the quote that holds it open, if one does."""
-        spans = list(_quoted_spans(buf, self._delimiter, end))
-        opening = spans[-1][0] if spans and spans[-1][1] < 0 else 0
+        opening = max(_unclosed_quote(buf, self._delimiter, end), 0)
         raise DataError(f"{_display(self.path)}, line {first_line + _count(buf, _NL, 0, opening)}: a record "
                         f"runs on for more than {MAX_RECORD_BYTES >> 20} MiB (a quoted field not closed?)")
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import DataError, IOFailure, UsageError
-from .source import DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, detect_format
+from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, detect_format,
+                     field_separator)
 from .csv_source import _CsvSource
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
 
@@ -192,8 +193,7 @@ def open_source(
         return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS)
     default_size = block_size is None
     block_size = block_size or DEFAULT_BLOCK_SIZE
-    if delimiter is None:
-        delimiter = "\t" if fmt == "tsv" else ","
+    delimiter = field_separator(fmt, delimiter)
     if len(delimiter) != 1:
         raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
     return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size)

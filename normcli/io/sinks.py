@@ -24,7 +24,7 @@ import pyarrow as pa
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
 from .outfile import is_special, open_output
-from .source import _pq, detect_format, no_gzip_parquet
+from .source import _pq, detect_format, field_separator, no_gzip_parquet
 
 
 class Sink:
@@ -383,8 +383,7 @@ def open_sink(
     location an IOFailure.
     """
     fmt = detect_format(path or "-", fmt)
-    if delimiter is None:
-        delimiter = "\t" if fmt == "tsv" else ","
+    delimiter = field_separator(fmt, delimiter)
     gzipped = path is not None and path.lower().endswith(".gz")
     if gzipped and fmt == "parquet":
         raise no_gzip_parquet(path)

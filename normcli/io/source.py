@@ -44,6 +44,11 @@ def detect_format(path: str, fmt: str | None) -> str:
     return "csv"
 
 
+def field_separator(fmt: str, delimiter: str | None) -> str:
+    """The separator of a CSV or TSV input or output: ``delimiter`` if given, else the format's."""
+    return delimiter if delimiter is not None else ("\t" if fmt == "tsv" else ",")
+
+
 def no_gzip_parquet(path: str) -> UsageError:
     """The error for a gzip name (``x.parquet.gz``, or ``x.gz`` written as Parquet) on Parquet."""
     return UsageError(f"'{path}': Parquet is not gzip-compressed as a whole (it compresses its own pages); "
