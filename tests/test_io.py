@@ -1,12 +1,15 @@
 """Tests of normcli.io on real files: sources, pieces, decoding, sinks and atomic commit."""
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
 import subprocess
 import sys
+import threading
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 
 from normcli.bitmaps import numbers_as_float64
 from normcli.errors import DataError, IOFailure, UsageError
-from normcli.io import detect_format, open_sink, open_source
+from normcli.io import detect_format, open_sink, open_source, outfile
 from normcli.io.source import _PARQUET_BATCH_ROWS
 
 TRICKY = (
@@ -514,6 +517,104 @@ def test_interrupt_during_commit_leaves_no_temporary(tmp_path, monkeypatch, fmt,
     monkeypatch.undo()
     assert os.listdir(tmp_path) == [target.name]
     assert target.read_bytes() == b"old\n"
+
+
+def _writeback_threads():
+    return [t for t in threading.enumerate() if t.name == "normcli-writeback"]
+
+
+def _open_in(directory):
+    """The files in ``directory`` this process holds a descriptor of (deleted ones included)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used
+            continue
+        if link.startswith(str(directory) + os.sep):
+            found.append(link)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_writeback_syncs_behind_the_writer(tmp_path, monkeypatch, fmt):
+    """Write-back runs in its own thread while batches are still being written, the file it
+    syncs is the output, and the output holds every row, whole."""
+    monkeypatch.setattr(outfile.Writeback, "STEP", 64 << 10)
+    synced = []
+    real = outfile._datasync
+
+    def datasync(fd):
+        synced.append((threading.current_thread().name, os.fstat(fd).st_size))
+        real(fd)
+
+    monkeypatch.setattr(outfile, "_datasync", datasync)
+    schema = pa.schema([("a", pa.float64()), ("t", pa.string())])
+    rng = np.random.default_rng(1)
+    # 5 MB: more than the output's 1 MiB buffer, so the file grows while batches are written
+    batches = [pa.record_batch([rng.normal(size=8000), [f"row {i},{j}" for j in range(8000)]], schema=schema)
+               for i in range(20)]
+    target = tmp_path / f"out.{fmt}"
+    with open_sink(str(target), fmt, schema) as sink:
+        for b in batches:
+            sink.write(sink.encode(b))
+    assert not _writeback_threads() and not _open_in(tmp_path)  # joined, descriptor closed
+    size = target.stat().st_size
+    assert synced and {name for name, _ in synced} == {"normcli-writeback"}
+    sizes = [n for _, n in synced]
+    assert sizes == sorted(sizes) and 0 < sizes[0] and sizes[-1] <= size  # the file as it grew
+    expected = pa.Table.from_batches(batches)
+    got = pacsv.read_csv(target, convert_options=pacsv.ConvertOptions(column_types=schema)) if fmt == "csv" \
+        else pq.read_table(target)
+    assert got.equals(expected)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_writeback_failure_is_iofailure_and_keeps_the_target(tmp_path, monkeypatch):
+    """A disk error met by the write-back thread fails the commit with one IOFailure naming
+    the output; the old target stays and no temporary is left."""
+    monkeypatch.setattr(outfile.Writeback, "STEP", 4096)
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(outfile, "_datasync", failing)
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old\n")
+    with pytest.raises(IOFailure, match=r"cannot write '.*out.csv': Input/output error"):
+        with open_sink(str(target), "csv", schema) as sink:
+            for i in range(10):
+                sink.write(sink.encode(pa.record_batch([np.arange(100_000.0) + i], schema=schema)))  # 8 MB in all
+    assert os.listdir(tmp_path) == ["out.csv"] and target.read_bytes() == b"old\n"
+    assert not _writeback_threads() and not _open_in(tmp_path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_abort_does_not_wait_for_writeback(tmp_path, monkeypatch):
+    """An aborted output is removed at once, even while its write-back is still syncing; the
+    thread closes its descriptor when the sync returns."""
+    monkeypatch.setattr(outfile.Writeback, "STEP", 4096)
+    release, started = threading.Event(), threading.Event()
+
+    def slow(fd):
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(outfile, "_datasync", slow)
+    schema = pa.schema([("a", pa.float64())])
+    sink = open_sink(str(tmp_path / "out.csv"), "csv", schema)
+    for i in range(10):
+        sink.write(sink.encode(pa.record_batch([np.arange(100_000.0) + i], schema=schema)))  # 8 MB in all
+    assert started.wait(10)
+    sink.abort()
+    assert os.listdir(tmp_path) == []
+    (thread,) = _writeback_threads()
+    assert len(_open_in(tmp_path)) == 1  # the thread's, of the deleted temporary
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive() and not _open_in(tmp_path)
 
 
 def test_commit_replaces_target_with_normal_mode(tmp_path):

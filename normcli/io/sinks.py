@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
-from .outfile import is_special, open_output
+from .outfile import Writeback, is_special, open_output
 from .source import _pq, detect_format, field_separator, no_gzip_parquet
 
 
@@ -42,6 +42,7 @@ class Sink:
         self._tmp = tmp  # None: stdout or a device, FIFO or socket, written as is
         self._target = target
         self._done = False
+        self._writeback: Writeback | None = None
 
     def encode(self, batch: pa.RecordBatch) -> object:
         """Prepare a batch for :meth:`write` (thread-safe)."""
@@ -123,31 +124,19 @@ class Sink:
             raise self._write_failure(exc) from exc
         self._start_writeback()
 
-    _WRITEBACK_STEP = 32 << 20
-
     def _start_writeback(self) -> None:
-        """Have the kernel start writing the finished part of the temporary file to disk.
-
-        Called after each write: every 32 MiB it asks for write-back (fadvise DONTNEED starts it
-        without waiting, and drops pages already on disk), so that the fsync before the rename
-        waits only for the tail instead of the whole output, and the page cache does not fill up.
-        """
-        if self._tmp is None or not hasattr(os, "posix_fadvise"):
+        """After each write to the temporary file: its write-back to disk goes on behind (see
+        :class:`Writeback`)."""
+        if self._tmp is None:
             return
-        if getattr(self, "_wb_fd", None) is None:
-            self._wb_fd, self._wb_done = os.open(self._tmp, os.O_RDONLY), 0
-        size = os.fstat(self._wb_fd).st_size
-        if size - self._wb_done >= self._WRITEBACK_STEP:
-            os.posix_fadvise(self._wb_fd, 0, size, os.POSIX_FADV_DONTNEED)
-            self._wb_done = size
-
-    def _close_writeback(self) -> None:
-        if getattr(self, "_wb_fd", None) is not None:
-            os.close(self._wb_fd)
-            self._wb_fd = None
+        if self._writeback is None:
+            self._writeback = Writeback(self._tmp)
+        self._writeback.written()
 
     def _remove_tmp(self) -> None:
-        self._close_writeback()
+        if self._writeback is not None:
+            self._writeback.abandon()
+            self._writeback = None
         if self._tmp is not None:
             try:
                 os.unlink(self._tmp)
@@ -157,12 +146,8 @@ class Sink:
 
     def _install(self) -> None:
         """fsync the temporary file and rename it over the target."""
-        self._close_writeback()
-        fd = os.open(self._tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        writeback, self._writeback = self._writeback or Writeback(self._tmp), None
+        writeback.finish()
         os.replace(self._tmp, self._target)
         self._tmp = None
 
