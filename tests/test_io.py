@@ -617,6 +617,44 @@ def test_abort_does_not_wait_for_writeback(tmp_path, monkeypatch):
     assert not thread.is_alive() and not _open_in(tmp_path)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_interrupt_while_waiting_for_writeback(tmp_path, monkeypatch):
+    """SIGINT while the commit waits for the write-back thread: the temporary goes, the old
+    target stays, and the thread closes its descriptor when its sync returns."""
+    monkeypatch.setattr(outfile.Writeback, "STEP", 4096)
+    release, started = threading.Event(), threading.Event()
+
+    after = []
+
+    def slow(fd):
+        started.set()
+        release.wait(10)
+        try:  # still the temporary's descriptor, not closed (or reused) under the running sync
+            after.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError as exc:
+            after.append(exc)
+
+    def interrupted(self, timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outfile, "_datasync", slow)
+    schema = pa.schema([("a", pa.float64())])
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old\n")
+    with pytest.raises(KeyboardInterrupt):
+        with open_sink(str(target), "csv", schema) as sink:
+            for i in range(10):
+                sink.write(sink.encode(pa.record_batch([np.arange(100_000.0) + i], schema=schema)))
+            assert started.wait(10)
+            (thread,) = _writeback_threads()
+            monkeypatch.setattr(thread, "join", interrupted.__get__(thread))
+    assert os.listdir(tmp_path) == ["out.csv"] and target.read_bytes() == b"old\n"
+    release.set()
+    threading.Thread.join(thread, 10)
+    assert not thread.is_alive() and not _open_in(tmp_path)
+    assert len(after) == 1 and str(after[0]).startswith(str(tmp_path / ".out.csv."))
+
+
 def test_commit_replaces_target_with_normal_mode(tmp_path):
     schema = pa.schema([("a", pa.float64())])
     target = tmp_path / "out.csv"

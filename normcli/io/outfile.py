@@ -171,7 +171,7 @@ class Writeback:
                 raise self._error
             os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            self.abandon()  # closes the descriptor, or has the thread close it if the join was interrupted
 
     def abandon(self) -> None:
         """Stop without waiting for the disk (the file is being thrown away); a thread still
