@@ -293,9 +293,10 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
                                           fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
                                           options=options, sketch_all=sketch, log=LOG)
     for name, col in stats.columns.items():
-        if col.method not in ("layer", "l1", "l2", "max") and stats.is_constant(name):
-            policy = col.options.get("constant", "scale1")
-            _warn(f"column '{name}' is constant (policy {policy})", quiet)
+        if col.method in ("layer", "l1", "l2", "max") or not stats.is_constant(name):
+            continue
+        what = "has no values: fitted as constant" if col.stats.count == 0 else "is constant"
+        _warn(f"column '{name}' {what} (policy {col.options.get('constant', 'scale1')})", quiet)
     if stats.groups is not None:
         for name, gs in stats.groups.columns.items():
             n = int(stats.is_constant(name, grouped=True).sum())

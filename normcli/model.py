@@ -132,7 +132,8 @@ class FitPlan:
             st = part.columns[name]
             if col.method in M.PER_COLUMN and col.options.get("constant") == "error":
                 if M.degenerate(col.method, st, col.options):
-                    raise DataError(f"column '{name}' is constant (--constant error)")
+                    what = "has no values" if st.count == 0 else "is constant"
+                    raise DataError(f"column '{name}' {what} (--constant error)")
                 if part.groups is not None:
                     gs = part.groups.columns[name]
                     flat = np.flatnonzero(M.degenerate(col.method, gs, col.options))

@@ -153,6 +153,9 @@ def test_all_null_column(tmp_path, ab_stats):
     assert r.code == 0, r.err
     st = json.loads(r.text)["columns"]["b"]["stats"]
     assert (st["count"], st["nulls"], st["mean"], st["m2"]) == (0, 4, None, None)
+    assert r.err == "warning: column 'b' has no values: fitted as constant (policy scale1)\n"
+    assert_error(run_cli("fit", src, "--columns", "a,b", "--constant", "error"), 3,
+                 "column 'b' has no values (--constant error)")
     # A fitted column that is all null today stays null; the others are still normalized.
     out = tmp_path / "o.csv"
     assert transform(src, ab_stats, out).code == 0
