@@ -85,7 +85,7 @@ def _is_path(data: Any) -> bool:
 
 def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[str] | None = None,
         exclude: Sequence[str] = (), group_by: str | Sequence[str] = (), fmt: str | None = None,
-        delimiter: str | None = None, sketch_k: int | None = None,
+        delimiter: str | None = None, sketch_k: int | None = None, sketch: bool = False,
         progress: engine.Progress | None = None, **options: Any) -> Stats:
     """Fit normalization statistics.
 
@@ -96,7 +96,7 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     method : str or list of str
         Method specs: ``"zscore"`` (default for every numeric column), or ``"minmax:a,b"`` for
         named columns; see the README's method table.
-    columns, exclude : list of str
+    columns, exclude : str or list of str
         Restrict, or remove from, the default selection of numeric columns. A text column
         whose values mostly read as numbers is not left out of that selection quietly: it is a
         DataError, unless ``exclude`` names it.
@@ -104,6 +104,9 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
         Key columns: every per-column statistic is also fitted per key value (instance
         normalization), and ``transform`` uses each row's group. Keys compare by their text form;
         a null key is a group of its own.
+    sketch : bool
+        Keep a quantile sketch of every column (the CLI's ``--sketch``), for the PSI and KS
+        metrics of ``check``; ``sketch_k`` sets its accuracy.
     **options
         Method options: ``ddof``, ``range``, ``eps``, ``eps_mode``, ``gamma``, ``beta``,
         ``clip``, ``clip_sigma``, ``constant``, ``fill_missing``, ``quantile_range``.
@@ -122,16 +125,20 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     """
     methods = [method] if isinstance(method, str) else list(method)
     group_by = [group_by] if isinstance(group_by, str) else list(group_by)
+    # one name, as for group_by: a string is not a sequence of one-letter columns
+    columns = [columns] if isinstance(columns, str) else columns
+    exclude = [exclude] if isinstance(exclude, str) else exclude
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
         return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
-                         delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options)
+                         delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options,
+                         sketch_all=sketch)
     from normcli import io
 
     table = _as_table(data, mixed_as_text=True)
     # Text columns are judged on the first rows, as a file on its first block.
     plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
-                    options=options, sketch_k=sketch_k, group_by=group_by,
+                    options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch,
                     text=io.text_samples(table.slice(0, BATCH_ROWS)))
     acc = plan.empty()
     for batch in table.select(plan.numeric + plan.group_by).to_batches(max_chunksize=BATCH_ROWS):
@@ -377,6 +384,9 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
             io.discard(spool)
 
 
+_OVERRIDES = ("clip", "clip_sigma", "fill_missing")  # fitted options a transform may replace
+
+
 def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | None = None,
               unseen_group: str = "global", dtype: str = "float64", decimals: int | None = None,
               **overrides: Any) -> Any:
@@ -389,6 +399,9 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     ``overrides`` replace fitted options: ``clip``, ``clip_sigma``, ``fill_missing``.
     ``data`` may be a path: it is streamed into ``output`` (required), which is returned.
     """
+    unknown = sorted(set(overrides) - set(_OVERRIDES))
+    if unknown:
+        raise UsageError(f"transform takes no option '{unknown[0]}' (it overrides {', '.join(_OVERRIDES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     output_options = OutputOptions(unseen_group, dtype, decimals)
     if _is_path(data):

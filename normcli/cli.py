@@ -200,12 +200,6 @@ def _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, 
                     fill_missing, quantile_range) -> dict[str, Any]:
     from normcli import methods as M
 
-    if ddof not in (None, 0, 1):
-        raise UsageError("--ddof must be 0 or 1")
-    if constant is not None and constant not in M.CONSTANT_POLICIES:
-        raise UsageError(f"--constant must be one of {', '.join(M.CONSTANT_POLICIES)}")
-    if eps_mode is not None and eps_mode not in M.EPS_MODES:
-        raise UsageError(f"--eps-mode must be one of {', '.join(M.EPS_MODES)}")
     options = {"ddof": ddof, "range": _floats(range_, "--range", 2), "eps": eps, "eps_mode": eps_mode,
                "gamma": _floats(gamma, "--gamma"), "beta": _floats(beta, "--beta"),
                "clip": clip or None, "clip_sigma": clip_sigma, "constant": constant,
@@ -283,8 +277,6 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
 
     options = _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, constant,
                               fill_missing, quantile_range)
-    if sketch_k is not None and not 8 <= sketch_k <= 65535:
-        raise UsageError("--sketch-k must be between 8 and 65535")
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be read only once")
     with _progress(inputs, quiet, "fit") as progress:

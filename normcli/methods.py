@@ -35,19 +35,35 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "max": {},
 }
 COMMON_DEFAULTS: dict[str, Any] = {"constant": "scale1", "fill_missing": False}
+OPTIONS = tuple(sorted({key for d in (*DEFAULTS.values(), COMMON_DEFAULTS) for key in d}))
 
 
 def check_options(given: Mapping[str, Any]) -> None:
-    """Reject option values no method can use, naming the option as the command line does.
+    """Reject options no method knows and values no method can use, naming the option as the
+    command line does (None means not given).
 
-    Every number must be finite; ``eps`` and ``clip_sigma`` must not be negative; ``range`` needs
-    a < b and ``quantile_range`` 0 <= a < b <= 100.
+    ``ddof`` is 0 or 1; ``constant`` and ``eps_mode`` one of their choices; ``clip`` and
+    ``fill_missing`` true or false; every other value a finite number (or a list of them);
+    ``eps`` and ``clip_sigma`` must not be negative; ``range`` needs a < b and
+    ``quantile_range`` 0 <= a < b <= 100.
     """
     def flag(key: str) -> str:
         return "--" + key.replace("_", "-")
 
+    for key in given:
+        if key not in OPTIONS:
+            raise UsageError(f"unknown option '{key}' (options: {', '.join(OPTIONS)})")
+    ddof = given.get("ddof")
+    if ddof is not None and (isinstance(ddof, (bool, np.bool_)) or ddof not in (0, 1)):
+        raise UsageError("--ddof must be 0 or 1")
+    for key, choices in (("constant", CONSTANT_POLICIES), ("eps_mode", EPS_MODES)):
+        if given.get(key) is not None and given[key] not in choices:
+            raise UsageError(f"{flag(key)} must be one of {', '.join(choices)}")
+    for key in ("clip", "fill_missing"):
+        if given.get(key) is not None and not isinstance(given[key], (bool, np.bool_)):
+            raise UsageError(f"{flag(key)} takes true or false, got '{given[key]}'")
     for key, value in given.items():
-        if value is None or isinstance(value, (bool, np.bool_, str)):
+        if value is None or key in ("constant", "eps_mode", "clip", "fill_missing"):
             continue
         values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         if not all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) for v in values):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import threading
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -181,6 +182,9 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     quantile sketch of every column (for ``check``), not only of the ``robust`` ones.
     """
     options = dict(options or {})
+    if sketch_k is not None and (isinstance(sketch_k, bool) or not isinstance(sketch_k, Integral)
+                                 or not 8 <= sketch_k <= 65535):
+        raise UsageError("--sketch-k must be between 8 and 65535")
     group_by = list(dict.fromkeys(group_by))
     for name in [*(columns or ()), *exclude, *group_by]:
         if name not in types:

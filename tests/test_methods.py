@@ -246,3 +246,63 @@ def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
         options = json.loads(path.read_text())["columns"]["a"]["options"]
         assert {k: options[k] for k in plain} == plain
         assert all(type(options[k]) is type(v) for k, v in plain.items())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"ddof": -1}, "--ddof must be 0 or 1"),
+    ({"ddof": 2}, "--ddof must be 0 or 1"),
+    ({"ddof": 0.5}, "--ddof must be 0 or 1"),
+    ({"ddof": True}, "--ddof must be 0 or 1"),
+    ({"constant": "bogus"}, "--constant must be one of scale1, zero, passthrough, error"),
+    ({"eps_mode": "outside"}, "--eps-mode must be one of inside, std"),
+    ({"clip": "yes"}, "--clip takes true or false"),
+    ({"fill_missing": 1}, "--fill-missing takes true or false"),
+    ({"gamma": "2"}, "--gamma takes finite numbers"),
+    ({"dof": 1}, "unknown option 'dof'"),
+    ({"sketch_k": 3}, "--sketch-k must be between 8 and 65535"),
+    ({"sketch_k": 10**6}, "--sketch-k must be between 8 and 65535"),
+])
+def test_fit_refuses_what_the_command_line_refuses(tmp_path, options, message):
+    """An option value the CLI refuses is a UsageError from the API too, rather than numbers
+    from a misread option, or a stats file that load() then refuses."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    with pytest.raises(UsageError, match=message):
+        normcli.fit(frame, **options)
+    csv = tmp_path / "a.csv"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(UsageError, match=message):
+        normcli.fit(str(csv), **options)
+
+
+@pytest.mark.parametrize("name", ["fill_mising", "ddof", "bogus"])
+def test_transform_takes_only_the_options_it_overrides(name):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    with pytest.raises(UsageError, match=f"transform takes no option '{name}'"):
+        normcli.fit(frame).transform(frame, **{name: True})
+
+
+def test_columns_and_exclude_take_one_name_as_a_string():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [1.0, 3.0, 5.0], "ab": [2.0, 5.0, 9.0]})
+    assert list(normcli.fit(frame, columns="ab").columns) == ["ab"]
+    assert list(normcli.fit(frame, exclude="ab").columns) == ["a", "b"]
+
+
+def test_fit_keeps_sketches_when_asked(tmp_path):
+    """sketch=True keeps every column's sketch, as the CLI's --sketch: exact at this size, its
+    quantiles are those of a sketch of the same values, after a save and load too."""
+    import datasketches
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=150), "b": rng.exponential(size=150)})
+    plain = normcli.fit(frame)
+    assert all(c.stats.sketch is None for c in plain.columns.values())
+    kept = normcli.fit(frame, sketch=True)
+    kept.save(tmp_path / "s.json")
+    loaded = normcli.load(str(tmp_path / "s.json"))
+    for name in frame:
+        sk = loaded.columns[name].stats.sketch
+        assert sk is not None and sk.n == len(frame) and not sk.is_estimation_mode()
+        reference = datasketches.kll_doubles_sketch(200)
+        reference.update(frame[name].to_numpy().copy())
+        for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+            assert sk.get_quantile(q) == reference.get_quantile(q)
