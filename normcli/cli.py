@@ -327,7 +327,7 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
                unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None,
                engine: str = "local", scheduler: Optional[str] = None) -> None:
-    from normcli import api
+    from normcli import api, io
     from normcli.model import OutputOptions
 
     if to is not None and to not in ("csv", "tsv", "parquet"):
@@ -335,6 +335,7 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be read only once")
     out_options = OutputOptions(unseen_group, dtype, decimals)
+    io.check_outputs([(output, None)], [stats_path], read_as="the stats file")
     stats = api.load(stats_path)
     label = "inverse" if inverse else "transform"
     with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:

@@ -332,21 +332,27 @@ WRITES_OVER_AN_INPUT = [
      "the stats and the transformed data would both be written to 's.json'"),
     (["fit-transform", "-", "--stats-out", "s.json", "-o", "./s.json"],
      "the stats and the transformed data would both be written to './s.json'"),
+    # the stats file is read too: writing the data over it would lose the statistics
+    (["transform", "data.csv", "--stats", "s.json", "-o", "s.json"], "the output 's.json' is the stats file"),
+    (["inverse", "data.csv", "--stats", "s.json", "-o", "./s.json"], "the output './s.json' is the stats file 's.json'"),
+    (["transform", "data.csv", "--stats", "s.json", "--to", "parquet", "-o", "soft.json"],
+     "the output 'soft.json' is the stats file 's.json'"),
 ]
 
 
 @pytest.mark.parametrize("args,message", WRITES_OVER_AN_INPUT)
-def test_fit_refuses_to_write_over_an_input_or_its_other_output(tmp_path, args, message):
+def test_refuses_to_write_over_an_input_or_its_other_output(tmp_path, args, message):
     data = _write(tmp_path, "data.csv", OK_CSV)
     (tmp_path / "soft.csv").symlink_to("data.csv")
+    (tmp_path / "soft.json").symlink_to("s.json")
     os.link(data, tmp_path / "hard.csv")
     assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
     stats = (tmp_path / "s.json").read_bytes()
     r = run_cli(*[a.replace("{d}", str(tmp_path)) for a in args], stdin=OK_CSV, cwd=tmp_path)
     assert_error(r, 2, message.replace("{d}", str(tmp_path)) + "; choose another output path")
     assert data.read_bytes() == OK_CSV and (tmp_path / "s.json").read_bytes() == stats
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "hard.csv", "s.json", "soft.csv"]
-    assert (tmp_path / "soft.csv").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "hard.csv", "s.json", "soft.csv", "soft.json"]
+    assert (tmp_path / "soft.csv").is_symlink() and (tmp_path / "soft.json").is_symlink()
 
 
 def test_fit_update_in_place_is_still_allowed(tmp_path):

@@ -318,13 +318,15 @@ def _file_keys(path: str) -> list[object]:
     return keys + [(st.st_dev, st.st_ino)]
 
 
-def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequence[str]) -> None:
+def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequence[str],
+                  read_as: str = "the input") -> None:
     """Refuse, before anything is written, outputs that would replace an input or one another.
 
     ``outputs`` pairs each output path (None or ``-``: stdout, not checked) with what is
     written there, for the message (``"the output of 'a.csv'"``, ``"the stats"``; None for a
     run's one output). UsageError when an output is the same file as one of ``inputs`` (``-`` is
-    skipped) or as another output, through symbolic and hard links and ``./`` paths.
+    skipped; ``read_as`` names them in the message) or as another output, through symbolic and
+    hard links and ``./`` paths.
     """
     read: dict[object, str] = {}
     for path in inputs:
@@ -340,9 +342,9 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
         if source is not None:
             named = "" if source == path else f" '{source}'"
             if what is None:
-                message = f"the output '{path}' is the input{named}"
+                message = f"the output '{path}' is {read_as}{named}"
             else:
-                message = f"{what} would be written to '{path}', which is the input{named}"
+                message = f"{what} would be written to '{path}', which is {read_as}{named}"
             raise UsageError(message + "; choose another output path")
         earlier = next((written[k] for k in keys if k in written), None)
         if earlier is not None:
