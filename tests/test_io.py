@@ -99,6 +99,21 @@ def test_csv_tiny_blocks_match_whole_file_read(tmp_path):
     assert table.column("note")[3].as_py() == 'line one\nline two, with "quotes"'
 
 
+@pytest.mark.parametrize("block_size", [8, 64, 1 << 20])
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_one_column_file_skips_blank_lines_as_pyarrow_does(tmp_path, block_size, end):
+    """Blank lines are skipped on either parse path, at any block size: a one-column file read
+    in pieces gives pyarrow's rows, whether or not a piece holds a value that sends it to pyarrow."""
+    lines = [b"x", b"1", b"", b"3", b"", b"", b"5.5", b"NA", b"", b"7"] + [b"%d" % i for i in range(40)] + [b"", b"9"]
+    path = tmp_path / "one.csv"
+    path.write_bytes(end.join(lines) + end)
+    expected = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"x": pa.float64()}))
+    for keep_others in (True, False):
+        with open_source(str(path), block_size=block_size) as src:
+            got = read_all(src, ["x"], keep_others)
+        assert got.column("x").to_pylist() == expected.column("x").to_pylist()
+
+
 def test_piece_first_line_counts_physical_lines(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(TRICKY)

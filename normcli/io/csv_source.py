@@ -191,6 +191,11 @@ def _fields_exact(data: bytes, sep: bytes, fields: int, rows: int, each_line: bo
     return len(per_line) == rows and bool((per_line == fields - 1).all())
 
 
+def _has_blank_line(data: bytes) -> bool:
+    """Whether ``data`` (whole lines) holds an empty line, LF or CRLF ended."""
+    return data[:1] == _NL or data[:2] == b"\r\n" or b"\n\n" in data or b"\n\r\n" in data
+
+
 def _blanks(columns: Sequence[pa.ChunkedArray]) -> list[str]:
     """The distinct values of the text ``columns`` made of spaces and tabs only.
 
@@ -608,6 +613,10 @@ class _CsvSource(Source):
         """
         if piece.data.find(_QUOTE) >= 0:
             raise ValueError("quoted fields")
+        if len(self.columns) == 1 and _has_blank_line(piece.data):
+            # pyarrow skips a blank line; Polars reads it as a null row of a one-column file
+            # (with more columns it is a short row, which the field count below catches)
+            raise ValueError("blank lines")
         import polars as pl  # imported where used: Parquet-only runs need not pay for it
 
         wanted = set(piece.numeric)
