@@ -114,6 +114,21 @@ def test_one_column_file_skips_blank_lines_as_pyarrow_does(tmp_path, block_size,
         assert got.column("x").to_pylist() == expected.column("x").to_pylist()
 
 
+@pytest.mark.parametrize("quoted", [False, True])
+def test_every_spelling_of_nan_reads_as_null_on_either_path(tmp_path, quoted):
+    """NaN is null whether or not a quote elsewhere sends the piece to pyarrow, which reads
+    only some spellings ("NaN", "nan", "-NaN") as null and the others as a NaN value."""
+    values = ["1", "NaN", "NAN", "nan", "+nan", "-NaN", "Nan", "2.5"]
+    text = "x,s\n" + "".join(f'{v},{chr(34) + "t" + chr(34) if quoted and i == 0 else "t"}\n'
+                                 for i, v in enumerate(values))
+    path = tmp_path / "n.csv"
+    path.write_text(text)
+    with open_source(str(path)) as src:
+        got = read_all(src, ["x"], keep_others=True)
+    assert got.column("x").to_pylist() == [None if np.isnan(float(v)) else float(v) for v in values]
+    assert got.column("x").null_count == 6
+
+
 def test_piece_first_line_counts_physical_lines(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(TRICKY)

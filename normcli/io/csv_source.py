@@ -683,7 +683,13 @@ class _CsvSource(Source):
                 table = self._read_piece(piece, convert)
             except pa.ArrowInvalid as again:
                 raise self._conversion_error(piece, again, convert.null_values) from again
-        return _empty_text_as_null(_as_batch(table), piece.numeric, lambda names: self._empty_fields(piece, names))
+        batch = _empty_text_as_null(_as_batch(table), piece.numeric, lambda names: self._empty_fields(piece, names))
+        # "NaN" is one of pyarrow's null values, but "NAN" or "+nan" parse as NaN: null too, as
+        # the Polars path reads every NaN
+        numeric = set(piece.numeric)
+        return pa.RecordBatch.from_arrays(
+            [_nan_as_null(batch.column(i)) if name in numeric else batch.column(i)
+             for i, name in enumerate(batch.schema.names)], names=batch.schema.names)
 
     def _empty_fields(self, piece: Piece, names: Sequence[str]) -> dict[str, pa.Array] | None:
         """Where the text columns ``names`` hold an empty field rather than ``""``; None if nowhere.
