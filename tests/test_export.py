@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import normcli
@@ -496,3 +497,22 @@ def test_zscore_gamma_beta_eps_are_recorded_and_shown(tmp_path, cli, sample_csv)
     assert "gamma=3" in r.text and "eps=0.5" in r.text and "beta=1" in r.text
     r = cli("fit", sample_csv, "--gamma", "2,3", "-o", tmp_path / "t.json")
     assert r.code == 2 and "4 columns are fitted with zscore" in r.err
+
+
+@pytest.mark.parametrize("method, options", [("zscore", {}), ("zscore", {"fill_missing": True}),
+                                             ("minmax", {"clip": True}), ("robust", {}), ("maxabs", {}),
+                                             ("l2", {}), ("l1", {}), ("layer", {}), ("max", {})])
+def test_sql_reads_nan_as_null_like_transform(method, options):
+    """A NaN in the table (Arrow and Parquet hold them) is missing to transform: the SQL reads
+    it as NULL too, so it is neither normalized as a value nor does it blank a row."""
+    duckdb = pytest.importorskip("duckdb")
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    a[[3, 17]], b[[17, 30]] = np.nan, np.nan
+    table = pa.table({"id": np.arange(40), "a": a, "b": b})
+    stats = normcli.fit(table, method, columns=["a", "b"], **options)
+    ref = stats.transform(table).to_pandas()
+    con = duckdb.connect()
+    con.register("t", table)
+    got = con.execute(stats.export("sql", dialect="duckdb", table="t")).df().sort_values("id", ignore_index=True)
+    assert_same(got, ref, ["a", "b"])

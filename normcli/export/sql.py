@@ -24,7 +24,7 @@ from normcli.model import RowFit, Stats
 @dataclass(frozen=True)
 class Dialect:
     """How one SQL dialect quotes identifiers, names DOUBLE and text, takes a row maximum and
-    compares NULL-safely."""
+    compares NULL-safely; whether its DOUBLE holds NaN (which normcli reads as null)."""
 
     quote: str
     double: str
@@ -32,13 +32,15 @@ class Dialect:
     star_replace: bool
     text: str
     null_safe_eq: str
+    has_nan: bool
 
 
+# DuckDB, PostgreSQL and Spark hold NaN and take NaN = NaN as true; SQLite stores NaN as NULL.
 DIALECTS = {
-    "duckdb": Dialect('"', "DOUBLE", "GREATEST", True, "VARCHAR", "IS NOT DISTINCT FROM"),
-    "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False, "TEXT", "IS NOT DISTINCT FROM"),
-    "sqlite": Dialect('"', "REAL", "MAX", False, "TEXT", "IS"),
-    "spark": Dialect("`", "DOUBLE", "GREATEST", False, "STRING", "<=>"),
+    "duckdb": Dialect('"', "DOUBLE", "GREATEST", True, "VARCHAR", "IS NOT DISTINCT FROM", True),
+    "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False, "TEXT", "IS NOT DISTINCT FROM", True),
+    "sqlite": Dialect('"', "REAL", "MAX", False, "TEXT", "IS", False),
+    "spark": Dialect("`", "DOUBLE", "GREATEST", False, "STRING", "<=>", True),
 }
 GROUP_POLICIES = ("global", "passthrough", "null")
 HELPER = "__normcli_"  # prefix of the helper columns of row-wise methods
@@ -103,8 +105,9 @@ class _Quoter:
         return self.quote + name.replace(self.quote, self.quote * 2) + self.quote
 
     def col(self, name: str) -> str:
-        """The column ``name`` read as DOUBLE."""
-        return f"CAST({self.ident(name)} AS {self.d.double})"
+        """The column ``name`` read as DOUBLE, NaN as NULL (as ``transform`` reads it)."""
+        x = f"CAST({self.ident(name)} AS {self.d.double})"
+        return f"NULLIF({x}, CAST('NaN' AS {self.d.double}))" if self.d.has_nan else x
 
 
 def num(v: float) -> str:
