@@ -322,6 +322,10 @@ class _CsvSource(Source):
         try:
             yield
         except OSError as exc:
+            # pyarrow's gzip reader raises OSError with no errno for a damaged or truncated
+            # stream: the file was read, its content is bad
+            if exc.errno is None and isinstance(self._stream, pa.CompressedInputStream):
+                raise DataError(f"cannot read {_display(self.path)}: {exc} (a damaged gzip stream)") from exc
             raise _read_failure(self.path, exc) from exc
         except pa.ArrowInvalid as exc:  # a damaged gzip stream
             raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc

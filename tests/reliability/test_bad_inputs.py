@@ -251,3 +251,21 @@ def test_ragged_row_with_bytes_that_are_not_utf8(tmp_path, ab_stats):
     src.write_bytes(b"a,b\n1,10\n3,30,\xc3\n")
     assert_error(run_cli("fit", src), 3, "Expected 2 columns, got 3")
     assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "line 3")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_damaged_gzip_input_is_bad_data(tmp_path, ab_stats, damage):
+    """A gzip input that is cut short or damaged is read, but its content is bad: exit 3 (as
+    any bad input data), not 5 (which says the input is missing or unreadable)."""
+    import gzip
+
+    rng = np.random.default_rng(2)
+    text = "a,b\n" + "".join(f"{x},{y}\n" for x, y in rng.normal(size=(20000, 2)))
+    packed = gzip.compress(text.encode())
+    damaged = packed[: len(packed) // 2] if damage == "truncated" else packed[:20] + bytes(50) + packed[70:]
+    src = tmp_path / "in.csv.gz"
+    src.write_bytes(damaged)
+    assert_error(run_cli("fit", src, "-o", tmp_path / "f.json"), 3, "in.csv.gz", "a damaged gzip stream")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "in.csv.gz", "a damaged gzip stream")
+    assert_error(run_cli("fit", "-", "-o", tmp_path / "f.json", stdin=damaged), 3, "standard input")
+    no_leftovers(tmp_path, "in.csv.gz", "s.json")
