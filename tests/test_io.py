@@ -129,6 +129,24 @@ def test_every_spelling_of_nan_reads_as_null_on_either_path(tmp_path, quoted):
     assert got.column("x").null_count == 6
 
 
+@pytest.mark.parametrize("quote", [b"", b'"'])
+def test_a_lone_carriage_return_ends_a_line_on_either_path(tmp_path, quote):
+    """pyarrow ends a line at a CR not followed by LF, so 'a<CR>b' splits a record: the same
+    error whether or not a quote elsewhere sends the piece to pyarrow. CRLF ends stay line ends."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b"x,s\n1,a\rb\n2,c\n3," + quote + b"d" + quote + b"\n")
+    with pytest.raises(pa.ArrowInvalid):
+        pacsv.read_csv(path)
+    with open_source(str(path)) as src, pytest.raises(DataError, match="expected 2 fields, found 1"):
+        read_all(src, ["x"])
+    path.write_bytes(b"x,s\r\n1,a\r\n2," + quote + b"c" + quote + b"\r\n")
+    expected = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"x": pa.float64()}))
+    with open_source(str(path)) as src:
+        got = read_all(src, ["x"])
+    assert got.column("x").to_pylist() == expected.column("x").to_pylist()
+    assert got.column("s").to_pylist() == expected.column("s").to_pylist()
+
+
 def test_piece_first_line_counts_physical_lines(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(TRICKY)

@@ -191,6 +191,13 @@ def _fields_exact(data: bytes, sep: bytes, fields: int, rows: int, each_line: bo
     return len(per_line) == rows and bool((per_line == fields - 1).all())
 
 
+def _lone_carriage_return(data: bytes) -> bool:
+    """Whether ``data`` holds a CR not followed by LF (pyarrow ends a line there)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(arr == 13)
+    return bool(len(at)) and (at[-1] == len(arr) - 1 or bool((arr[at + 1] != 10).any()))
+
+
 def _has_blank_line(data: bytes) -> bool:
     """Whether ``data`` (whole lines) holds an empty line, LF or CRLF ended."""
     return data[:1] == _NL or data[:2] == b"\r\n" or b"\n\n" in data or b"\n\r\n" in data
@@ -617,6 +624,8 @@ class _CsvSource(Source):
         """
         if piece.data.find(_QUOTE) >= 0:
             raise ValueError("quoted fields")
+        if piece.data.find(b"\r") >= 0 and _lone_carriage_return(piece.data):
+            raise ValueError("a carriage return that ends no line")  # pyarrow's line end, Polars' text
         if len(self.columns) == 1 and _has_blank_line(piece.data):
             # pyarrow skips a blank line; Polars reads it as a null row of a one-column file
             # (with more columns it is a short row, which the field count below catches)
