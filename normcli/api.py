@@ -124,10 +124,12 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     [0.0]
     """
     methods = [method] if isinstance(method, str) else list(method)
-    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
-    # one name, as for group_by: a string is not a sequence of one-letter columns
-    columns = [columns] if isinstance(columns, str) else columns
-    exclude = [exclude] if isinstance(exclude, str) else exclude
+    group_by = [group_by] if isinstance(group_by, (str, int)) else list(group_by)
+    # one name, as for group_by: a string is not a sequence of one-letter columns. Names are
+    # text, as a frame's labels become (0 names the column labelled 0).
+    columns = None if columns is None else [str(c) for c in ([columns] if isinstance(columns, str) else columns)]
+    exclude = [str(c) for c in ([exclude] if isinstance(exclude, str) else exclude)]
+    group_by = [str(c) for c in group_by]
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
         return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
@@ -428,7 +430,9 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     else:
         table = _as_table(data)
         done = _map_table(stats, table, inverse, overrides, output_options, unseen)
-        out = done.to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
+        out = done.combine_chunks().to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
+        if isinstance(data, pa.RecordBatch) and not done.num_rows:
+            out = pa.RecordBatch.from_pylist([], schema=done.schema)
     if unseen.rows and unseen_group == "global":
         import warnings
 

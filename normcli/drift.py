@@ -85,7 +85,7 @@ class DriftPlan:
         """Statistics, out-of-range count and decile-bin counts of one batch (pure, thread-safe)."""
         out = {}
         for name, fitted in self.fitted.items():
-            x = _float_values(batch.column(name))
+            x = _float_values(batch.column(name), name)
             st = ColumnStats.of(x, self._new_sketch(name))
             values = x[~np.isnan(x)] if st.nulls else x
             outside = int(np.count_nonzero((values < fitted.min) | (values > fitted.max))) if fitted.count else 0

@@ -106,7 +106,7 @@ class FitPlan:
         """Statistics of one batch for every planned column (pure; safe to run in threads)."""
         out, values = {}, {}
         for name, col in self.columns.items():
-            x = values[name] = _float_values(batch.column(name))
+            x = values[name] = _float_values(batch.column(name), name)
             k = self._sketch_k(col, overall=True)
             st = ColumnStats.of(x, None if k is None else _sketch.new(k))
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
@@ -509,7 +509,7 @@ class Stats:
                 continue
             i = index[name]
             p = self.params(name, overrides)
-            x = _float_values(arrays[i])
+            x = _float_values(arrays[i], name)
             if rows is None:
                 y = p.inverse(x) if inverse else p.apply(x)
             else:
@@ -522,7 +522,7 @@ class Stats:
             arrays[i] = _to_arrow(y, arrays[i], inverse or p.fill is None, output, null_rows)
         for row in self.rows:
             idx = [index[c] for c in row.columns]
-            x = np.column_stack([_float_values(arrays[i]) for i in idx])
+            x = np.column_stack([_float_values(arrays[i], c) for c, i in zip(row.columns, idx)])
             y = M.row_apply(row.method, x, row.options)
             for j, i in enumerate(idx):
                 arrays[i] = _to_arrow(np.ascontiguousarray(y[:, j]), arrays[i], True, output)
@@ -557,8 +557,9 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     return Stats(cols, list(a.rows), info, list(a.group_by), groups)
 
 
-def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """float64 NumPy values of an Arrow column, NaN where null (zero-copy without nulls).
+def _float_values(arr: pa.Array | pa.ChunkedArray, name: str | None = None) -> np.ndarray:
+    """float64 NumPy values of an Arrow column (``name``, for the error), NaN where null
+    (zero-copy without nulls).
 
     Read straight from the Arrow buffers: ``to_numpy(zero_copy_only=False)``, ``pa.array`` and
     ``pa.scalar`` go through pandas, which costs an import of ~0.3 s and 40 MB per process.
@@ -572,7 +573,8 @@ def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         try:
             arr = arr.cast(pa.float64())
         except pa.ArrowInvalid as exc:
-            raise DataError(f"cannot read a column as numbers: {exc}") from None
+            what = f"column '{name}'" if name else "a column"
+            raise DataError(f"cannot read {what} as numbers: {exc}") from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
     values = float64_values(arr)

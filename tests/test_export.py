@@ -516,3 +516,14 @@ def test_sql_reads_nan_as_null_like_transform(method, options):
     con.register("t", table)
     got = con.execute(stats.export("sql", dialect="duckdb", table="t")).df().sort_values("id", ignore_index=True)
     assert_same(got, ref, ["a", "b"])
+
+
+def test_import_refuses_a_column_transformer_that_scales_a_column_twice():
+    """scikit-learn outputs such a column once per step; one stats column cannot hold both."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 9.0]})
+    ct = ColumnTransformer([("s", StandardScaler(), ["a", "b"]), ("m", MinMaxScaler(), ["b"])]).fit(df)
+    with pytest.raises(UsageError, match="column 'b' is scaled by two steps"):
+        normcli.from_sklearn(ct)

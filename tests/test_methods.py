@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn import datasets
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
@@ -306,3 +307,30 @@ def test_fit_keeps_sketches_when_asked(tmp_path):
         reference.update(frame[name].to_numpy().copy())
         for q in (0.0, 0.1, 0.5, 0.9, 1.0):
             assert sk.get_quantile(q) == reference.get_quantile(q)
+
+
+def test_columns_of_a_frame_with_integer_labels_are_named_by_their_labels():
+    """fit names a frame's columns by their labels' text, so 0 names the column labelled 0."""
+    frame = pd.DataFrame(np.arange(12.0).reshape(4, 3) ** 2)
+    assert list(normcli.fit(frame, columns=[0, 2]).columns) == ["0", "2"]
+    assert list(normcli.fit(frame, exclude=[0]).columns) == ["1", "2"]
+    grouped = pd.DataFrame({7: [1, 1, 2, 2], "x": [1.0, 2.0, 3.0, 5.0]})
+    stats = normcli.fit(grouped, group_by=7)
+    expected = grouped.groupby(7)["x"].transform(lambda v: (v - v.mean()) / v.std(ddof=0))
+    np.testing.assert_allclose(stats.transform(grouped)["x"], expected, rtol=1e-15)
+
+
+def test_transform_names_the_column_it_cannot_read_as_numbers():
+    stats = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [1.0, 3.0, 5.0]}))
+    with pytest.raises(DataError, match="cannot read column 'b' as numbers"):
+        stats.transform(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["1", "x", "3"]}))
+
+
+def test_an_empty_record_batch_comes_back_as_a_record_batch():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "s": ["x", "y", "z"]})
+    stats = normcli.fit(frame)
+    for rows in (frame.iloc[:0], frame):
+        batch = pa.RecordBatch.from_pandas(rows, preserve_index=False)
+        out = stats.transform(batch)
+        assert isinstance(out, pa.RecordBatch) and out.num_rows == len(rows)
+        assert out.schema.names == ["a", "s"]

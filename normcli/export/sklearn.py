@@ -146,6 +146,13 @@ def _parts(estimator: Any, names: list[str]) -> list[tuple[Any, list[str]]]:
             continue
         picked = [names[i] for i in np.arange(len(names))[cols]] if not _all_str(cols) else list(cols)
         out.append((est, picked))
+    seen: set[str] = set()
+    for _, picked in out:
+        twice = next((c for c in picked if c in seen), None)
+        if twice is not None:  # scikit-learn outputs it once per step; a stats file holds one method per column
+            raise UsageError(f"column '{twice}' is scaled by two steps of the ColumnTransformer; "
+                             "a stats file holds one method per column")
+        seen.update(picked)
     return out
 
 
