@@ -430,9 +430,10 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     else:
         table = _as_table(data)
         done = _map_table(stats, table, inverse, overrides, output_options, unseen)
-        out = done.combine_chunks().to_batches()[0] if isinstance(data, pa.RecordBatch) and done.num_rows else done
-        if isinstance(data, pa.RecordBatch) and not done.num_rows:
-            out = pa.RecordBatch.from_pylist([], schema=done.schema)
+        out = done
+        if isinstance(data, pa.RecordBatch):
+            out = done.combine_chunks().to_batches()[0] if done.num_rows else pa.RecordBatch.from_pylist(
+                [], schema=done.schema)
     if unseen.rows and unseen_group == "global":
         import warnings
 

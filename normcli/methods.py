@@ -54,7 +54,7 @@ def check_options(given: Mapping[str, Any]) -> None:
         if key not in OPTIONS:
             raise UsageError(f"unknown option '{key}' (options: {', '.join(OPTIONS)})")
     ddof = given.get("ddof")
-    if ddof is not None and (isinstance(ddof, (bool, np.bool_)) or ddof not in (0, 1)):
+    if ddof is not None and (isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, Integral) or ddof not in (0, 1)):
         raise UsageError("--ddof must be 0 or 1")
     for key, choices in (("constant", CONSTANT_POLICIES), ("eps_mode", EPS_MODES)):
         if given.get(key) is not None and given[key] not in choices:

@@ -254,6 +254,7 @@ def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
     ({"ddof": 2}, "--ddof must be 0 or 1"),
     ({"ddof": 0.5}, "--ddof must be 0 or 1"),
     ({"ddof": True}, "--ddof must be 0 or 1"),
+    ({"ddof": 1.0}, "--ddof must be 0 or 1"),
     ({"constant": "bogus"}, "--constant must be one of scale1, zero, passthrough, error"),
     ({"eps_mode": "outside"}, "--eps-mode must be one of inside, std"),
     ({"clip": "yes"}, "--clip takes true or false"),
