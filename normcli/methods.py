@@ -36,6 +36,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 COMMON_DEFAULTS: dict[str, Any] = {"constant": "scale1", "fill_missing": False}
 OPTIONS = tuple(sorted({key for d in (*DEFAULTS.values(), COMMON_DEFAULTS) for key in d}))
+_CHOICES = {"constant": CONSTANT_POLICIES, "eps_mode": EPS_MODES}  # the options that are not numbers
+_SWITCHES = ("clip", "fill_missing")
 
 
 def check_options(given: Mapping[str, Any]) -> None:
@@ -56,14 +58,14 @@ def check_options(given: Mapping[str, Any]) -> None:
     ddof = given.get("ddof")
     if ddof is not None and (isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, Integral) or ddof not in (0, 1)):
         raise UsageError("--ddof must be 0 or 1")
-    for key, choices in (("constant", CONSTANT_POLICIES), ("eps_mode", EPS_MODES)):
+    for key, choices in _CHOICES.items():
         if given.get(key) is not None and given[key] not in choices:
             raise UsageError(f"{flag(key)} must be one of {', '.join(choices)}")
-    for key in ("clip", "fill_missing"):
+    for key in _SWITCHES:
         if given.get(key) is not None and not isinstance(given[key], (bool, np.bool_)):
             raise UsageError(f"{flag(key)} takes true or false, got '{given[key]}'")
     for key, value in given.items():
-        if value is None or key in ("constant", "eps_mode", "clip", "fill_missing"):
+        if value is None or key in _CHOICES or key in _SWITCHES:
             continue
         values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         if not all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) for v in values):

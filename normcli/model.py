@@ -557,9 +557,8 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     return Stats(cols, list(a.rows), info, list(a.group_by), groups)
 
 
-def _float_values(arr: pa.Array | pa.ChunkedArray, name: str | None = None) -> np.ndarray:
-    """float64 NumPy values of an Arrow column (``name``, for the error), NaN where null
-    (zero-copy without nulls).
+def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
+    """float64 NumPy values of the Arrow column ``name``, NaN where null (zero-copy without nulls).
 
     Read straight from the Arrow buffers: ``to_numpy(zero_copy_only=False)``, ``pa.array`` and
     ``pa.scalar`` go through pandas, which costs an import of ~0.3 s and 40 MB per process.
@@ -573,8 +572,7 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str | None = None) -> n
         try:
             arr = arr.cast(pa.float64())
         except pa.ArrowInvalid as exc:
-            what = f"column '{name}'" if name else "a column"
-            raise DataError(f"cannot read {what} as numbers: {exc}") from None
+            raise DataError(f"cannot read column '{name}' as numbers: {exc}") from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
     values = float64_values(arr)
