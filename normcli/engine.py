@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,16 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = 
         for f in inflight:
             f.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+        # Left running, the producer could still be executing Python while an interrupted
+        # process shuts down, and the interpreter then prints "Exception ignored in thread"
+        # beside the one error line. It sees stop within its 0.1 s put timeout; emptying the
+        # queue frees its last put (the end, or an error), which does not look at stop.
+        deadline = time.monotonic() + 1.0
+        while producer.is_alive() and time.monotonic() < deadline:
+            try:
+                pending.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 class Source(Protocol):
