@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -27,7 +27,7 @@ def _now() -> str:
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
-def _as_table(data: Any, mixed_as_text: bool = False) -> pa.Table:
+def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = ()) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -37,16 +37,17 @@ def _as_table(data: Any, mixed_as_text: bool = False) -> pa.Table:
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        return _frame_to_arrow(data, mixed_as_text)
+        return _frame_to_arrow(data, mixed_as_text, unread)
     raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
 
 
-def _frame_to_arrow(frame: Any, mixed_as_text: bool = False) -> pa.Table:
+def _frame_to_arrow(frame: Any, mixed_as_text: bool = False, unread: Collection[str] = ()) -> pa.Table:
     """A pandas DataFrame as an Arrow table (column names as text); DataError for what Arrow
     cannot hold, such as an object column mixing text and numbers, or a name given twice.
 
     With ``mixed_as_text``, such an object column becomes text instead (each value's ``str``),
-    for fit to judge as it judges a text column of a file.
+    for fit to judge as it judges a text column of a file; a column named in ``unread`` (one fit
+    leaves out) that Arrow cannot hold, such as a complex one, becomes a column of nulls.
     """
     names = [str(c) for c in frame.columns]
     if len(set(names)) < len(names):
@@ -64,6 +65,9 @@ def _frame_to_arrow(frame: Any, mixed_as_text: bool = False) -> pa.Table:
         try:
             arrays.append(pa.Array.from_pandas(column))
         except _ARROW_ERRORS:
+            if str(name) in unread:
+                arrays.append(pa.nulls(len(column)))
+                continue
             if column.dtype != object:
                 raise DataError(f"cannot read the DataFrame: {failure}") from None
             arrays.append(pa.array([_text_or_none(v) for v in column], pa.string()))
@@ -81,6 +85,25 @@ def _text_or_none(value: Any) -> str | None:
 
 def _is_path(data: Any) -> bool:
     return isinstance(data, (str, os.PathLike))
+
+
+def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclude: list[str],
+            group_by: list[str]) -> set[str]:
+    """The columns of a frame that a fit with these arguments does not read."""
+    named = set(group_by)
+    for spec in methods:  # "minmax:a,b" names its columns
+        named.update(spec.partition(":")[2].split(","))
+    labels = {str(c) for c in getattr(data, "columns", ())}
+    left_out = set(exclude) | (set() if columns is None else labels - set(columns))
+    return left_out - named
+
+
+def _names(value: Any) -> list[str]:
+    """Column names given as one label or a list of them, as text (a frame's labels become text:
+    0 names the column labelled 0). A string is one name, not a sequence of one-letter names."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [str(value)]
+    return [str(c) for c in value]
 
 
 def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[str] | None = None,
@@ -124,12 +147,9 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     [0.0]
     """
     methods = [method] if isinstance(method, str) else list(method)
-    group_by = [group_by] if isinstance(group_by, (str, int)) else list(group_by)
-    # one name, as for group_by: a string is not a sequence of one-letter columns. Names are
-    # text, as a frame's labels become (0 names the column labelled 0).
-    columns = None if columns is None else [str(c) for c in ([columns] if isinstance(columns, str) else columns)]
-    exclude = [str(c) for c in ([exclude] if isinstance(exclude, str) else exclude)]
-    group_by = [str(c) for c in group_by]
+    columns = None if columns is None else _names(columns)
+    exclude = _names(exclude)
+    group_by = _names(group_by)
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
         return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
@@ -137,7 +157,7 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
                          sketch_all=sketch)
     from normcli import io
 
-    table = _as_table(data, mixed_as_text=True)
+    table = _as_table(data, mixed_as_text=True, unread=_unread(data, methods, columns, exclude, group_by))
     # Text columns are judged on the first rows, as a file on its first block.
     plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
                     options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch,
@@ -422,6 +442,11 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         label = {str(c): c for c in data.columns}
         stats.check_columns(list(label))
         wanted = stats.needed_columns + stats.group_by
+        if len(label) < len(data.columns):  # 1 and "1", or a label given twice: which one is meant?
+            names = [str(c) for c in data.columns]
+            twice = next((n for n in wanted if names.count(n) > 1), None)
+            if twice is not None:
+                raise DataError(f"the DataFrame has two columns named '{twice}'")
         picked = data[[label[n] for n in wanted]].set_axis(wanted, axis=1)
         done = _map_table(stats, _frame_to_arrow(picked), inverse, overrides, output_options, unseen)
         out = data.copy()

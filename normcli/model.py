@@ -365,8 +365,9 @@ class OutputOptions:
             raise UsageError(f"--unseen-group must be one of {', '.join(UNSEEN_POLICIES)}")
         if self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
-        if self.decimals is not None and not 0 <= self.decimals <= 15:
-            raise UsageError("--decimals must be between 0 and 15")
+        if self.decimals is not None and (not isinstance(self.decimals, Integral) or isinstance(self.decimals, bool)
+                                          or not 0 <= self.decimals <= 15):
+            raise UsageError("--decimals must be a whole number between 0 and 15")
 
     @property
     def arrow_type(self) -> pa.DataType:

@@ -183,6 +183,18 @@ def test_sklearn_refuses_what_it_cannot_express(name):
         normcli.to_sklearn(stats)
 
 
+def test_from_sklearn_refuses_an_unfitted_estimator():
+    """An unfitted scaler has nothing to import: one clear UsageError, with or without names."""
+    pytest.importorskip("sklearn")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler
+
+    for est in (StandardScaler(), ColumnTransformer([("s", StandardScaler(), ["a"])])):
+        for columns in (None, ["a"]):
+            with pytest.raises(UsageError, match=f"the {type(est).__name__} is not a fitted scikit-learn estimator"):
+                normcli.from_sklearn(est, columns)
+
+
 def test_sklearn_skops_file_round_trip(tmp_path, cli):
     sio = pytest.importorskip("skops.io")
     new, stats, ref = fitted("zscore", offset_column=False)

@@ -326,7 +326,7 @@ def test_cli_inspect_shows_groups_and_policy(fitted):
 @pytest.mark.parametrize("args,message", [
     (["--unseen-group", "maybe"], "--unseen-group must be one of"),
     (["--dtype", "float16"], "--dtype must be one of"),
-    (["--decimals", "-1"], "--decimals must be between 0 and 15"),
+    (["--decimals", "-1"], "--decimals must be a whole number between 0 and 15"),
 ])
 def test_cli_bad_transform_options(fitted, args, message):
     _, _, test_path, stats_path = fitted

@@ -335,3 +335,45 @@ def test_an_empty_record_batch_comes_back_as_a_record_batch():
         out = stats.transform(batch)
         assert isinstance(out, pa.RecordBatch) and out.num_rows == len(rows)
         assert out.schema.names == ["a", "s"]
+
+
+def test_a_float_label_names_one_column_and_a_bad_one_says_which():
+    """A label that is neither text nor a list is one name (its text), as a frame's labels are:
+    group_by=3.5 names the column labelled 3.5, and is "not in the input" where there is none."""
+    frame = pd.DataFrame({3.5: ["p", "p", "q", "q"], "x": [1.0, 2.0, 3.0, 5.0]})
+    stats = normcli.fit(frame, group_by=3.5)
+    expected = frame.groupby(3.5)["x"].transform(lambda v: (v - v.mean()) / v.std(ddof=0))
+    np.testing.assert_allclose(stats.transform(frame)["x"], expected, rtol=1e-15)
+    with pytest.raises(DataError, match="column '2.5' is not in the input"):
+        normcli.fit(frame, group_by=2.5)
+
+
+@pytest.mark.parametrize("decimals", [2.5, "2", True, -1, 16])
+def test_transform_refuses_decimals_that_are_not_a_whole_number_of_places(decimals):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    with pytest.raises(UsageError, match="--decimals must be a whole number between 0 and 15"):
+        normcli.fit(frame).transform(frame, decimals=decimals)
+
+
+@pytest.mark.parametrize("labels", [["a", "a", "s"], [1, "1", "s"]])
+def test_transform_refuses_a_frame_where_a_fitted_name_means_two_columns(labels):
+    """Which of two columns named alike (or labelled 1 and "1") would be normalized is not for
+    transform to guess; fit refuses such a frame too. A duplicate pass-through column is fine."""
+    stats = normcli.fit(pd.DataFrame({str(labels[0]): [1.0, 2.0, 4.0]}))
+    frame = pd.DataFrame([[1.0, 2.0, "x"], [3.0, 4.0, "y"]], columns=labels)
+    with pytest.raises(DataError, match=f"the DataFrame has two columns named '{labels[0]}'"):
+        stats.transform(frame)
+    passing = pd.DataFrame([[1.0, "x", "y"], [3.0, "z", "w"]], columns=["a", "s", "s"])
+    out = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0]})).transform(passing)
+    assert out.iloc[:, 1:].equals(passing.iloc[:, 1:])
+
+
+def test_fit_reads_no_column_it_leaves_out():
+    """A column Arrow cannot hold (complex numbers) does not block a fit that leaves it out."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "z": [1j, 2j, 3j]})
+    for stats in (normcli.fit(frame, exclude="z"), normcli.fit(frame, columns=["a"])):
+        assert list(stats.columns) == ["a"]
+        np.testing.assert_allclose(stats.transform(frame)["a"], (frame.a - frame.a.mean()) / frame.a.std(ddof=0),
+                                   rtol=1e-15)
+    with pytest.raises(DataError, match="cannot read the DataFrame"):
+        normcli.fit(frame)

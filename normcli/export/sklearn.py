@@ -107,6 +107,14 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
     ``RobustScaler`` carry a fixed scale (and centre) instead.
     """
     require("sklearn")
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except (NotFittedError, TypeError) as exc:  # TypeError: not an estimator at all
+        raise UsageError(f"the {type(estimator).__name__} is not a fitted scikit-learn estimator: "
+                         "fit it first") from exc
     names = list(columns) if columns is not None else _feature_names(estimator)
     parts = _parts(estimator, names)
     cols: dict[str, ColumnFit] = {}
