@@ -569,10 +569,12 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     if pa.types.is_integer(arr.type) or arr.type == pa.float32():
         # integers beyond 2**53 round to the nearest double, as the file readers do (a safe cast refuses them)
         arr = numbers_as_float64(arr)
+    elif pa.types.is_boolean(arr.type):  # castable (True is 1.0), but not numbers: fit refuses it too
+        raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values")
     elif arr.type != pa.float64():
         try:
             arr = arr.cast(pa.float64())
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DataError(f"cannot read column '{name}' as numbers: {exc}") from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)

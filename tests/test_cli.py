@@ -175,6 +175,19 @@ def test_stdin_to_stdout_pipeline(tmp_path, stats_file, sample_csv):
     assert fit.code == 0 and json.loads(fit.out)["columns"].keys() == json.loads(stats_file.read_text())["columns"].keys()
 
 
+def test_parquet_transform_refuses_a_bool_column_that_was_fitted(tmp_path):
+    """True is castable to 1.0, but a fitted column that became bool is not numbers: transform
+    refuses it as fit does (exit 3), rather than normalize ones and zeros."""
+    pq.write_table(pa.table({"x": [1.0, 2.0, 4.0]}), tmp_path / "train.parquet")
+    pq.write_table(pa.table({"x": [True, False, True]}), tmp_path / "today.parquet")
+    assert run_cli("fit", tmp_path / "train.parquet", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "today.parquet", "--stats", tmp_path / "s.json", "-o", tmp_path / "o.parquet")
+    assert_error(r, 3, "column 'x' of type bool is not numeric")
+    assert not (tmp_path / "o.parquet").exists()
+    assert_error(run_cli("fit", tmp_path / "today.parquet", "--columns", "x", "-o", tmp_path / "t.json"), 3,
+                 "column 'x' is not numeric")
+
+
 def test_parquet_to_stdout_is_parquet(tmp_path, stats_file, sample_parquet):
     r = run_cli("transform", sample_parquet, "--stats", stats_file)
     assert r.code == 0, r.err

@@ -327,6 +327,14 @@ def test_transform_names_the_column_it_cannot_read_as_numbers():
         stats.transform(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["1", "x", "3"]}))
 
 
+@pytest.mark.parametrize("values", [[True, False, True], pd.to_datetime(["2024-01-01"] * 3)])
+def test_transform_refuses_a_fitted_column_that_holds_no_numbers(values):
+    """bool casts to 1.0 and 0.0 but is not numbers (fit refuses it); a timestamp has no cast."""
+    stats = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0]}))
+    with pytest.raises(DataError, match="cannot read column 'a' as numbers"):
+        stats.transform(pd.DataFrame({"a": values}))
+
+
 def test_an_empty_record_batch_comes_back_as_a_record_batch():
     frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "s": ["x", "y", "z"]})
     stats = normcli.fit(frame)

@@ -99,6 +99,8 @@ class _ParquetSource(Source):
     def _to_float(self, name: str, column: pa.Array, first_row: int) -> pa.Array:
         if pa.types.is_integer(column.type) or column.type == pa.float32():
             return numbers_as_float64(column)  # a large int64 rounds to the nearest double
+        if pa.types.is_boolean(column.type):  # castable (True is 1.0), but not numbers: fit refuses it too
+            raise DataError(f"column '{name}' of type {column.type} is not numeric")
         try:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 return column.cast(pa.float64())
