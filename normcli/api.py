@@ -530,7 +530,10 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
         def apply(b: pa.RecordBatch) -> pa.RecordBatch:
             return stats.transform_batch(b, overrides, out_options, unseen)
     fn = apply if not drop else lambda b: apply(b).drop_columns(list(drop))
-    with io.open_sink(output, out_fmt, schema, delimiter=delimiter if out_fmt == source.format else None,
+    # The input's separator carries over to output of its own format, unless --to names the
+    # format: then the output is that format's standard text (",", or a tab).
+    same = to is None and out_fmt == source.format
+    with io.open_sink(output, out_fmt, schema, delimiter=delimiter if same else None,
                       input_path=source.path) as sink:
         summary = engine.pipe(source, sink, stats.needed_columns, fn, progress, workers)
     summary.extra["unseen"] = unseen

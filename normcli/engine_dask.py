@@ -41,6 +41,7 @@ PARTITION_ROWS = 1 << 20  # Parquet rows per partition (whole row groups)
 FAN_IN = 8  # partial results merged per reduction task
 _QUOTE, _NL = ord('"'), ord("\n")
 _SCAN = 16 << 20  # bytes counted at a time by the partition scan
+_PART = re.compile(r"part-\d{5,}\.(csv|tsv|parquet)$")  # the name of an output part
 
 
 def require() -> None:
@@ -450,31 +451,53 @@ class DaskEngine:
                         out_options: OutputOptions | None = None,
                         log: Callable | None = None) -> list[engine.InputSummary]:
         """Transform ``paths`` into the directory ``output``: one part per partition, in input
-        order, named ``part-00000.<ext>`` (the format of ``to``, else of the first input), each
-        written atomically by its task. Parts of an earlier run beyond this run's count are removed.
-        Returns one summary per input file."""
+        order, named ``part-00000.<ext>`` (the format of ``to``, else of the first input).
+
+        The tasks write their parts into a hidden directory inside ``output``; only when every
+        task has succeeded are the parts moved into place and the parts of an earlier run that
+        this run does not replace (more of them, or of another format) removed. So a failed or
+        interrupted run leaves ``output`` as it was. Returns one summary per input file."""
         log = log or (lambda event, fields: None)
         if output in (None, "-") or is_url(output):
             raise UsageError("--engine dask writes one part per partition into a local directory: -o DIR/")
+        directory = os.path.realpath(output)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise UsageError(f"--engine dask writes one part per partition into a directory: '{output}' is a file")
+        if not os.path.isdir(directory) and not output.endswith(("/", os.sep)) and _is_data_file(os.path.basename(output)):
+            raise UsageError(f"--engine dask writes one part per partition into a directory, not into "
+                             f"'{output}': give -o DIR/")
         items = self.expand_inputs(paths)
+        for item in items:
+            here = None if is_url(item.path) else os.path.realpath(item.path)
+            if here and os.path.dirname(here) == directory and _PART.match(os.path.basename(here)):
+                raise UsageError(f"the input '{item.path}' is a part of the output directory, which this run "
+                                 "replaces; choose another -o")
         parts = self.partitions(items, fmt, delimiter)
         out_fmt = to or io.detect_format(items[0].path, fmt)
         ext = {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[out_fmt]
-        directory = os.path.abspath(output)
         try:
             os.makedirs(directory, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".normcli-", dir=directory)
         except OSError as exc:
             raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
-        targets = [os.path.join(directory, f"part-{i:05d}{ext}") for i in range(len(parts))]
-        stats_f = self.client.scatter(stats, broadcast=True, hash=False)
-        for item in items:
-            log("input", {"path": item.path, "output": output})
-        futures = [self.client.submit(_transform_task, p, t, stats_f, fmt, out_fmt, delimiter, inverse,
-                                      overrides, out_options or OutputOptions(), pure=False)
-                   for p, t in zip(parts, targets)]
-        _advance(self.client, futures, parts, progress)
-        results = self.client.gather(futures)
-        _remove_stale_parts(directory, len(parts), ext)
+        names = [f"part-{i:05d}{ext}" for i in range(len(parts))]
+        try:
+            stats_f = self.client.scatter(stats, broadcast=True, hash=False)
+            for item in items:
+                log("input", {"path": item.path, "output": output})
+            futures = [self.client.submit(_transform_task, p, os.path.join(staging, name), stats_f, fmt, to,
+                                          delimiter, inverse, overrides, out_options or OutputOptions(), pure=False)
+                       for p, name in zip(parts, names)]
+            _advance(self.client, futures, parts, progress)
+            results = self.client.gather(futures)
+            try:
+                for name in names:
+                    os.replace(os.path.join(staging, name), os.path.join(directory, name))
+            except OSError as exc:
+                raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
+            _remove_stale_parts(directory, set(names))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         summaries = [engine.InputSummary(item.path, 0, _size(parts, i), {"unseen": UnseenGroups()})
                      for i, item in enumerate(items)]
         for part, (rows, unseen_rows, keys) in zip(parts, results):
@@ -513,9 +536,8 @@ def _advance(client: Any, futures: list, parts: Sequence[Partition], progress: e
             progress.advance(where[future.key].nbytes or 0, 0)
 
 
-def _remove_stale_parts(directory: str, count: int, ext: str) -> None:
-    pattern = re.compile(r"part-(\d{5,})" + re.escape(ext) + "$")
+def _remove_stale_parts(directory: str, keep: set[str]) -> None:
+    """Remove the parts in ``directory`` (of any format) that are not named in ``keep``."""
     for name in os.listdir(directory):
-        m = pattern.match(name)
-        if m and int(m.group(1)) >= count:
+        if _PART.match(name) and name not in keep:
             io.discard(os.path.join(directory, name))

@@ -17,7 +17,9 @@ distributed = pytest.importorskip("distributed")
 
 from normcli import api, sketch  # noqa: E402
 from normcli.engine_dask import DaskEngine, partitions  # noqa: E402
+from normcli.errors import DataError  # noqa: E402
 from normcli.io import expand_inputs  # noqa: E402
+from normcli.model import OutputOptions  # noqa: E402
 from tests.conftest import SAMPLE, run_cli  # noqa: E402
 
 REL = 1e-12
@@ -219,6 +221,53 @@ def test_transform_replaces_earlier_parts(data, eng, tmp_path):
     small = DaskEngine(eng.client, partition_bytes=10 << 20)
     api.transform_paths(stats, [data["csv"]], str(tmp_path), engine=small)
     assert many > 1 and _parts(tmp_path, ".csv") == [str(tmp_path / "part-00000.csv")]
+
+
+def test_transform_replaces_parts_of_another_format(data, eng, tmp_path):
+    """DIR/part-* is one complete output: a run writing CSV parts removes an earlier run's
+    Parquet parts, which would otherwise read as part of the same output."""
+    stats = api.fit_paths([data["csv"]], ["zscore"])
+    api.transform_paths(stats, [data["parquet"]], str(tmp_path), engine=eng)
+    assert len(_parts(tmp_path, ".parquet")) > 1
+    api.transform_paths(stats, [data["csv"]], str(tmp_path), engine=eng)
+    assert _parts(tmp_path, ".parquet") == [] and len(_parts(tmp_path, ".csv")) > 1
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in _parts(tmp_path, ".csv"))
+
+
+def test_a_failed_transform_leaves_the_earlier_parts_as_they_were(data, eng, tmp_path):
+    """A bad value in the last partition fails the run after the first parts were written:
+    the output directory keeps the earlier run's parts, byte for byte, and nothing else."""
+    stats = api.fit_paths([data["csv"]], ["zscore"])
+    out = tmp_path / "out"
+    api.transform_paths(stats, [data["csv"]], str(out), engine=eng)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(open(data["csv"], "rb").read() + b"999999,k1,oops,1,2,x\n")
+    with pytest.raises(DataError, match="oops"):
+        api.transform_paths(stats, [str(bad)], str(out), engine=eng, out_options=OutputOptions(decimals=2))
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_transform_refuses_an_input_that_is_a_part_of_its_output(data, tmp_path):
+    """Writing into the directory that holds the input as part-00001.csv would remove the input
+    as a stale part (or write over it): exit 2, and the directory stays as it was."""
+    src = tmp_path / "part-00001.csv"
+    src.write_bytes(open(data["csv"], "rb").read())
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    listing = sorted(os.listdir(tmp_path))
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path, "--engine", "dask")
+    assert r.code == 2 and "is a part of the output directory" in r.err, r.err
+    assert sorted(os.listdir(tmp_path)) == listing and src.read_bytes() == open(data["csv"], "rb").read()
+
+
+@pytest.mark.parametrize("name,message", [("plain.csv", "'{out}' is a file"), ("new.csv", "give -o DIR/")])
+def test_transform_refuses_a_file_name_as_the_parts_directory(data, tmp_path, name, message):
+    (tmp_path / "plain.csv").write_text("x\n1\n")
+    assert run_cli("fit", data["csv"], "-o", tmp_path / "s.json").code == 0
+    out = tmp_path / name
+    r = run_cli("transform", data["csv"], "--stats", tmp_path / "s.json", "-o", out, "--engine", "dask")
+    assert r.code == 2 and message.format(out=out) in r.err, r.err
+    assert not (tmp_path / "new.csv").exists() and (tmp_path / "plain.csv").read_text() == "x\n1\n"
 
 
 def test_check_equals_local(data, eng):

@@ -3,6 +3,7 @@ fit-transform, exit codes, pipes, signals and JSON logs. References are computed
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import re
@@ -530,3 +531,20 @@ def test_json_log_events(tmp_path):
     assert events[1]["exit_code"] == events[2]["status"] == r.code == errors.EXIT_IO
     r = run_cli("fit", tmp_path / "a.csv", "--update", tmp_path / "nope.json", "--log-format", "json", "-q")
     assert [json.loads(line)["event"] for line in r.err.splitlines()] == ["error", "end"]
+
+
+@pytest.mark.parametrize("args,sep", [([], ";"), (["-o", "{tmp}/o.csv"], ";"), (["--to", "csv"], ","),
+                                      (["--to", "tsv"], "\t")])
+def test_the_output_keeps_the_input_separator_unless_to_names_the_format(tmp_path, args, sep):
+    """A ';'-separated CSV stays ';'-separated; --to csv asks for CSV, hence commas."""
+    src = tmp_path / "s.txt"
+    src.write_text("id;x;note\n1;2.0;a,b\n2;3.0;c\n4;7.0;d\n")
+    assert run_cli("fit", src, "--format", "csv", "--delimiter", ";", "-c", "x", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", src, "--format", "csv", "--delimiter", ";", "--stats", tmp_path / "s.json",
+                *[a.format(tmp=tmp_path) for a in args])
+    assert r.code == 0, r.err
+    text = (tmp_path / "o.csv").read_text() if "-o" in args else r.out.decode()
+    got = pd.read_csv(io.StringIO(text), sep=sep, dtype={"note": str})
+    x = np.array([2.0, 3.0, 7.0])
+    np.testing.assert_allclose(got["x"], (x - x.mean()) / x.std(), rtol=1e-15)
+    assert list(got.columns) == ["id", "x", "note"] and list(got["note"]) == ["a,b", "c", "d"]
