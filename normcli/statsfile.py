@@ -19,7 +19,7 @@ import numpy as np
 from normcli import __version__
 from normcli import methods as M
 from normcli import schemacheck
-from normcli.errors import IOFailure, StatsFileError
+from normcli.errors import IOFailure, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats
 from normcli.model import ColumnFit, RowFit, Stats
 from normcli.stats import ColumnStats
@@ -63,8 +63,8 @@ def from_dict(doc: Any, source: str = "stats") -> Stats:
     columns = {}
     per_group = {}
     for name, c in doc["columns"].items():
-        options = M.options_for(c["method"], c["options"]) if c["method"] in M.PER_COLUMN else {}
         where = f"{source}: columns.{name}"
+        options = _options(c["method"], c["options"], where) if c["method"] in M.PER_COLUMN else {}
         try:
             st = ColumnStats.from_dict(c["stats"])
             if c.get("groups") is not None:
@@ -74,12 +74,16 @@ def from_dict(doc: Any, source: str = "stats") -> Stats:
             raise StatsFileError(f"{where}.sketch: {exc}") from None
         columns[name] = ColumnFit(name, c["method"], options, st)
     rows = []
+    claimed: dict[str, int] = {}
     for i, r in enumerate(doc["rows"]):
         where = f"{source}: rows[{i}]"
         for c in r["columns"]:
             if c not in columns or columns[c].method != r["method"]:
                 raise StatsFileError(f"{where}.columns: '{c}' is not a {r['method']} column of this file")
-        options = M.options_for(r["method"], r["options"])
+            if c in claimed:  # it would be normalized twice
+                raise StatsFileError(f"{where}.columns: '{c}' is in rows[{claimed[c]}] too")
+            claimed[c] = i
+        options = _options(r["method"], r["options"], where)
         for key in ("gamma", "beta"):
             if options.get(key) is not None and len(options[key]) != len(r["columns"]):
                 raise StatsFileError(f"{where}.options.{key}: has {len(options[key])} values for "
@@ -95,6 +99,20 @@ def from_dict(doc: Any, source: str = "stats") -> Stats:
         return Stats(columns, rows, info)
     groups = Grouped([tuple(k) for k in doc["group_keys"]], per_group)
     return Stats(columns, rows, info, list(doc["group_by"]), groups)
+
+
+def _options(method: str, given: dict[str, Any], where: str) -> dict[str, Any]:
+    """The full options of a ``method`` entry; StatsFileError names an option it does not take
+    or a value no method can use."""
+    takes = M.options_for(method, {})
+    for key, value in given.items():
+        if key not in takes:
+            raise StatsFileError(f"{where}.options.{key}: a {method} entry takes no option '{key}'")
+        try:
+            M.check_options({key: value})
+        except UsageError as exc:
+            raise StatsFileError(f"{where}.options.{key}: {exc}") from None
+    return M.options_for(method, given)
 
 
 def dumps(stats: Stats) -> str:
@@ -226,6 +244,8 @@ def _validate(doc: Any, source: str) -> None:
             need = ()  # imported fixed parameters stand in for the moments
         if st["count"] > 0 and any(st[k] is None for k in need):
             raise StatsFileError(f"{where}: a {c['method']} column with values needs {', '.join(need)}")
+        if c["method"] == "robust" and st["count"] > 0 and st.get("scale") is None and st.get("sketch") is None:
+            raise StatsFileError(f"{where}.sketch: a robust column with values needs its quantile sketch")
         for k in ("range", "quantile_range"):
             bounds = c["options"].get(k)
             if bounds is not None and not bounds[0] < bounds[1]:
@@ -323,6 +343,9 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
         return
     if keys is None:
         raise StatsFileError(f"{source}: group_keys: missing (the file is grouped by {group_by})")
+    for key in group_by:
+        if key in doc["columns"]:
+            raise StatsFileError(f"{source}: group_by: '{key}' is a fitted column; a key is never normalized")
     for i, k in enumerate(keys):
         if not (isinstance(k, list) and len(k) == len(group_by) and all(v is None or isinstance(v, str) for v in k)):
             raise StatsFileError(f"{source}: group_keys[{i}]: expected {len(group_by)} strings or nulls, found {k!r}")
@@ -348,6 +371,8 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
                 raise StatsFileError(f"{where}.{k}: expected integers >= 0 and below 2^63")
             counts[k] = np.asarray(g[k], dtype=np.int64)
         filled = counts["count"] > 0
+        if c["method"] == "robust" and g.get("sketch") is None and filled.any():
+            raise StatsFileError(f"{where}.sketch: a robust column with values needs its quantile sketches")
         values = {}
         for k in _FLOATS:
             if not all(v is None or (type(v) in (int, float)) for v in g[k]):

@@ -115,6 +115,17 @@ CASES = [
     ("row beta of the wrong length", mutated("rows.0.options.beta", [0.0, 0.0, 0.0]), "rows[0].options.beta"),
     ("row of an unknown column", mutated("rows.0.columns", ["b", "zz"]), "rows[0].columns"),
     ("unknown row method", mutated("rows.0.method", "softmax"), "rows.0.method"),
+    # integers 0 and 1 only, as the command line takes them (1.0 is a float in the file)
+    ("ddof as a float", mutated("columns.a.options.ddof", 1.0), "columns.a.options.ddof: --ddof must be 0 or 1"),
+    ("an option of another method", mutated("columns.a.options.range", [0.0, 1.0]),
+     "columns.a.options.range: a zscore entry takes no option 'range'"),
+    ("a column option on a row", mutated("rows.0.options.ddof", 0), "rows[0].options.ddof: a layer entry takes no option 'ddof'"),
+    ("a column in two rows", json.dumps(
+        {**GOOD, "rows": [GOOD["rows"][0], GOOD["rows"][0]]}), "rows[1].columns: 'b' is in rows[0] too"),
+    ("a robust column without its sketch", mutated("columns.a.method", "robust", "columns.a.options", {}),
+     "columns.a.stats.sketch: a robust column with values needs its quantile sketch"),
+    ("a key that is a fitted column", mutated("group_by", ["a"], "group_keys", [["x"]]),
+     "group_by: 'a' is a fitted column"),
     ("no columns", mutated("columns", {}), "columns"),
     ("columns as a list", mutated("columns", []), "columns"),
     ("deep nesting", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
@@ -231,3 +242,15 @@ def test_a_column_the_data_lacks_is_exit_4(tmp_path):
     fit(tmp_path / "d.csv", stats)
     (tmp_path / "e.csv").write_bytes(b"a,c\n1,3\n")
     assert_error(run_cli("transform", tmp_path / "e.csv", "--stats", stats), 4, "column 'b'")
+
+
+def test_a_grouped_robust_column_without_its_sketches_is_exit_4(tmp_path):
+    """Without them no group has a median: a damaged file, for inspect (which reads no data) too."""
+    (tmp_path / "d.csv").write_bytes(b"k,x\n" + b"".join(b"%d,%d\n" % (i % 3, i * i) for i in range(30)))
+    stats = tmp_path / "s.json"
+    fit(tmp_path / "d.csv", stats, "-m", "robust", "-g", "k")
+    doc = json.loads(stats.read_text())
+    del doc["columns"]["x"]["groups"]["sketch"]
+    stats.write_text(json.dumps(doc))
+    for args in (["inspect", stats], ["transform", tmp_path / "d.csv", "--stats", stats]):
+        assert_error(run_cli(*args), 4, "columns.x.groups.sketch: a robust column with values needs its quantile sketches")
