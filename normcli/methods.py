@@ -77,6 +77,8 @@ def check_options(given: Mapping[str, Any]) -> None:
     rng = given.get("range")
     if rng is not None and not (len(rng) == 2 and rng[0] < rng[1]):
         raise UsageError(f"--range needs a < b, got '{','.join(map(str, rng))}'")
+    if rng is not None and not math.isfinite(rng[1] - rng[0]):  # the scale b - a: inf maps values to inf and NaN
+        raise UsageError(f"--range needs b - a within the float64 range, got '{','.join(map(str, rng))}'")
     qr = given.get("quantile_range")
     if qr is not None and not (len(qr) == 2 and 0 <= qr[0] < qr[1] <= 100):
         raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{','.join(map(str, qr))}'")

@@ -436,7 +436,10 @@ class Stats:
         ``output`` sets the unseen-group policy, dtype and rounding; rows of unseen groups are
         counted into ``unseen`` when given.
         """
-        return self._map(batch, False, overrides, output or OutputOptions(), unseen)
+        # Values beyond the float64 range become inf (and inf - inf NaN), as IEEE arithmetic
+        # gives: a result written as such, not a RuntimeWarning on stderr.
+        with np.errstate(all="ignore"):
+            return self._map(batch, False, overrides, output or OutputOptions(), unseen)
 
     def inverse_batch(self, batch: pa.RecordBatch, output: OutputOptions | None = None,
                       unseen: UnseenGroups | None = None) -> pa.RecordBatch:
@@ -444,7 +447,11 @@ class Stats:
         if self.rows:
             methods = ", ".join(sorted({r.method for r in self.rows}))
             raise UsageError(f"row-wise methods ({methods}) cannot be inverted")
-        return self._map(batch, True, None, output or OutputOptions(), unseen)
+        flat = next((name for name, fit in self.columns.items() if fit.options.get("gamma") == 0), None)
+        if flat is not None:  # every value went to beta
+            raise UsageError(f"column '{flat}' was transformed with gamma 0, which cannot be inverted")
+        with np.errstate(all="ignore"):  # as in transform_batch
+            return self._map(batch, True, None, output or OutputOptions(), unseen)
 
     def transform(self, data: Any, **options: Any) -> Any:
         """Normalize ``data`` (a DataFrame or Arrow table), returning the same kind.

@@ -1,6 +1,7 @@
 """The core commands through the real CLI (a subprocess), asserted against independent references."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -173,6 +174,35 @@ def test_stdin_to_stdout_pipeline(tmp_path, stats_file, sample_csv):
     assert r.err == ""
     fit = run_cli("fit", "-", stdin=sample_csv.read_bytes())
     assert fit.code == 0 and json.loads(fit.out)["columns"].keys() == json.loads(stats_file.read_text())["columns"].keys()
+
+
+@pytest.mark.parametrize("method,train,today", [
+    ("maxabs", "x\n0\n1e-300\n", "x\n1e308\n-1e308\n"),
+    ("l2:x,y,z", "x,y,z\n1,2,3\n4,5,6\n", "x,y,z\n1e308,1e308,-1e308\n"),
+    ("layer", "x,y,z\n1,2,3\n4,5,6\n", "x,y,z\n1e308,-1e308,1e308\n"),
+])
+def test_values_beyond_float64_become_inf_or_nan_without_a_warning(tmp_path, method, train, today):
+    """Overflow gives IEEE results (as NumPy computes them from the formula), and stderr stays
+    empty: no RuntimeWarning with a source line, with --quiet or without."""
+    (tmp_path / "train.csv").write_text(train)
+    (tmp_path / "today.csv").write_text(today)
+    assert run_cli("fit", tmp_path / "train.csv", "-m", method, "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "today.csv", "--stats", tmp_path / "s.json")
+    assert r.code == 0 and r.err == "", r.err
+    got = pd.read_csv(io.BytesIO(r.out)).to_numpy()
+    x = pd.read_csv(tmp_path / "today.csv").to_numpy()
+    stats = json.loads((tmp_path / "s.json").read_text())
+    with np.errstate(all="ignore"):
+        if method == "maxabs":
+            want = x / 1e-300
+        elif method.startswith("l2"):
+            want = x / np.sqrt((x * x).sum(axis=1, keepdims=True))
+        else:
+            eps = stats["rows"][0]["options"]["eps"]
+            mean = x.mean(axis=1, keepdims=True)
+            want = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + eps)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
 
 
 def test_parquet_transform_refuses_a_bool_column_that_was_fitted(tmp_path):

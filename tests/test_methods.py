@@ -261,6 +261,7 @@ def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
     ({"fill_missing": 1}, "--fill-missing takes true or false"),
     ({"gamma": "2"}, "--gamma takes finite numbers"),
     ({"dof": 1}, "unknown option 'dof'"),
+    ({"range": [-1e308, 1e308]}, "--range needs b - a within the float64 range"),
     ({"sketch_k": 3}, "--sketch-k must be between 8 and 65535"),
     ({"sketch_k": 10**6}, "--sketch-k must be between 8 and 65535"),
 ])
@@ -385,3 +386,19 @@ def test_fit_reads_no_column_it_leaves_out():
                                    rtol=1e-15)
     with pytest.raises(DataError, match="cannot read the DataFrame"):
         normcli.fit(frame)
+
+
+def test_inverse_refuses_a_column_transformed_with_gamma_0(tmp_path):
+    """gamma 0 maps every value to beta: nothing to invert, so a UsageError rather than NaN."""
+    from tests.conftest import run_cli
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 9.0]})
+    stats = normcli.fit(frame, gamma=0.0)
+    np.testing.assert_array_equal(stats.transform(frame)[["a", "b"]].to_numpy(), 0.0)
+    with pytest.raises(UsageError, match="column 'a' was transformed with gamma 0, which cannot be inverted"):
+        stats.inverse(frame)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    stats.save(tmp_path / "s.json")
+    r = run_cli("inverse", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
+    assert r.code == 2 and r.err.startswith("Error: column 'a' was transformed with gamma 0"), r.err
+    assert not (tmp_path / "o.csv").exists()
