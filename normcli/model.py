@@ -552,6 +552,10 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
             # the merged sketch would describe one file's values only (and check would see drift)
             raise StatsFileError(f"cannot merge: column '{name}' has a quantile sketch in one file only "
                                  "(fit both with --sketch, or neither)")
+        if fa.stats.sketch is not None and fa.stats.sketch.k != fb.stats.sketch.k:
+            # the merged sketch would keep the larger k's name with the smaller one's accuracy
+            raise StatsFileError(f"cannot merge: column '{name}' was fitted with --sketch-k {fa.stats.sketch.k} "
+                                 f"in one file and {fb.stats.sketch.k} in the other")
     if [(r.method, r.columns, r.options) for r in a.rows] != [(r.method, r.columns, r.options) for r in b.rows]:
         raise StatsFileError("cannot merge: the files have different row-wise methods")
     if a.group_by != b.group_by:

@@ -211,6 +211,11 @@ def test_merge_mismatch_and_overlap_are_stats_errors(tmp_path):
     for pair in (("z.json", "k.json"), ("k.json", "z.json")):
         r = run_cli("merge", *(tmp_path / p for p in pair), "-o", tmp_path / "bad.json")
         assert r.code == errors.EXIT_STATS and "quantile sketch in one file only" in r.err, r.err
+    # sketches of another accuracy: the merged one would be no better than the coarser
+    assert run_cli("fit", tmp_path / "d1.csv", "-m", "robust", "-o", tmp_path / "r200.json").code == 0
+    assert run_cli("fit", tmp_path / "d2.csv", "-m", "robust", "--sketch-k", "100", "-o", tmp_path / "r100.json").code == 0
+    r = run_cli("merge", tmp_path / "r200.json", tmp_path / "r100.json", "-o", tmp_path / "bad.json")
+    assert r.code == errors.EXIT_STATS and "fitted with --sketch-k 200 in one file and 100 in the other" in r.err, r.err
     assert not (tmp_path / "bad.json").exists()
 
 
