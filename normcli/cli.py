@@ -474,7 +474,9 @@ def _print_drift(report: dict) -> None:
     for head in heads:
         table.add_column(head, justify="left" if head in ("column", "drift") else "right")
     for c in report["columns"]:
-        table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", num(c["mean_shift"]), num(c["std_ratio"]),
+        # null in JSON, which has no infinity: the shift of a constant fitted column whose mean moved
+        shift = "inf" if c["mean_shift"] is None and "mean_shift" in c["drift"] else num(c["mean_shift"])
+        table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", shift, num(c["std_ratio"]),
                       num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
                       num(c["ks"]), ", ".join(c["drift"]) or "ok")
     Console(highlight=False, markup=False, width=120).print(table)

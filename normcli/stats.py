@@ -3,9 +3,11 @@
 Moments are accumulated the numerically stable way: within a batch, two passes over the values
 taken relative to the batch's first value (so a column like 1e9 + N(0, 1e-3) loses nothing to
 cancellation); across batches, Chan et al.'s pairwise update. The mean is kept as an
-unevaluated sum ``mean + mean_lo`` of two float64 (the nearest double and its exact remainder),
-so the shift survives merging and saving: it is the reason z-scores of badly offset data come
-out right to ~1e-13 instead of ~1e-4.
+unevaluated sum ``mean + mean_lo`` of two float64 (the shift plus the deviations' mean, as the
+double nearest that sum and its exact remainder), so the shift survives merging and saving: it is
+the reason z-scores of badly offset data come out right to ~1e-13 instead of ~1e-4. The
+deviations' mean itself carries float64 rounding: ``mean`` is not always the correctly rounded
+mean of mixed-sign data (a few units in the last place off).
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ class ColumnStats(_sketch.PickledSketches):
     """Count, nulls, mean, M2 (sum of squared deviations), min and max of one column.
 
     ``count`` counts the non-null values, ``nulls`` the null or NaN ones. The mean is
-    ``mean + mean_lo`` exactly; ``mean`` alone is the nearest float64. ``sketch`` is an optional
+    ``mean + mean_lo``, ``mean`` being the float64 nearest that sum. ``sketch`` is an optional
     mergeable quantile sketch (see :mod:`normcli.sketch`), ``None`` when not requested.
 
     Statistics imported from another library (:func:`normcli.from_sklearn`) may lack some

@@ -386,6 +386,23 @@ def test_check_table_thresholds_and_exit_codes(tmp_path):
     assert c["psi"] is None and c["ks"] is None and c["mean_shift"] is not None
 
 
+def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
+    """A constant fitted column whose mean moved: drift, null in strict JSON, inf in the table
+    (blank is for undefined metrics, as std_ratio here)."""
+    (tmp_path / "fit.csv").write_text("k,x\n5,1\n5,2\n5,4\n")
+    (tmp_path / "new.csv").write_text("k,x\n6,1\n6,2\n6,4\n")
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == errors.EXIT_DRIFT
+    k, x = json.loads(r.text)["columns"]
+    assert (k["mean_shift"], k["std_ratio"], k["drift"]) == (None, None, ["mean_shift"])
+    assert (x["mean_shift"], x["drift"]) == (0.0, [])
+    r = run_cli("check", tmp_path / "new.csv", "--stats", tmp_path / "s.json", env={"COLUMNS": "200"})
+    row = next(line for line in r.text.splitlines() if line.strip("│ ").startswith("k "))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert r.code == errors.EXIT_DRIFT and cells[2] == "inf" and cells[3] == "" and cells[-1] == "mean_shift", r.text
+
+
 # -- fit-transform -----------------------------------------------------------------------------
 
 
