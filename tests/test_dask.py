@@ -319,6 +319,19 @@ def test_cli_fit_transform_check_on_a_running_scheduler(cluster, tmp_path):
     assert json.loads(check.out)["rows"] == 3000
 
 
+def test_a_data_error_with_sketches_in_the_stats_is_one_line(cluster, data, tmp_path):
+    """The statistics' sketches, held by the error's traceback, are freed before the interpreter
+    tears its modules down: no "nanobind: leaked ..." lines under the error."""
+    address = cluster.scheduler.address
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(open(data["csv"], "rb").read() + b"999999,k1,oops,1,2,x\n")
+    assert run_cli("fit", data["csv"], "--sketch", "-o", tmp_path / "s.json").code == 0
+    for args in (["transform", bad, "-s", tmp_path / "s.json", "-o", tmp_path / "out/"],
+                 ["check", bad, "-s", tmp_path / "s.json"]):
+        r = run_cli(*args, "--engine", "dask", "--scheduler", address)
+        assert r.code == 3 and r.err.count("\n") == 1 and "'oops'" in r.err, r.err
+
+
 @pytest.mark.parametrize("args,message", [
     (["fit", "x.csv", "--scheduler", "tcp://127.0.0.1:8786"], "--scheduler needs --engine dask"),
     (["fit", "x.csv", "--engine", "spark"], "--engine must be local or dask"),
