@@ -177,6 +177,33 @@ def test_transform_many_inputs_to_directory_keeps_relative_names(tmp_path):
     assert r.code == errors.EXIT_USAGE and "-o DIR/" in r.err and r.out == b""
 
 
+@pytest.mark.parametrize("to,names", [("csv", ["a.csv.gz", "b.csv"]), ("tsv", ["a.tsv.gz", "b.tsv"]),
+                                      ("parquet", ["a.parquet", "b.parquet"])])
+def test_a_gzip_input_gives_a_gzip_output_in_either_text_format(tmp_path, to, names):
+    """--to keeps the compression of a text input (as an output named .gz is written gzipped),
+    whichever text format it names; Parquet is never gzipped."""
+    import gzip
+
+    frames = {"a": day_frame(1), "b": day_frame(2)}
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "in" / "a.csv.gz", "wt") as f:
+        frames["a"].to_csv(f, index=False)
+    write_csv(frames["b"], tmp_path / "in" / "b.csv")
+    assert run_cli("fit", tmp_path / "in", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/", "--to", to)
+    assert r.code == 0, r.err
+    assert sorted(os.listdir(tmp_path / "out")) == names
+    allx = np.concatenate([f["x"].to_numpy() for f in frames.values()])
+    for name, df in zip(names, frames.values()):
+        path = tmp_path / "out" / name
+        if to == "parquet":
+            out = pq.read_table(path).to_pandas()
+        else:
+            assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
+            out = pd.read_csv(path, sep="\t" if to == "tsv" else ",", dtype={"id": str})
+        np.testing.assert_allclose(out["x"], (df["x"] - allx.mean()) / allx.std(), rtol=1e-12, atol=1e-12)
+
+
 # -- merge -------------------------------------------------------------------------------------
 
 

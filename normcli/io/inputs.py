@@ -159,15 +159,19 @@ def discard(path: str) -> None:
 
 def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
     """Where the output of ``item`` goes under ``directory``: the same relative name, with the
-    extension of ``fmt`` when that differs from the input's."""
+    extension of ``fmt`` when that differs from the input's. A gzip-compressed text input gives
+    a gzip-compressed text output in either format (``x.csv.gz`` -> ``x.tsv.gz``); Parquet is
+    never gzipped."""
     name = item.name
     if fmt is not None and detect_format(name, None) != fmt:
         lower = name.lower()
+        gz = False
         for ext in sorted(_EXTENSIONS, key=len, reverse=True):
             if lower.endswith(ext):
                 name = name[: -len(ext)]
+                gz = ext.endswith(".gz")
                 break
-        name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt]
+        name += {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[fmt] + (".gz" if gz and fmt != "parquet" else "")
     return os.path.join(directory, name)
 
 
