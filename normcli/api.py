@@ -254,6 +254,8 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: C
             require(plan.numeric + keys, source.columns, item.path)
             log("input", {"path": item.path, "bytes": source.size})
             acc, summary = engine.fold(source, plan.numeric, plan.partial, merge, acc, progress, keep=keys)
+        except (DataError, StatsFileError) as exc:  # which input of several is the bad one
+            raise (exc.in_input(item.path) if len(items) > 1 else exc) from exc.__cause__
         finally:
             source.close()
         entry.update(rows=summary.rows, bytes=summary.bytes)
@@ -369,6 +371,8 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
                 summary = transform_source(stats, source, target, to=to, delimiter=delimiter,
                                            inverse=inverse, progress=progress, overrides=overrides,
                                            out_options=out_options, drop=source.partition_keys if to_dir else ())
+        except (DataError, StatsFileError) as exc:  # which input of several is the bad one
+            raise (exc.in_input(item.path) if len(items) > 1 else exc) from exc.__cause__
         finally:
             source.close()
         log("rows", {"path": item.path, "rows": summary.rows})

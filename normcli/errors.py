@@ -21,6 +21,12 @@ class NormcliError(Exception):
 
     exit_code = EXIT_INTERNAL
 
+    def in_input(self, path: str) -> NormcliError:
+        """This error naming the input ``path`` it comes from (for runs over several inputs),
+        unless it does already."""
+        shown = "standard input" if path == "-" else f"'{path}'"
+        return self if shown in str(self) else type(self)(f"{shown}: {self}")
+
 
 class UsageError(NormcliError):
     """Invalid options or arguments: an unknown method, a bad range, output equal to input."""
@@ -32,6 +38,7 @@ class DataError(NormcliError):
     """The input data cannot be used: unparsable CSV, a non-numeric value in a fitted column."""
 
     exit_code = EXIT_DATA
+
 
 
 class StatsFileError(NormcliError):

@@ -270,6 +270,13 @@ def test_transform_refuses_a_file_name_as_the_parts_directory(data, tmp_path, na
     assert not (tmp_path / "new.csv").exists() and (tmp_path / "plain.csv").read_text() == "x\n1\n"
 
 
+def test_an_error_in_one_of_several_inputs_names_that_input(data, eng, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(open(data["csv"], "rb").read() + b"999999,k1,oops,1,2,x\n")
+    with pytest.raises(DataError, match=f"^'{bad}': column 'x': value 'oops' on line \\d+ is not a number$"):
+        api.fit_paths([data["csv"], str(bad)], ["zscore"], engine=eng)
+
+
 def test_check_equals_local(data, eng):
     stats = api.fit_paths([data["csv"]], ["zscore"], sketch_all=True)
     local = api.check(stats, [data["parquet"]])

@@ -204,6 +204,26 @@ def test_a_gzip_input_gives_a_gzip_output_in_either_text_format(tmp_path, to, na
         np.testing.assert_allclose(out["x"], (df["x"] - allx.mean()) / allx.std(), rtol=1e-12, atol=1e-12)
 
 
+def test_an_error_in_one_of_several_inputs_names_that_input(tmp_path):
+    """"line 3" alone does not say which file: with several inputs the error names it, for
+    fit and transform; one input's errors stay as they are (the file is the one named)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("x\n1\n2\n")
+    (tmp_path / "in" / "b.csv").write_text("x\n3\n4\n")
+    assert run_cli("fit", tmp_path / "in", "-o", tmp_path / "s.json").code == 0
+    (tmp_path / "in" / "b.csv").write_text("x\n3\nabc\n")
+    bad = tmp_path / "in" / "b.csv"
+    for args in (["fit", tmp_path / "in", "-o", tmp_path / "t.json"],
+                 ["transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/"]):
+        r = run_cli(*args)
+        assert r.code == 3 and r.err == f"Error: '{bad}': column 'x': value 'abc' on line 3 is not a number\n", r.err
+    r = run_cli("transform", bad, "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
+    assert r.code == 3 and r.err == "Error: column 'x': value 'abc' on line 3 is not a number\n", r.err
+    (tmp_path / "in" / "b.csv").write_text("y\n3\n")
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/")
+    assert r.code == 4 and r.err == f"Error: '{bad}': column 'x' of the stats file is not in the input\n", r.err
+
+
 # -- merge -------------------------------------------------------------------------------------
 
 
