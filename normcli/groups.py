@@ -219,12 +219,13 @@ class GroupStats(_sketch.PickledSketches):
         return np.array([math.nan if sk is None else _sketch.quantile(sk, q) for sk in self.sketch])
 
     def to_dict(self) -> dict[str, Any]:
-        """Columnar, strict-JSON-ready form (floats of empty groups are null)."""
+        """Columnar, strict-JSON-ready form (floats of empty groups, and unknown ones, are null)."""
         empty = self.count == 0
         out: dict[str, Any] = {"count": self.count.tolist(), "nulls": self.nulls.tolist()}
         for name in _FLOATS:
-            values: list[Any] = getattr(self, name).tolist()
-            for i in np.flatnonzero(empty).tolist():
+            column = getattr(self, name)
+            values: list[Any] = column.tolist()
+            for i in np.flatnonzero(empty | np.isnan(column)).tolist():
                 values[i] = None
             out[name] = values
         if self.sketch is not None:
@@ -243,7 +244,8 @@ class GroupStats(_sketch.PickledSketches):
         empty = count == 0
         floats = {}
         for name, fill in zip(_FLOATS, (0.0, 0.0, 0.0, math.inf, -math.inf)):
-            values = np.array([fill if v is None else v for v in d[name]], dtype=np.float64)
+            # null: the empty group's value, or unknown (NaN) where a group has values
+            values = np.array([math.nan if v is None else v for v in d[name]], dtype=np.float64)
             values[empty] = fill
             floats[name] = values
         sketches = None

@@ -7,6 +7,7 @@ stats file's dict form. Nothing here reads or writes files.
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -141,11 +142,17 @@ class FitPlan:
                     if flat.size:
                         key = describe(self.group_by, part.groups.keys[flat[0]])
                         raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
-            _require_finite(name, st.mean, st.mean_lo, st.m2)
-            if part.groups is not None and name in part.groups.columns:
-                gs = part.groups.columns[name]
-                filled = gs.count > 0
-                _require_finite(name, gs.mean[filled], gs.mean_lo[filled], gs.m2[filled])
+            grouped = part.groups is not None and name in part.groups.columns
+            if col.method == "zscore":  # the one method that normalizes with the moments
+                _require_finite(name, st.mean, st.mean_lo, st.m2)
+                if grouped:
+                    gs = part.groups.columns[name]
+                    filled = gs.count > 0
+                    _require_finite(name, gs.mean[filled], gs.mean_lo[filled], gs.m2[filled])
+            else:  # moments that overflowed (values near +-1.8e308) are unknown: null in the file
+                st = _unknown_if_overflowed(st)
+                if grouped:
+                    part.groups.columns[name] = _unknown_if_overflowed(part.groups.columns[name])
             cols[name] = ColumnFit(name, col.method, col.options, st)
         return Stats(cols, list(self.rows), info or {}, list(self.group_by), part.groups)
 
@@ -155,6 +162,19 @@ def _require_finite(name: str, *moments: Any) -> None:
     if not all(m is None or np.isfinite(m).all() for m in moments):
         raise DataError(f"column '{name}': its values are too large for float64 statistics "
                         "(the mean or variance overflows)")
+
+
+def _unknown_if_overflowed(st: Any) -> Any:
+    """``st`` (a ColumnStats or GroupStats) with NaN for mean, mean_lo and M2 where one of them
+    is not finite: what an imported statistic that lacks them holds."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(st.mean) & np.isfinite(st.mean_lo) & np.isfinite(st.m2))
+    if not np.any(bad):
+        return st
+    unknown = {k: np.where(bad, np.nan, getattr(st, k)) for k in ("mean", "mean_lo", "m2")}
+    if np.ndim(st.mean) == 0:
+        unknown = {k: float(v) for k, v in unknown.items()}
+    return dataclasses.replace(st, **unknown)
 
 
 def merge_partials(a: Partial, b: Partial) -> Partial:

@@ -374,11 +374,13 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
         if c["method"] == "robust" and g.get("sketch") is None and filled.any():
             raise StatsFileError(f"{where}.sketch: a robust column with values needs its quantile sketches")
         values = {}
+        # only zscore needs the moments; others may lack them (null where they overflowed)
+        needed = _FLOATS if c["method"] == "zscore" else ("min", "max")
         for k in _FLOATS:
             if not all(v is None or (type(v) in (int, float)) for v in g[k]):
                 raise StatsFileError(f"{where}.{k}: expected numbers or nulls")
             x = _floats(g[k])
-            if np.isnan(x[filled]).any():
+            if k in needed and np.isnan(x[filled]).any():
                 raise StatsFileError(f"{where}.{k}: a group with values needs a number here")
             values[k] = x
         bad = _impossible(counts["count"], values)

@@ -182,6 +182,33 @@ def test_values_whose_variance_overflows_float64(tmp_path):
     assert_error(run_cli("fit", src, "--group-by", "g"), 3, "column 'a'", "too large")
 
 
+@pytest.mark.parametrize("method", ["minmax", "maxabs", "robust"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_methods_without_moments_fit_values_whose_variance_overflows(tmp_path, method, grouped):
+    """minmax, maxabs and robust need no mean or variance: values near the float64 limit fit
+    (the moments are unknown, null in the file) and transform as scikit-learn's scalers do."""
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler
+
+    a = np.array([1.7e308, 1.6e308, 1.5e308, 1.2e308])  # M2 overflows, max - min does not
+    b = np.array([1.0, 2.0, 4.0, 8.0])
+    src = tmp_path / "h.csv"
+    src.write_text("g,a\n" + "".join(f"k,{float(v)!r}\n" for v in a) + "".join(f"j,{float(v)!r}\n" for v in b))
+    stats, out = tmp_path / "s.json", tmp_path / "o.csv"
+    fit(src, stats, "-m", method, "--columns", "a", *(["--group-by", "g"] if grouped else []))
+    doc = json.loads(stats.read_text())["columns"]["a"]
+    assert doc["stats"]["mean"] is None and doc["stats"]["m2"] is None
+    if grouped:
+        assert doc["groups"]["mean"][0] is None and doc["groups"]["mean"][1] == b.mean()
+    assert transform(src, stats, out).code == 0
+    scaler = {"minmax": MinMaxScaler, "maxabs": MaxAbsScaler, "robust": RobustScaler}[method]
+    parts = [a, b] if grouped else [np.concatenate([a, b])]
+    # The scalers' output does not change when the data are scaled by a power of 2 (exactly):
+    # scikit-learn's own quantiles overflow at this magnitude.
+    want = np.concatenate([scaler().fit_transform(p[:, None] * (2.0**-1000 if p.max() > 1e300 else 1.0)).ravel()
+                           for p in parts])
+    np.testing.assert_allclose(csv_column(out.read_bytes(), "a"), want, rtol=1e-15)
+
+
 def test_integers_above_2_53_become_float64(tmp_path):
     big = [9007199254740993, 9007199254740995, 2**62 + 1, -(2**60) - 7]
     src = tmp_path / "big.csv"
