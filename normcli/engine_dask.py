@@ -463,7 +463,8 @@ class DaskEngine:
         directory = os.path.realpath(output)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise UsageError(f"--engine dask writes one part per partition into a directory: '{output}' is a file")
-        if not os.path.isdir(directory) and not output.endswith(("/", os.sep)) and _is_data_file(os.path.basename(output)):
+        named_like_a_file = not output.endswith(("/", os.sep)) and _is_data_file(os.path.basename(output))
+        if named_like_a_file and not os.path.isdir(directory):
             raise UsageError(f"--engine dask writes one part per partition into a directory, not into "
                              f"'{output}': give -o DIR/")
         items = self.expand_inputs(paths)

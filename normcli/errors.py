@@ -40,7 +40,6 @@ class DataError(NormcliError):
     exit_code = EXIT_DATA
 
 
-
 class StatsFileError(NormcliError):
     """The stats file is not valid JSON, of another version, damaged, or does not fit the data."""
 
