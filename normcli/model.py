@@ -541,8 +541,11 @@ class Stats:
             if rows is None:
                 y = p.inverse(x) if inverse else p.apply(x)
             else:
-                pg = self.params(name, overrides, grouped=True).take(np.maximum(rows, 0))
-                y = pg.inverse(x) if inverse else pg.apply(x)
+                if lost is not None and lost.all():  # no row of a fitted group (say, none was fitted)
+                    y = x.copy()  # what the unseen-group policy below leaves of it
+                else:
+                    pg = self.params(name, overrides, grouped=True).take(np.maximum(rows, 0))
+                    y = pg.inverse(x) if inverse else pg.apply(x)
                 if lost is not None and output.unseen_group == "global":
                     y[lost] = (p.inverse if inverse else p.apply)(x[lost])
                 elif lost is not None and output.unseen_group == "passthrough":

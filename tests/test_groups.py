@@ -302,6 +302,23 @@ def test_cli_unseen_passthrough_and_null(fitted):
     assert r.out.decode().splitlines()[1] == "new,,"  # a real null: an empty CSV field
 
 
+def test_stats_fitted_on_no_rows_leave_every_row_unseen(tmp_path):
+    """No group was fitted, so every row follows --unseen-group: passed through, null, or the
+    overall statistics (which, fitted on no values, are the constant policy's scale 1 around 0)."""
+    (tmp_path / "empty.csv").write_text("g,x\n")
+    (tmp_path / "d.csv").write_text("g,x\na,1.5\nb,-2\n")
+    assert run_cli("fit", tmp_path / "empty.csv", "-c", "x", "-g", "g", "-o", tmp_path / "s.json").code == 0
+    for policy, want in (("passthrough", ["1.5", "-2.0"]), ("global", ["1.5", "-2.0"]), ("null", ["", ""])):
+        r = run_cli("transform", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "--unseen-group", policy)
+        assert r.code == 0, r.err
+        assert [line.split(",")[1] for line in r.text.splitlines()[1:]] == want
+        assert ("2 rows belong to groups not seen in fit" in r.err) == (policy == "global")
+    frame = pd.DataFrame({"g": ["a", "b"], "x": [1.5, -2.0]})
+    stats = normcli.fit(frame.iloc[:0], columns=["x"], group_by="g")
+    out = stats.transform(frame, unseen_group="passthrough")
+    assert out.equals(frame)
+
+
 def test_cli_unseen_error_names_the_key(fitted):
     _, _, test_path, stats_path = fitted
     r = run_cli("transform", test_path, "--stats", stats_path, "--unseen-group", "error")
