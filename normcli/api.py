@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import pyarrow as pa
 
 from normcli import engine, statsfile
-from normcli.errors import DataError, StatsFileError, UsageError
+from normcli.errors import DataError, NormcliError, StatsFileError, UsageError
 from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
 
 BATCH_ROWS = 65536
@@ -393,18 +393,28 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
 
     io.check_outputs([(stats_out, "the stats"), (output, "the transformed data")], [path])
     spool = None
+    log = log or _no_log
     try:
         if path == "-":
             spool = io.spool_stdin(".parquet" if fmt == "parquet" else ".csv")
             fmt = fmt or "csv"
         source = spool or path
-        stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=log, **fit_kw)
+
+        def logged(event: str, fields: dict) -> None:  # standard input, not the spool, in events
+            log(event, {k: "-" if v == spool else v for k, v in fields.items()})
+
+        stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=logged, **fit_kw)
         if spool is not None:
             stats.info["inputs"] = [{"path": "-", "rows": stats.info["rows"], "bytes": None}]
         if stats_out not in (None, "-"):
             stats.save(stats_out)
         transform_file(stats, source, output, fmt=fmt, to=to, delimiter=delimiter, progress=progress)
         return stats
+    except NormcliError as exc:
+        if spool is None or f"'{spool}'" not in str(exc):
+            raise
+        # the spool is an implementation detail: the user gave standard input
+        raise type(exc)(str(exc).replace(f"'{spool}'", "standard input")) from exc
     finally:
         if spool is not None:
             io.discard(spool)

@@ -453,16 +453,23 @@ def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
 # -- fit-transform -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("from_stdin", [False, True])
+@pytest.mark.parametrize("from_stdin", [False, True, "gzip"])
 def test_fit_transform_file_and_stdin(tmp_path, from_stdin):
+    """From a file, from stdin, and from gzip on stdin (recognised by its first bytes, as by
+    fit and transform); the JSON log names standard input "-", never the spooled copy."""
+    import gzip
+
     df = day_frame(1)
     src = write_csv(df, tmp_path / "in.csv")
     spool_dir = tmp_path / "tmp"
     spool_dir.mkdir()
     args = ["fit-transform", "-" if from_stdin else src, "--stats-out", tmp_path / "s.json",
-            "-o", tmp_path / "out.csv", "-m", "minmax:x"]
-    r = run_cli(*args, stdin=src.read_bytes() if from_stdin else None, env={"TMPDIR": str(spool_dir)})
+            "-o", tmp_path / "out.csv", "-m", "minmax:x", "--log-format", "json"]
+    stdin = None if not from_stdin else gzip.compress(src.read_bytes()) if from_stdin == "gzip" else src.read_bytes()
+    r = run_cli(*args, stdin=stdin, env={"TMPDIR": str(spool_dir)})
     assert r.code == 0, r.err
+    paths = {json.loads(line).get("path") for line in r.err.splitlines()} - {None}
+    assert paths == ({"-"} if from_stdin else {str(src)}), r.err
     x = df["x"].to_numpy()
     out = csv_values(tmp_path / "out.csv", "x")
     assert np.max(np.abs(out - (x - x.min()) / (x.max() - x.min()))) < 1e-12
@@ -617,3 +624,10 @@ def test_the_output_keeps_the_input_separator_unless_to_names_the_format(tmp_pat
     x = np.array([2.0, 3.0, 7.0])
     np.testing.assert_allclose(got["x"], (x - x.mean()) / x.std(), rtol=1e-15)
     assert list(got.columns) == ["id", "x", "note"] and list(got["note"]) == ["a,b", "c", "d"]
+
+
+def test_fit_transform_of_empty_stdin_says_standard_input(tmp_path):
+    r = run_cli("fit-transform", "-", "--stats-out", tmp_path / "s.json", "-o", tmp_path / "o.csv", stdin=b"",
+                env={"TMPDIR": str(tmp_path)})
+    assert r.code == errors.EXIT_DATA and r.err == "Error: standard input is empty\n", r.err
+    assert os.listdir(tmp_path) == []

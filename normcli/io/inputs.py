@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..errors import DataError, IOFailure, UsageError
 from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, detect_format,
                      field_separator)
-from .csv_source import _CsvSource
+from .csv_source import _GZIP_MAGIC, _CsvSource, _peek
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
 
 
@@ -134,7 +134,11 @@ def spool_stdin(suffix: str) -> str:
     """Copy standard input to a new temporary file (in chunks) and return its path.
 
     The caller removes the file; on any failure here it is removed before the error propagates.
+    Text that comes gzip-compressed (recognised by its first bytes, as for any stdin input) is
+    kept so, in a file named ``.gz`` that the readers decompress.
     """
+    if suffix != ".parquet" and _peek(sys.stdin.buffer, 2) == _GZIP_MAGIC:
+        suffix += ".gz"
     fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
     done = False
     try:
