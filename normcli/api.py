@@ -24,7 +24,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+# what pyarrow raises for a frame it cannot hold (a TypeError for sparse columns)
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError)
 
 
 def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = ()) -> pa.Table:

@@ -603,7 +603,8 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     if pa.types.is_integer(arr.type) or arr.type == pa.float32():
         # integers beyond 2**53 round to the nearest double, as the file readers do (a safe cast refuses them)
         arr = numbers_as_float64(arr)
-    elif pa.types.is_boolean(arr.type):  # castable (True is 1.0), but not numbers: fit refuses it too
+    elif pa.types.is_boolean(arr.type) or isinstance(arr.type, pa.ExtensionType):
+        # castable (True is 1.0, a pandas Period its ordinal), but not numbers: fit refuses them too
         raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values")
     elif arr.type != pa.float64():
         try:

@@ -195,6 +195,17 @@ def test_from_sklearn_refuses_an_unfitted_estimator():
                 normcli.from_sklearn(est, columns)
 
 
+def test_from_sklearn_refuses_a_name_given_twice():
+    """Two of the estimator's columns under one name would keep one of them, with the other's
+    statistics: refused."""
+    pytest.importorskip("sklearn")
+    from sklearn.preprocessing import StandardScaler
+
+    est = StandardScaler().fit(np.array([[1.0, 2.0], [3.0, 5.0], [4.0, 9.0]]))
+    with pytest.raises(UsageError, match="column 'a' is named twice"):
+        normcli.from_sklearn(est, ["a", "a"])
+
+
 def test_sklearn_skops_file_round_trip(tmp_path, cli):
     sio = pytest.importorskip("skops.io")
     new, stats, ref = fitted("zscore", offset_column=False)

@@ -328,9 +328,11 @@ def test_transform_names_the_column_it_cannot_read_as_numbers():
         stats.transform(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["1", "x", "3"]}))
 
 
-@pytest.mark.parametrize("values", [[True, False, True], pd.to_datetime(["2024-01-01"] * 3)])
+@pytest.mark.parametrize("values", [[True, False, True], pd.to_datetime(["2024-01-01"] * 3),
+                                    pd.period_range("2024-01-01", periods=3, freq="D")])
 def test_transform_refuses_a_fitted_column_that_holds_no_numbers(values):
-    """bool casts to 1.0 and 0.0 but is not numbers (fit refuses it); a timestamp has no cast."""
+    """bool casts to 1.0 and 0.0, a pandas Period to its ordinal, but neither is numbers (fit
+    refuses them); a timestamp has no cast."""
     stats = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0]}))
     with pytest.raises(DataError, match="cannot read column 'a' as numbers"):
         stats.transform(pd.DataFrame({"a": values}))
@@ -402,3 +404,17 @@ def test_inverse_refuses_a_column_transformed_with_gamma_0(tmp_path):
     r = run_cli("inverse", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
     assert r.code == 2 and r.err.startswith("Error: column 'a' was transformed with gamma 0"), r.err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_sparse_column_is_a_data_error_unless_left_out():
+    """pyarrow cannot hold a sparse pandas column: a DataError naming it, not a TypeError; a fit
+    that leaves it out reads it not at all, and transform passes it through untouched."""
+    frame = pd.DataFrame({"x": [1.0, 2.0, 4.0], "sp": pd.arrays.SparseArray([0.0, 1.0, 0.0])})
+    with pytest.raises(DataError, match="column sp"):
+        normcli.fit(frame)
+    stats = normcli.fit(frame, exclude="sp")
+    out = stats.transform(frame)
+    np.testing.assert_allclose(out["x"], (frame.x - frame.x.mean()) / frame.x.std(ddof=0), rtol=1e-15)
+    assert out["sp"].equals(frame["sp"])
+    with pytest.raises(DataError, match="column sp"):
+        normcli.fit(pd.DataFrame({"sp": [1.0, 2.0, 4.0]})).transform(frame)

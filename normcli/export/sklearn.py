@@ -116,6 +116,9 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
         raise UsageError(f"the {type(estimator).__name__} is not a fitted scikit-learn estimator: "
                          "fit it first") from exc
     names = list(columns) if columns is not None else _feature_names(estimator)
+    twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
+    if twice is not None:  # one name for two of the estimator's columns: which statistics are its?
+        raise UsageError(f"column '{twice}' is named twice in --columns")
     parts = _parts(estimator, names)
     cols: dict[str, ColumnFit] = {}
     rows: list[RowFit] = []
