@@ -118,7 +118,10 @@ class DriftPlan:
         if new.count and fitted.count:
             diff = (new.mean - fitted.mean) + (new.mean_lo - fitted.mean_lo)
             out["mean"], out["std"] = new.mean, new.std(0)
-            out["mean_shift"] = diff / fit_std if fit_std > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+            if math.isnan(diff) or math.isnan(fit_std):  # a moment unknown (imported, or overflowed): undefined
+                out["mean_shift"] = None
+            else:
+                out["mean_shift"] = diff / fit_std if fit_std > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
             out["std_ratio"] = new.std(0) / fit_std if fit_std > 0 else None
         fit_rate = _null_rate(fitted)
         new_rate = _null_rate(new)

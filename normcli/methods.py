@@ -186,6 +186,14 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
 
 
+def scale_overflows(method: str, stats: Any, options: Mapping[str, Any]) -> Any:
+    """Whether the scale of ``method`` fitted to ``stats`` is beyond float64 (max - min or the
+    IQR of values near +-1.8e308): no constant policy can stand in for it. One bool, or one per group."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = _fitted_map(method, stats, options)[2]
+        return _scalar(np.isinf(scale) & (np.asarray(stats.count) > 0))  # no values: -inf - inf, not a span
+
+
 def degenerate(method: str, stats: Any, options: Mapping[str, Any]) -> Any:
     """Whether the scale of per-column ``method`` fitted to ``stats`` is unusable (zero or not
     finite), so that the ``constant`` policy decides the output: a constant column for zscore and
@@ -209,7 +217,8 @@ def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
             clip = (offset - s * abs(gain), offset + s * abs(gain))
     elif method == "minmax":
         a, b = (float(v) for v in options["range"])
-        center, center_lo, scale = stats.min, 0.0, np.subtract(stats.max, stats.min)
+        with np.errstate(over="ignore"):  # inf: refused at fit (scale_overflows)
+            center, center_lo, scale = stats.min, 0.0, np.subtract(stats.max, stats.min)
         constant = stats.is_constant()
         gain, offset = b - a, a
         if options.get("clip"):
@@ -226,7 +235,8 @@ def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
         else:
             q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
             center, center_lo = _quantile(stats, 0.5), 0.0
-            scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
+            with np.errstate(over="ignore"):  # inf: refused at fit (scale_overflows)
+                scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
         constant = np.equal(scale, 0.0)  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):

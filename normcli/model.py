@@ -143,6 +143,10 @@ class FitPlan:
                         key = describe(self.group_by, part.groups.keys[flat[0]])
                         raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
             grouped = part.groups is not None and name in part.groups.columns
+            if col.method in ("minmax", "robust") and (np.any(M.scale_overflows(col.method, st, col.options)) or (
+                    grouped and np.any(M.scale_overflows(col.method, part.groups.columns[name], col.options)))):
+                raise DataError(f"column '{name}': its values are too far apart for float64 "
+                                f"({'max - min' if col.method == 'minmax' else 'the IQR'} overflows)")
             if col.method == "zscore":  # the one method that normalizes with the moments
                 _require_finite(name, st.mean, st.mean_lo, st.m2)
                 if grouped:

@@ -50,7 +50,8 @@ def quantile(sk: Any, q: float) -> float:
     if sk.is_empty():
         return float("nan")
     if is_exact(sk):
-        return float(np.quantile(items(sk), q))
+        with np.errstate(over="ignore", invalid="ignore"):  # between -1e308 and 1e308: inf, quietly
+            return float(np.quantile(items(sk), q))
     return float(sk.get_quantile(q, True))
 
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, run_cli
+import normcli
 from normcli import errors
 
 TOL = 1e-12
@@ -431,6 +432,21 @@ def test_check_table_thresholds_and_exit_codes(tmp_path):
     r = run_cli("check", tmp_path / "same.csv", "--stats", tmp_path / "s.json", "--json")
     c = json.loads(r.text)["columns"][0]
     assert c["psi"] is None and c["ks"] is None and c["mean_shift"] is not None
+
+
+def test_check_of_statistics_without_a_mean_reports_no_shift(tmp_path):
+    """A MaxAbsScaler imported from scikit-learn has no mean: the shift is undefined (null), not
+    an infinite one, and is no drift."""
+    pytest.importorskip("sklearn")
+    from sklearn.preprocessing import MaxAbsScaler
+
+    x = np.array([1.0, -3.0, 2.0, 5.0])
+    normcli.from_sklearn(MaxAbsScaler().fit(x[:, None]), ["x"]).save(tmp_path / "s.json")
+    (tmp_path / "d.csv").write_text("x\n" + "".join(f"{v}\n" for v in x))
+    r = run_cli("check", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == 0, (r.err, r.text)
+    c = json.loads(r.text)["columns"][0]
+    assert c["mean_shift"] is None and c["drift"] == [] and c["out_of_range"] == 0.0
 
 
 def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
