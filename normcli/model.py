@@ -125,7 +125,11 @@ class FitPlan:
         if self.group_by:
             groups = Grouped([], {n: GroupStats.empty(0, self._sketch_k(self.columns[n]) is not None)
                                   for n in self.grouped})
-        return Partial({name: ColumnStats() for name in self.columns}, groups)
+        def start(col: ColumnFit) -> ColumnStats:  # with its empty sketch: a fit of no rows has one
+            k = self._sketch_k(col, overall=True)
+            return ColumnStats(sketch=None if k is None else _sketch.new(k))
+
+        return Partial({name: start(col) for name, col in self.columns.items()}, groups)
 
     def finish(self, part: Partial, info: dict[str, Any] | None = None) -> Stats:
         """The fitted :class:`Stats` from merged statistics; applies the constant-column policy."""

@@ -319,6 +319,19 @@ def test_stats_fitted_on_no_rows_leave_every_row_unseen(tmp_path):
     assert out.equals(frame)
 
 
+@pytest.mark.parametrize("grouping", [[], ["-g", "g"]])
+def test_robust_fit_of_no_rows_is_a_column_without_values(tmp_path, grouping):
+    """Its sketch is empty, not missing: a column with no values, as for the other methods."""
+    (tmp_path / "empty.csv").write_text("g,x\n")
+    r = run_cli("fit", tmp_path / "empty.csv", "-m", "robust", "-c", "x", *grouping, "-o", tmp_path / "s.json")
+    assert r.code == 0 and "column 'x' has no values" in r.err, r.err
+    doc = json.loads((tmp_path / "s.json").read_text())["columns"]["x"]
+    assert doc["stats"]["count"] == 0 and doc["stats"]["sketch"]["n"] == 0
+    (tmp_path / "d.csv").write_text("g,x\na,1.5\n")
+    r = run_cli("transform", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "--unseen-group", "passthrough")
+    assert r.code == 0 and r.text.splitlines()[1] == "a,1.5", (r.err, r.text)
+
+
 def test_cli_unseen_error_names_the_key(fitted):
     _, _, test_path, stats_path = fitted
     r = run_cli("transform", test_path, "--stats", stats_path, "--unseen-group", "error")
