@@ -723,11 +723,14 @@ def _silence_stdout() -> None:
 
 
 def _report(message: str, debug: bool, code: int) -> int:
-    if debug:
-        traceback.print_exc()
     # One line, whatever the message quotes (a garbage header, a field with a newline).
     message = " ".join(message.splitlines())
-    LOG("error", {"message": message, "exit_code": code})
+    fields: dict[str, Any] = {"message": message, "exit_code": code}
+    if debug and LOG.format == "json":  # stderr stays one JSON object per line
+        fields["traceback"] = traceback.format_exc()
+    elif debug:
+        traceback.print_exc()
+    LOG("error", fields)
     return code
 
 

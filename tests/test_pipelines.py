@@ -623,6 +623,11 @@ def test_json_log_events(tmp_path):
     assert events[1]["exit_code"] == events[2]["status"] == r.code == errors.EXIT_IO
     r = run_cli("fit", tmp_path / "a.csv", "--update", tmp_path / "nope.json", "--log-format", "json", "-q")
     assert [json.loads(line)["event"] for line in r.err.splitlines()] == ["error", "end"]
+    # --debug: the traceback goes into the error event; every line is still one JSON object
+    r = run_cli("fit", tmp_path / "a.csv", "-m", "bogus", "--log-format", "json", "--debug")
+    events = [json.loads(line) for line in r.err.splitlines()]
+    assert [e["event"] for e in events] == ["start", "error", "end"] and r.code == errors.EXIT_USAGE
+    assert events[1]["traceback"].startswith("Traceback") and "unknown method 'bogus'" in events[1]["traceback"]
 
 
 @pytest.mark.parametrize("args,sep", [([], ";"), (["-o", "{tmp}/o.csv"], ";"), (["--to", "csv"], ","),
