@@ -147,7 +147,10 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     >>> stats.transform(pd.DataFrame({"x": [2.0]}))["x"].tolist()
     [0.0]
     """
-    methods = [method] if isinstance(method, str) else list(method)
+    methods = [method] if isinstance(method, str) else list(method) if isinstance(method, (list, tuple)) else None
+    if methods is None or not all(isinstance(m, str) for m in methods):
+        raise UsageError(f"method must be a method spec or a list of them (e.g. 'zscore', 'minmax:a,b'), "
+                         f"got {method!r}")
     columns = None if columns is None else _names(columns)
     exclude = _names(exclude)
     group_by = _names(group_by)
@@ -441,6 +444,8 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         raise UsageError(f"transform takes no option '{unknown[0]}' (it overrides {', '.join(_OVERRIDES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     output_options = OutputOptions(unseen_group, dtype, decimals)
+    if not _is_path(data) and output is not None:
+        raise UsageError("output= is for a path: a DataFrame or table is transformed and returned")
     if _is_path(data):
         if output is None:
             raise UsageError("transforming a file needs output= (a path)")
@@ -579,6 +584,9 @@ def merge(*parts: Stats | str) -> Stats:
 
     if not parts:
         raise UsageError("merge needs at least one stats file")
+    bad = next((p for p in parts if not (_is_path(p) or isinstance(p, Stats))), None)
+    if bad is not None:
+        raise UsageError(f"merge takes fitted statistics or stats file paths, not {type(bad).__name__}")
     parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:

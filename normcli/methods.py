@@ -74,6 +74,10 @@ def check_options(given: Mapping[str, Any]) -> None:
     for key in ("eps", "clip_sigma"):
         if given.get(key) is not None and given[key] < 0:
             raise UsageError(f"{flag(key)} must not be negative")
+    for key in ("range", "quantile_range"):
+        bounds = given.get(key)
+        if bounds is not None and not (isinstance(bounds, (list, tuple, np.ndarray)) and len(bounds) == 2):
+            raise UsageError(f"{flag(key)} takes two numbers a,b, got '{bounds}'")
     rng = given.get("range")
     if rng is not None and not (len(rng) == 2 and rng[0] < rng[1]):
         raise UsageError(f"--range needs a < b, got '{','.join(map(str, rng))}'")

@@ -262,6 +262,9 @@ def test_numpy_scalars_as_options_are_saved_as_plain_json(tmp_path):
     ({"gamma": "2"}, "--gamma takes finite numbers"),
     ({"dof": 1}, "unknown option 'dof'"),
     ({"range": [-1e308, 1e308]}, "--range needs b - a within the float64 range"),
+    ({"range": 1}, "--range takes two numbers a,b"),
+    ({"range": (0, 1, 2)}, "--range takes two numbers a,b"),
+    ({"quantile_range": 50}, "--quantile-range takes two numbers a,b"),
     ({"sketch_k": 3}, "--sketch-k must be between 8 and 65535"),
     ({"sketch_k": 10**6}, "--sketch-k must be between 8 and 65535"),
 ])
@@ -418,3 +421,18 @@ def test_a_sparse_column_is_a_data_error_unless_left_out():
     assert out["sp"].equals(frame["sp"])
     with pytest.raises(DataError, match="column sp"):
         normcli.fit(pd.DataFrame({"sp": [1.0, 2.0, 4.0]})).transform(frame)
+
+
+def test_api_arguments_of_the_wrong_kind_are_usage_errors(tmp_path):
+    """A method that is not a spec, a merge of something that is not statistics, and output= for
+    a frame (which is returned, not written) each say so, rather than a TypeError or nothing."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    stats = normcli.fit(frame)
+    for method in (None, ["zscore", 3], 3):
+        with pytest.raises(UsageError, match="method must be a method spec or a list of them"):
+            normcli.fit(frame, method)
+    with pytest.raises(UsageError, match="merge takes fitted statistics or stats file paths, not int"):
+        normcli.merge(stats, 3)
+    with pytest.raises(UsageError, match="output= is for a path"):
+        stats.transform(frame, output=str(tmp_path / "x.csv"))
+    assert not (tmp_path / "x.csv").exists()
