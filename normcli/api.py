@@ -247,8 +247,8 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: C
     plan, acc, inputs = None, None, []
     for item in items:
         entry: dict[str, Any] = {"path": item.path}
-        if item.path != "-":
-            entry["fingerprint"] = io.fingerprint(item.path)
+        if item.path != "-" and (found := io.fingerprint(item.path)) is not None:
+            entry["fingerprint"] = found
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
             if plan is None:

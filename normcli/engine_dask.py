@@ -438,8 +438,8 @@ class DaskEngine:
         inputs = []
         for index, item in enumerate(items):
             entry: dict[str, Any] = {"path": item.path}
-            if not is_url(item.path):
-                entry["fingerprint"] = io.fingerprint(item.path)
+            if not is_url(item.path) and (found := io.fingerprint(item.path)) is not None:
+                entry["fingerprint"] = found
             entry.update(rows=counts[index], bytes=_size(parts, index))
             inputs.append(entry)
             log("rows", {"path": item.path, "rows": counts[index]})

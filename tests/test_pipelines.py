@@ -205,6 +205,38 @@ def test_a_gzip_input_gives_a_gzip_output_in_either_text_format(tmp_path, to, na
         np.testing.assert_allclose(out["x"], (df["x"] - allx.mean()) / allx.std(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_fit_update_and_check_read_a_named_pipe(tmp_path):
+    """A pipe has no fingerprint (hashing it would consume the data): fit, fit --update and
+    check read it once, as transform does, and record no size for it."""
+    import threading
+
+    df = day_frame(1)
+    src = write_csv(df, tmp_path / "d.csv")
+    pipe = tmp_path / "p.csv"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with open(pipe, "wb") as f:
+            f.write(src.read_bytes())
+
+    for args in (["fit", pipe, "-o", tmp_path / "s.json"], ["fit", pipe, "--update", tmp_path / "u.json"],
+                 ["check", pipe, "--stats", tmp_path / "s.json", "--json"]):
+        if args[2] == "--update":
+            assert run_cli("fit", src, "-o", tmp_path / "u.json").code == 0
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        r = run_cli(*args, timeout=60)
+        writer.join(5)
+        assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "s.json")
+    assert doc["fitted_on"]["inputs"] == [{"path": str(pipe), "rows": 400, "bytes": None}]
+    assert_moments(doc["columns"]["x"], df["x"].to_numpy())
+    updated = load_stats(tmp_path / "u.json")  # the pipe's rows were merged in: twice the data
+    assert_moments(updated["columns"]["x"], np.concatenate([df["x"].to_numpy()] * 2))
+    assert json.loads(r.text)["rows"] == 400
+
+
 def test_an_error_in_one_of_several_inputs_names_that_input(tmp_path):
     """"line 3" alone does not say which file: with several inputs the error names it, for
     fit and transform; one input's errors stay as they are (the file is the one named)."""

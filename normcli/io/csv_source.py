@@ -301,7 +301,8 @@ class _CsvSource(Source):
             try:
                 with open(path, "rb"):
                     pass
-                self.size = os.path.getsize(path)
+                # a named pipe's size says nothing about its data: unknown, as stdin's
+                self.size = os.path.getsize(path) if os.path.isfile(path) else None
                 if path.lower().endswith(".gz"):
                     self._raw = pa.OSFile(path, "rb")
                     self._stream = pa.CompressedInputStream(self._raw, "gzip")

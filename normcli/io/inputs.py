@@ -6,6 +6,7 @@ import glob as _glob
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -105,16 +106,20 @@ def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = 
 _FINGERPRINT_SPAN = 1 << 20
 
 
-def fingerprint(path: str) -> dict:
+def fingerprint(path: str) -> dict | None:
     """Identity of an input file: absolute path, size, mtime and a SHA-256 of its content.
 
     The hash covers the whole file when it is under 2 MiB, else its first and last MiB (so that
     the cost does not grow with the file). ``-`` (stdin) has no fingerprint: raises UsageError.
+    Nor has anything but a regular file (a named pipe, ``<(zcat ...)``): None, for reading it
+    here would consume the data its reader is to get.
     """
     if path == "-":
         raise UsageError("standard input has no fingerprint")
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             if st.st_size < 2 * _FINGERPRINT_SPAN:
