@@ -536,6 +536,33 @@ def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_pat
     assert sorted(p.name for p in (tmp_path / "real").iterdir()) == [name]  # no temporary left
 
 
+@pytest.mark.parametrize("command", ["transform", "fit", "export"])
+def test_output_that_is_a_loop_of_links_is_refused_and_stays(tmp_path, command):
+    """A loop of links points to no file: exit 5 with the system's words, and both links stay."""
+    _write(tmp_path, "data.csv", OK_CSV)
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    (tmp_path / "l2").symlink_to("l1")
+    (tmp_path / "l1").symlink_to("l2")
+    args = {"transform": ["transform", "data.csv", "--stats", "s.json"], "fit": ["fit", "data.csv"],
+            "export": ["export", "s.json", "--to", "sql"]}[command]
+    r = run_cli(*args, "-o", "l1", cwd=tmp_path)
+    assert_error(r, 5, "cannot write 'l1': Too many levels of symbolic links")
+    assert os.readlink(tmp_path / "l1") == "l2" and os.readlink(tmp_path / "l2") == "l1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "l1", "l2", "s.json"]
+
+
+@pytest.mark.parametrize("name", ["n" * 251 + ".csv", "é" * 125 + ".csv"], ids=["ascii", "two-byte"])
+def test_output_of_the_longest_name_the_file_system_takes(tmp_path, name):
+    """The temporary beside it must not be what is too long (255 bytes here)."""
+    _write(tmp_path, "data.csv", OK_CSV)
+    assert run_cli("fit", "data.csv", "-o", "s.json", cwd=tmp_path).code == 0
+    assert run_cli("transform", "data.csv", "--stats", "s.json", "-o", "expected.csv", cwd=tmp_path).code == 0
+    r = run_cli("transform", "data.csv", "--stats", "s.json", "-o", name, cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert (tmp_path / name).read_bytes() == (tmp_path / "expected.csv").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data.csv", "s.json", "expected.csv", name])
+
+
 def test_failed_transform_leaves_no_output_and_replaces_nothing(tmp_path, stats_file):
     bad = _write(tmp_path, "bad.csv", b"order_id,date,store,units,price,sales,temperature\n" + b"a,b,c,1,2,3,4\n" * 50_000 + b"a,b,c,1,2,3,oops\n")
     out = _write(tmp_path, "out.csv", b"previous result\n")

@@ -46,7 +46,12 @@ def open_output(path: str) -> tuple[BinaryIO, str | None, str]:
         except OSError as exc:
             raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
         return os.fdopen(fd, "wb", buffering=1 << 20), None, path
-    target = os.path.realpath(path)
+    try:
+        target = os.path.realpath(path, strict=True)
+    except FileNotFoundError:  # a new file (or a link to one)
+        target = os.path.realpath(path)
+    except OSError as exc:  # a loop of symbolic links points to no file: renaming over it would replace a link
+        raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
     fd, tmp = temp_beside(target, path)
     return os.fdopen(fd, "wb", buffering=1 << 20), tmp, target
 
@@ -60,6 +65,9 @@ def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
     ``path``) when the file cannot be created.
     """
     directory, name = os.path.split(os.path.abspath(path))
+    # at most 200 bytes of the name, so that any name the file system takes (255 bytes) leaves
+    # room for the dot, the random part and the suffix
+    name = os.fsdecode(os.fsencode(name)[:200])
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
     except OSError as exc:
