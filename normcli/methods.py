@@ -79,12 +79,12 @@ def check_options(given: Mapping[str, Any]) -> None:
         if bounds is not None and not (isinstance(bounds, (list, tuple, np.ndarray)) and len(bounds) == 2):
             raise UsageError(f"{flag(key)} takes two numbers a,b, got '{bounds}'")
     rng = given.get("range")
-    if rng is not None and not (len(rng) == 2 and rng[0] < rng[1]):
+    if rng is not None and not rng[0] < rng[1]:
         raise UsageError(f"--range needs a < b, got '{','.join(map(str, rng))}'")
     if rng is not None and not math.isfinite(rng[1] - rng[0]):  # the scale b - a: inf maps values to inf and NaN
         raise UsageError(f"--range needs b - a within the float64 range, got '{','.join(map(str, rng))}'")
     qr = given.get("quantile_range")
-    if qr is not None and not (len(qr) == 2 and 0 <= qr[0] < qr[1] <= 100):
+    if qr is not None and not 0 <= qr[0] < qr[1] <= 100:
         raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{','.join(map(str, qr))}'")
 
 
