@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import pyarrow as pa
 
 from normcli import engine, statsfile
-from normcli.errors import DataError, NormcliError, StatsFileError, UsageError
+from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, naming_input
 from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
 
 BATCH_ROWS = 65536
@@ -251,15 +251,14 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: C
             entry["fingerprint"] = found
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
-            if plan is None:
-                plan = make_plan(source)
-                acc = plan.empty()
-            keys = list(getattr(plan, "group_by", []))
-            require(plan.numeric + keys, source.columns, item.path)
-            log("input", {"path": item.path, "bytes": source.size})
-            acc, summary = engine.fold(source, plan.numeric, plan.partial, merge, acc, progress, keep=keys)
-        except (DataError, StatsFileError) as exc:  # which input of several is the bad one
-            raise (exc.in_input(item.path) if len(items) > 1 else exc) from exc.__cause__
+            with naming_input(item.path, len(items) > 1):
+                if plan is None:
+                    plan = make_plan(source)
+                    acc = plan.empty()
+                keys = list(getattr(plan, "group_by", []))
+                require(plan.numeric + keys, source.columns, item.path)
+                log("input", {"path": item.path, "bytes": source.size})
+                acc, summary = engine.fold(source, plan.numeric, plan.partial, merge, acc, progress, keep=keys)
         finally:
             source.close()
         entry.update(rows=summary.rows, bytes=summary.bytes)
@@ -370,13 +369,12 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
         log("input", {"path": item.path, "output": target or "-"})
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
-            with io.parent_directories(target) if to_dir else contextlib.nullcontext():
+            with naming_input(item.path, len(items) > 1), \
+                    io.parent_directories(target) if to_dir else contextlib.nullcontext():
                 # Under DIR/ the output keeps the key=value directories: the keys stay out of the file.
                 summary = transform_source(stats, source, target, to=to, delimiter=delimiter,
                                            inverse=inverse, progress=progress, overrides=overrides,
                                            out_options=out_options, drop=source.partition_keys if to_dir else ())
-        except (DataError, StatsFileError) as exc:  # which input of several is the bad one
-            raise (exc.in_input(item.path) if len(items) > 1 else exc) from exc.__cause__
         finally:
             source.close()
         log("rows", {"path": item.path, "rows": summary.rows})

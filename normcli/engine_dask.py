@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from normcli import engine, io
-from normcli.errors import DataError, IOFailure, StatsFileError, UsageError
+from normcli.errors import IOFailure, UsageError, naming_input
 from normcli.io.csv_source import _counted_quotes, last_record_end
 from normcli.io.inputs import _is_data_file
 from normcli.model import OutputOptions, UnseenGroups
@@ -533,10 +533,8 @@ def _advance(client: Any, futures: list, parts: Sequence[Partition], progress: e
     several = len({p.index for p in parts}) > 1
     for future in as_completed(futures):
         if future.status == "error":
-            try:
+            with naming_input(where[future.key].label, several):
                 future.result()  # raises the task's exception
-            except (DataError, StatsFileError) as exc:  # which input of several is the bad one
-                raise (exc.in_input(where[future.key].label) if several else exc) from exc.__cause__
         if progress is not None:
             progress.advance(where[future.key].nbytes or 0, 0)
 

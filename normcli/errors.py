@@ -4,6 +4,9 @@ Library code raises these; only the CLI turns them into a message and an exit co
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 # The documented exit codes (README, "Exit codes"). Keep this table and the README in step.
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -20,12 +23,6 @@ class NormcliError(Exception):
     """Base class: an error a user can act on, reported as one line and an exit code."""
 
     exit_code = EXIT_INTERNAL
-
-    def in_input(self, path: str) -> NormcliError:
-        """This error naming the input ``path`` it comes from (for runs over several inputs),
-        unless it does already."""
-        shown = "standard input" if path == "-" else f"'{path}'"
-        return self if shown in str(self) else type(self)(f"{shown}: {self}")
 
 
 class UsageError(NormcliError):
@@ -61,3 +58,16 @@ class Interrupted(NormcliError):
         name = signal.Signals(signum).name
         super().__init__(f"interrupted by {name}")
         self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def naming_input(path: str, several: bool) -> Iterator[None]:
+    """Inside, a data or stats-file error from the input ``path`` names it (unless it does
+    already) when the run reads ``several`` inputs: "line 3" alone does not say which."""
+    try:
+        yield
+    except (DataError, StatsFileError) as exc:
+        shown = "standard input" if path == "-" else f"'{path}'"
+        if not several or shown in str(exc):
+            raise
+        raise type(exc)(f"{shown}: {exc}") from exc.__cause__

@@ -246,10 +246,6 @@ def _validate(doc: Any, source: str) -> None:
             raise StatsFileError(f"{where}: a {c['method']} column with values needs {', '.join(need)}")
         if c["method"] == "robust" and st["count"] > 0 and st.get("scale") is None and st.get("sketch") is None:
             raise StatsFileError(f"{where}.sketch: a robust column with values needs its quantile sketch")
-        for k in ("range", "quantile_range"):
-            bounds = c["options"].get(k)
-            if bounds is not None and not bounds[0] < bounds[1]:
-                raise StatsFileError(f"{source}: columns.{name}.options.{k}: needs a < b, found {bounds}")
     names = list(doc["columns"])
     stats = [doc["columns"][n]["stats"] for n in names]
     bad = _impossible(np.array([st["count"] for st in stats], dtype=np.int64),
