@@ -336,6 +336,10 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
         raise UsageError("stdin (-) can be read only once")
     out_options = OutputOptions(unseen_group, dtype, decimals)
     io.check_outputs([(output, None)], [stats_path], read_as="the stats file")
+    if engine == "dask":
+        from normcli import engine_dask
+
+        engine_dask.check_parts_directory(output)
     stats = api.load(stats_path)
     label = "inverse" if inverse else "transform"
     with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:

@@ -458,15 +458,8 @@ class DaskEngine:
         this run does not replace (more of them, or of another format) removed. So a failed or
         interrupted run leaves ``output`` as it was. Returns one summary per input file."""
         log = log or (lambda event, fields: None)
-        if output in (None, "-") or is_url(output):
-            raise UsageError("--engine dask writes one part per partition into a local directory: -o DIR/")
+        check_parts_directory(output)
         directory = os.path.realpath(output)
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise UsageError(f"--engine dask writes one part per partition into a directory: '{output}' is a file")
-        named_like_a_file = not output.endswith(("/", os.sep)) and _is_data_file(os.path.basename(output))
-        if named_like_a_file and not os.path.isdir(directory):
-            raise UsageError(f"--engine dask writes one part per partition into a directory, not into "
-                             f"'{output}': give -o DIR/")
         items = self.expand_inputs(paths)
         for item in items:
             here = None if is_url(item.path) else os.path.realpath(item.path)
@@ -509,6 +502,20 @@ class DaskEngine:
         for summary in summaries:
             log("rows", {"path": summary.path, "rows": summary.rows})
         return summaries
+
+
+def check_parts_directory(output: str | None) -> None:
+    """UsageError unless ``output`` can be the local directory a Dask transform writes its parts
+    into: checked before a cluster is started for nothing."""
+    if output in (None, "-") or is_url(output):
+        raise UsageError("--engine dask writes one part per partition into a local directory: -o DIR/")
+    directory = os.path.realpath(output)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"--engine dask writes one part per partition into a directory: '{output}' is a file")
+    named_like_a_file = not output.endswith(("/", os.sep)) and _is_data_file(os.path.basename(output))
+    if named_like_a_file and not os.path.isdir(directory):
+        raise UsageError(f"--engine dask writes one part per partition into a directory, not into "
+                         f"'{output}': give -o DIR/")
 
 
 def _size(parts: Sequence[Partition], index: int) -> int | None:
