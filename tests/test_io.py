@@ -147,16 +147,60 @@ def test_a_lone_carriage_return_ends_a_line_on_either_path(tmp_path, quote):
     assert got.column("s").to_pylist() == expected.column("s").to_pylist()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["row", "row", "row", "blank", "quoted", "gap"]), min_size=1, max_size=300),
+       st.data(), st.booleans(), st.booleans(), st.sampled_from([16, 64, 256]))
+def test_an_error_names_its_line_after_pieces_decoded_in_threads(tmp_path_factory, kinds, data, crlf, last_eol,
+                                                                 block):
+    # The reader leaves each piece's lines to be counted by its decode (Polars' rows, or a
+    # count on the exact path): the line of a bad value later on must still be exact.
+    from normcli.engine import fold
+
+    eol = b"\r\n" if crlf else b"\n"
+    text_of = {"row": b"1,2.5,a", "blank": b"", "quoted": b'3,4,"q\nq"', "gap": eol * 40}  # a gap: whole pieces blank
+    lines = [text_of[k] for k in kinds]
+    bad = data.draw(st.integers(0, len(lines)))
+    lines.insert(bad, b"5,oops,b")
+    text = b"n,x,t" + eol + eol.join(lines) + (eol if last_eol else b"")
+    path = tmp_path_factory.mktemp("lines") / "in.csv"
+    path.write_bytes(text)
+    expected = 2 + sum(line.count(b"\n") + 1 for line in lines[:bad])  # the header is line 1
+    with open_source(str(path), block_size=block) as src, pytest.raises(DataError) as info:
+        fold(src, ["x"], lambda batch: batch.num_rows, lambda a, b: a + b, 0, workers=3)
+    assert str(info.value) == f"column 'x': value 'oops' on line {expected} is not a number"
+
+
+def test_a_line_number_waited_for_is_given_up_when_the_read_is_abandoned(tmp_path):
+    # A piece's first line waits for the pieces before it to be decoded; a read abandoned
+    # before that (its source closed) must not leave the waiting thread hanging.
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"x\n" + b"1\n" * 100)
+    src = open_source(str(path), block_size=16)
+    pieces = src.pieces(["x"], keep_others=True)
+    next(pieces)
+    second = next(pieces)  # the first is never decoded
+    waiter = threading.Thread(target=lambda: second.first_line)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()
+    src.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
 def test_piece_first_line_counts_physical_lines(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(TRICKY)
     with open_source(str(path), block_size=16) as src:
-        pieces = list(src.pieces(["x"], keep_others=True))
-    # Re-derive: each piece starts on the line after all newlines before it.
-    offset = TRICKY.index(b"\n") + 1
-    for p in pieces:
-        assert p.first_line == TRICKY[:offset].count(b"\n") + 1
-        offset += len(p.data)
+        pieces = []
+        for p in src.pieces(["x"], keep_others=True):
+            src.decode(p)  # which counts its lines
+            pieces.append(p)
+        # Re-derive: each piece starts on the line after all newlines before it.
+        offset = TRICKY.index(b"\n") + 1
+        for p in pieces:
+            assert p.first_line == TRICKY[:offset].count(b"\n") + 1
+            offset += len(p.data)
 
 
 def test_numeric_only_and_sample_types(tmp_path):

@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .sample import TextSample, text_samples
-from .source import Piece, Source, _display, _first_bad_float, _read_failure
+from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure
 
 _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
@@ -311,6 +311,7 @@ class _CsvSource(Source):
             except OSError as exc:
                 raise _read_failure(path, exc) from exc
         self._consumed = 0
+        self._lines: LineCounts | None = None  # of the pieces read
         self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
         self._read_header()
 
@@ -513,7 +514,7 @@ class _CsvSource(Source):
         buf = bytearray(max(size, len(self._pending)))
         filled = len(self._pending)
         buf[:filled], self._pending = self._pending, b""
-        line = self._first_line
+        lines = self._lines = LineCounts(self._first_line)
         mark = 0  # input position at the start of the next piece
         eof = False
         # A record longer than a piece: the bytes of it already searched, and their quotes' parity.
@@ -536,7 +537,7 @@ class _CsvSource(Source):
                     cut = _exact_boundary(buf, filled, self._delimiter)
             if cut < 0:
                 if filled > MAX_RECORD_BYTES:
-                    self._record_too_long(buf, filled, line)
+                    self._record_too_long(buf, filled, lines.next_line())
                 # The next search starts after the last newline searched: the quotes up to it
                 # follow the parity (checked), the ones after it are checked next time.
                 searched = buf.rfind(_NL, scanned, filled) + 1
@@ -554,16 +555,15 @@ class _CsvSource(Source):
             filled -= cut
             scanned = parity = 0
             exact = False
-            newlines = _count(data, _NL)
             # Only blank lines (or nothing): no record to parse. Checking the first byte first
             # avoids copying a whole piece in strip().
             if data[:1] in (b"", b"\n", b"\r") and not data.strip(b"\r\n"):
-                line += newlines
+                lines.record(lines.issue(), _count(data, _NL))
                 continue
             pos = self._position()
-            yield Piece(data, pos - mark, line, numeric, keep_others, keep)
+            # The piece's lines are counted by its decode (see LineCounts).
+            yield Piece(data, pos - mark, lines.issue(), numeric, keep_others, keep, lines)
             mark = pos
-            line += newlines
 
     def _convert_options(self, piece: Piece) -> pacsv.ConvertOptions:
         wanted = set(piece.numeric)
@@ -590,14 +590,23 @@ class _CsvSource(Source):
         )
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
-        if not piece.keep_others and self._utf8:
-            self._check_text(piece)
-        if self._polars_ok:
-            try:
-                return self._decode_polars(piece)
-            except Exception:  # any doubt (null tokens, ragged rows, bad text): the exact path
-                pass
-        return self._decode_arrow(piece)
+        newlines = None
+        try:
+            if not piece.keep_others and self._utf8:
+                self._check_text(piece)
+            if self._polars_ok:
+                try:
+                    batch = self._decode_polars(piece)
+                    # Polars read one row per line (a blank line fails its checks): the last
+                    # line lacks its newline only at the end of the input
+                    newlines = batch.num_rows - (not piece.data.endswith(_NL))
+                    return batch
+                except Exception:  # any doubt (null tokens, ragged rows, bad text): the exact path
+                    pass
+            return self._decode_arrow(piece)
+        finally:
+            if piece.lines is not None:
+                piece.lines.record(piece.start, _count(piece.data, _NL) if newlines is None else newlines)
 
     def _check_text(self, piece: Piece) -> None:
         """Refuse bytes that are not UTF-8 in the columns a piece read for a fit leaves out.
@@ -767,6 +776,8 @@ class _CsvSource(Source):
         return DataError(f"column '{name}': value '{value}' on line {line} is not a number")
 
     def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
         if self._stream is not sys.stdin.buffer:
             self._stream.close()
         if self._raw is not None:

@@ -2,6 +2,7 @@
 and the helpers both readers use (error messages, a bad value's position, pyarrow.parquet)."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -71,21 +72,80 @@ def _read_failure(path: str, exc: OSError) -> IOFailure:
     return IOFailure(f"cannot read {_display(path)}: {reason}")
 
 
+class LineCounts:
+    """The newlines of each piece of one read, recorded by whichever thread decodes it.
+
+    The reader that cuts a CSV input into pieces need not count their lines (a pass over every
+    byte): a parse that yields one row per line knows the count. A piece's first line number,
+    wanted only to report an error, is the sum of the counts before it, so asking for it waits
+    until every earlier piece is recorded. Pieces are decoded in the order they are issued, or
+    at least started in it (a FIFO pool), and each records its count however its decode ends,
+    so the wait ends; :meth:`close` ends it too, for a read that is abandoned.
+    """
+
+    def __init__(self, first_line: int) -> None:
+        self._counts: list[int | None] = []
+        self._known = 0  # the counts before this index are all recorded ...
+        self._line = first_line  # ... and this is the line that follows them
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def issue(self) -> int:
+        """A new piece's index."""
+        with self._changed:
+            self._counts.append(None)
+            return len(self._counts) - 1
+
+    def record(self, index: int, newlines: int) -> None:
+        """The count of newlines in piece ``index``."""
+        with self._changed:
+            self._counts[index] = newlines
+            while self._known < len(self._counts) and self._counts[self._known] is not None:
+                self._line += self._counts[self._known]
+                self._known += 1
+            self._changed.notify_all()
+
+    def first_line(self, index: int) -> int:
+        """The line number of piece ``index``'s first byte, once the pieces before it are counted
+        (after :meth:`close`, the line after those counted so far: nobody reads it then)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._known >= index or self._closed)
+            return self._line - sum(self._counts[min(index, self._known):self._known])  # type: ignore[arg-type]
+
+    def next_line(self) -> int:
+        """The line number after every piece issued so far (waits for their counts)."""
+        with self._changed:
+            return self.first_line(len(self._counts))
+
+    def close(self) -> None:
+        """Stop waiting: a read abandoned may leave pieces that no thread will count."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
 @dataclass
 class Piece:
     """One unit of work for :meth:`Source.decode`.
 
-    ``nbytes`` is the input bytes it covers (for progress); ``first_line`` is the file line
-    number of its first record (CSV, header = line 1) or its first row number, 1-based
-    (Parquet). ``data`` holds the raw CSV bytes or the Parquet record batch.
+    ``nbytes`` is the input bytes it covers (for progress). ``data`` holds the raw CSV bytes or
+    the Parquet record batch. ``start`` is the file line number of its first record (CSV, header
+    = line 1) or its first row number, 1-based (Parquet); or, with ``lines``, the piece's index
+    there, whose decode records the piece's newlines (see :class:`LineCounts`).
     """
 
     data: bytes | pa.RecordBatch
     nbytes: int
-    first_line: int
+    start: int
     numeric: tuple[str, ...] = ()
     keep_others: bool = True
     keep: tuple[str, ...] = ()
+    lines: LineCounts | None = None
+
+    @property
+    def first_line(self) -> int:
+        """The first record's line number (CSV) or the first row's number (Parquet)."""
+        return self.start if self.lines is None else self.lines.first_line(self.start)
 
 
 class Source:
