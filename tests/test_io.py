@@ -1,6 +1,7 @@
 """Tests of normcli.io on real files: sources, pieces, decoding, sinks and atomic commit."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -186,6 +188,40 @@ def test_a_line_number_waited_for_is_given_up_when_the_read_is_abandoned(tmp_pat
     src.close()
     waiter.join(5)
     assert not waiter.is_alive()
+
+
+def test_a_named_pipe_whose_writer_is_quick_is_read_whole(tmp_path):
+    # The writer comes, writes and goes while the reader opens: the file must be opened once
+    # (closed and opened again, the pipe has lost its data and waits for a writer for ever).
+    fifo = tmp_path / "p.csv"
+    data = b"x,y\n" + b"1,2\n" * 100
+
+    def feed() -> None:
+        while True:  # a non-blocking open succeeds once a reader is waiting in its open
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO
+                time.sleep(0.001)
+        with contextlib.suppress(BrokenPipeError):
+            os.write(fd, data)
+        os.close(fd)
+
+    for _ in range(3):
+        os.mkfifo(fifo)
+        rows = []
+
+        def read() -> None:
+            with open_source(str(fifo)) as src:
+                rows.append(sum(src.decode(p).num_rows for p in src.pieces(["x"], keep_others=True)))
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (feed, read)]
+        for t in threads:
+            t.start()
+        threads[1].join(10)
+        assert rows == [100]
+        fifo.unlink()
 
 
 def test_piece_first_line_counts_physical_lines(tmp_path):

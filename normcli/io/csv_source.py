@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -299,17 +300,17 @@ class _CsvSource(Source):
                 self._stream = pa.CompressedInputStream(pa.PythonFile(self._stream, mode="r"), "gzip")
         else:
             try:
-                with open(path, "rb"):
-                    pass
-                # a named pipe's size says nothing about its data: unknown, as stdin's
-                self.size = os.path.getsize(path) if os.path.isfile(path) else None
-                if path.lower().endswith(".gz"):
-                    self._raw = pa.OSFile(path, "rb")
-                    self._stream = pa.CompressedInputStream(self._raw, "gzip")
-                else:
-                    self._stream = open(path, "rb")
+                # Opened once: a named pipe closed and opened again can lose its writer between.
+                stream = open(path, "rb")
+                info = os.fstat(stream.fileno())
             except OSError as exc:
                 raise _read_failure(path, exc) from exc
+            # a named pipe's size says nothing about its data: unknown, as stdin's
+            self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            self._stream = stream
+            if path.lower().endswith(".gz"):
+                self._raw = stream
+                self._stream = pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), "gzip")
         self._consumed = 0
         self._lines: LineCounts | None = None  # of the pieces read
         self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
