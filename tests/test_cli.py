@@ -786,3 +786,20 @@ def test_gzip_parquet_is_a_usage_error(tmp_path, stats_file, sample_csv, args):
     r = run_cli("transform", sample_csv, "--stats", stats_file, *[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert r.code == 2 and "Parquet is not gzip-compressed" in r.err and len(r.err.splitlines()) == 1, r.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+
+def test_a_one_column_file_keeps_its_null_rows_through_transform_and_inverse(tmp_path):
+    # An empty field alone on its line is a blank line, which CSV readers skip: a null must
+    # come out as a field that reads back as a null row.
+    src = _write(tmp_path, "one.csv", b"x\n1\nNA\n2\n\n6\n")  # NA is null; the blank line is no row
+    x = np.array([1.0, 2.0, 6.0])
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    out, back = tmp_path / "n.csv", tmp_path / "b.csv"
+    assert run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", out).code == 0
+    assert run_cli("inverse", out, "--stats", tmp_path / "s.json", "-o", back).code == 0
+    read = pd.read_csv(out, skip_blank_lines=True)["x"]
+    assert read.isna().tolist() == [False, True, False, False]
+    np.testing.assert_allclose(read.dropna(), (x - x.mean()) / x.std(), rtol=1e-15)
+    again = pd.read_csv(back)["x"]
+    assert again.isna().tolist() == [False, True, False, False]
+    np.testing.assert_allclose(again.dropna(), x, rtol=1e-15)

@@ -177,9 +177,10 @@ class _CsvSink(Sink):
             frame = frame.to_frame()
         out = _Parts()
         try:
-            frame.write_csv(
-                out, include_header=False, quote_style="necessary", separator=self._sep
-            )
+            # A one-column null written as an empty field would be a blank line, which readers
+            # skip (pyarrow, normcli): it is written `""`, which reads back as a null number.
+            frame.write_csv(out, include_header=False, quote_style="necessary", separator=self._sep,
+                            null_value='""' if frame.width == 1 else "")
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"cannot write this data as CSV: {exc}") from exc
         return out.parts
