@@ -462,11 +462,16 @@ class _CsvSource(Source):
     def _read_sample(self) -> _Sample | bool:
         buf = self._pending[: self._block_size]
         cut = last_record_end(buf, self._delimiter)
-        if cut < 0 and len(self._pending) <= self._block_size:
-            cut = len(buf)  # the whole input: decode() would report a quote left open
-            self._check_quotes_closed(buf, self._first_line)
-        elif cut < 0:
-            cut = 0
+        while cut < 0:  # a first record longer than the block: read on to its end
+            if len(self._pending) > MAX_RECORD_BYTES:
+                self._record_too_long(self._pending, len(self._pending), self._first_line)
+            more = self._read(self._block_size)
+            self._pending = buf = self._pending + more
+            if not more:
+                cut = len(buf)  # the whole input: decode() would report a quote left open
+                self._check_quotes_closed(buf, self._first_line)
+            else:
+                cut = last_record_end(buf, self._delimiter)
         data = buf[:cut]
         if not data.strip(b"\r\n"):
             return False

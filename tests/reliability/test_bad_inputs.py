@@ -312,3 +312,30 @@ def test_damaged_gzip_input_is_bad_data(tmp_path, ab_stats, damage):
     assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "in.csv.gz", "a damaged gzip stream")
     assert_error(run_cli("fit", "-", "-o", tmp_path / "f.json", stdin=damaged), 3, "standard input")
     no_leftovers(tmp_path, "in.csv.gz", "s.json")
+
+
+@pytest.mark.parametrize("first", [b'"' + b"ab,c\n" * 700_000 + b'"', b"n" * (3 << 20)], ids=["quoted", "plain"])
+def test_a_first_record_longer_than_a_block_is_fitted(tmp_path, first):
+    # The first block is the sample that says which columns are numbers: a first record that
+    # runs past it (a quoted field with separators and newlines, or plain text) is read to its end.
+    src = tmp_path / "long.csv"
+    src.write_bytes(b"a,note,b\n1," + first + b",10\n" + b"".join(b"%d,s,%d\n" % (i, 10 * i) for i in range(2, 100)))
+    a, b = np.arange(1.0, 100), 10.0 * np.arange(1.0, 100)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    columns = json.loads((tmp_path / "s.json").read_text())["columns"]
+    assert sorted(columns) == ["a", "b"]
+    for name, x in (("a", a), ("b", b)):
+        stats = columns[name]["stats"]
+        assert stats["count"] == 99 and stats["min"] == x.min() and stats["max"] == x.max()
+        assert stats["mean"] == pytest.approx(x.mean(), rel=1e-15)
+
+
+def test_a_small_block_inside_a_quoted_field_is_no_open_quote(tmp_path):
+    # The first block ends inside a quoted field of the first record: that is no quote left open.
+    src = tmp_path / "q.csv"
+    src.write_bytes(b'a,t\r\n1,"x, ""y""\nz"\r\n' + b"".join(b'%d,"w,%d"\r\n' % (i, i) for i in range(2, 2000)))
+    r = run_cli("fit", src, "--columns", "a", "-o", tmp_path / "s.json", env={"NORMCLI_BLOCK_SIZE": "16"})
+    assert r.code == 0, r.err
+    stats = json.loads((tmp_path / "s.json").read_text())["columns"]["a"]["stats"]
+    assert stats["count"] == 1999 and stats["mean"] == pytest.approx(1000.0, rel=1e-15)
