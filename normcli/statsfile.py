@@ -331,6 +331,19 @@ def _without_group_arrays(doc: dict[str, Any]) -> dict[str, Any]:
             "columns": columns}
 
 
+def _validate_group_sketches(sketch: dict[str, Any], count: np.ndarray, needed: bool, where: str) -> None:
+    """The items of a column's per-group sketches (the schema has checked their shape only)."""
+    if not all(type(v) is int and 0 <= v <= _MAX_COUNT for v in sketch["n"]):
+        raise StatsFileError(f"{where}.n: expected integers >= 0 and below 2^63")
+    if not all(type(v) in (int, float) and v >= 0 for v in sketch["rank_error"]):
+        raise StatsFileError(f"{where}.rank_error: expected numbers >= 0")
+    if not all(v is None or isinstance(v, str) for v in sketch["data"]):
+        raise StatsFileError(f"{where}.data: expected strings or nulls")
+    for i, (n, data) in enumerate(zip(sketch["n"], sketch["data"])):
+        if data is None and (n or (needed and count[i])):
+            raise StatsFileError(f"{where}.data: a group with values needs its sketch (group_keys[{i}])")
+
+
 def _validate_groups(doc: dict[str, Any], source: str) -> None:
     group_by, keys = doc.get("group_by"), doc.get("group_keys")
     if not group_by:
@@ -369,6 +382,8 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
         filled = counts["count"] > 0
         if c["method"] == "robust" and g.get("sketch") is None and filled.any():
             raise StatsFileError(f"{where}.sketch: a robust column with values needs its quantile sketches")
+        if isinstance(g.get("sketch"), dict):
+            _validate_group_sketches(g["sketch"], counts["count"], c["method"] == "robust", f"{where}.sketch")
         values = {}
         # only zscore needs the moments; others may lack them (null where they overflowed)
         needed = _FLOATS if c["method"] == "zscore" else ("min", "max")

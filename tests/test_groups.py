@@ -250,6 +250,33 @@ def test_damaged_groups_are_named(tmp_path, edit, message):
     assert r.code == 4 and message in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["columns"]["x"]["groups"]["sketch"]["data"].__setitem__(2, None),
+     "columns.x.groups.sketch.data: a group with values needs its sketch (group_keys[2])"),
+    (lambda d: d["columns"]["x"]["groups"]["sketch"]["rank_error"].__setitem__(0, -5),
+     "columns.x.groups.sketch.rank_error: expected numbers >= 0"),
+    (lambda d: d["columns"]["x"]["groups"]["sketch"]["n"].__setitem__(0, 1.5),
+     "columns.x.groups.sketch.n: expected integers >= 0"),
+    (lambda d: d["columns"]["x"]["groups"].__setitem__("bogus", [1, 2]),
+     "columns.x.groups: Additional properties are not allowed ('bogus' was unexpected)"),
+    (lambda d: d["columns"]["x"]["groups"]["sketch"].__setitem__("bogus", 1),
+     "columns.x.groups.sketch: Additional properties are not allowed ('bogus' was unexpected)"),
+    (lambda d: d["columns"]["x"]["stats"]["sketch"].__setitem__("bogus", 1),
+     "columns.x.stats.sketch: Additional properties are not allowed ('bogus' was unexpected)"),
+])
+def test_damaged_group_sketches_are_named(tmp_path, edit, message):
+    # A robust group without its sketch used to be transformed to NaN, with exit 0.
+    df = grouped_frame(n=800, groups=30, nan=0.0)
+    doc = json.loads(normcli.fit(df, "robust", group_by="key").to_json())
+    edit(doc)
+    path, data = tmp_path / "bad.json", tmp_path / "d.csv"
+    path.write_text(json.dumps(doc))
+    df.to_csv(data, index=False)
+    r = run_cli("transform", data, "--stats", path, "-o", tmp_path / "o.csv")
+    assert r.code == 4 and message in r.err and "Traceback" not in r.err, r.err
+    assert not (tmp_path / "o.csv").exists()
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
