@@ -558,7 +558,11 @@ class Stats:
                     y[lost] = (p.inverse if inverse else p.apply)(x[lost])
                 elif lost is not None and output.unseen_group == "passthrough":
                     y[lost] = x[lost]
-            arrays[i] = _to_arrow(y, arrays[i], inverse or p.fill is None, output, null_rows)
+            nulls = null_rows
+            if lost is not None and output.unseen_group == "passthrough" and not inverse and p.fill is not None \
+                    and arrays[i].null_count:
+                nulls = lost & ~validity(arrays[i])  # passed through, not filled: a null stays null
+            arrays[i] = _to_arrow(y, arrays[i], inverse or p.fill is None, output, nulls)
         for row in self.rows:
             idx = [index[c] for c in row.columns]
             x = np.column_stack([_float_values(arrays[i], c) for c, i in zip(row.columns, idx)])

@@ -400,3 +400,18 @@ def test_group_key_cannot_be_normalized(tmp_path):
     assert r.code == 2 and "--group-by key" in r.err
     r = run_cli("fit", path, "--group-by", "nokey")
     assert r.code == 3 and "'nokey'" in r.err
+
+
+def test_passthrough_rows_keep_their_nulls_when_missing_values_are_filled(tmp_path):
+    # --fill-missing fills the nulls of the rows it normalizes; an unseen group's row is passed
+    # through as it is, its null included (it was written NaN).
+    fit_csv, new_csv = tmp_path / "f.csv", tmp_path / "n.csv"
+    fit_csv.write_text("g,x,y\na,1,10\na,3,30\nb,5,50\nb,9,70\n")
+    new_csv.write_text("g,x,y\na,2,\nzz,5,\nzz,6,60\n")
+    assert run_cli("fit", fit_csv, "-g", "g", "--fill-missing", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", new_csv, "--stats", tmp_path / "s.json", "--unseen-group", "passthrough",
+                "-o", tmp_path / "o.csv")
+    assert r.code == 0, r.err
+    out = pd.read_csv(tmp_path / "o.csv", keep_default_na=False, dtype=str)
+    # group a: mean 2 of x; y's null is filled with the group's mean, which normalizes to 0
+    assert out["x"].tolist() == ["0.0", "5.0", "6.0"] and out["y"].tolist() == ["0.0", "", "60.0"]
