@@ -116,13 +116,18 @@ class DriftPlan:
                                "mean_shift": None, "std_ratio": None}
         fit_std = fitted.std(0)
         if new.count and fitted.count:
-            diff = (new.mean - fitted.mean) + (new.mean_lo - fitted.mean_lo)
-            out["mean"], out["std"] = new.mean, new.std(0)
+            infinite = _infinite_mean(new)
+            if infinite is not None:  # the moments of values with an infinity are NaN
+                diff = infinite - (fitted.mean + fitted.mean_lo)
+                out["mean"], out["std"] = infinite, math.nan
+            else:
+                diff = (new.mean - fitted.mean) + (new.mean_lo - fitted.mean_lo)
+                out["mean"], out["std"] = new.mean, new.std(0)
             if math.isnan(diff) or math.isnan(fit_std):  # a moment unknown (imported, or overflowed): undefined
                 out["mean_shift"] = None
             else:
                 out["mean_shift"] = diff / fit_std if fit_std > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-            out["std_ratio"] = new.std(0) / fit_std if fit_std > 0 else None
+            out["std_ratio"] = out["std"] / fit_std if fit_std > 0 else None
         fit_rate = _null_rate(fitted)
         new_rate = _null_rate(new)
         out["null_rate_fitted"], out["null_rate"] = fit_rate, new_rate
@@ -133,6 +138,16 @@ class DriftPlan:
             out["psi"] = psi(_expected_shares(fitted.sketch, self.edges[name]), part.bins / new.count)
             out["ks"] = ks_distance(fitted.sketch, new.sketch)
         return out
+
+
+def _infinite_mean(st: ColumnStats) -> float | None:
+    """The mean of values among which is an infinity: that infinity; None when every value is
+    finite. With both signs the mean is undefined but its distance from any number is not:
+    ``inf``, so that the shift counts as drift."""
+    above, below = st.max == math.inf, st.min == -math.inf
+    if not (above or below):
+        return None
+    return -math.inf if below and not above else math.inf
 
 
 def _null_rate(st: ColumnStats) -> float | None:

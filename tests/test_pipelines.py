@@ -498,6 +498,21 @@ def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
     assert r.code == errors.EXIT_DRIFT and cells[2] == "inf" and cells[3] == "" and cells[-1] == "mean_shift", r.text
 
 
+@pytest.mark.parametrize("values", [["1", "inf", "2"], ["-inf", "3"], ["inf", "-inf", "0"]])
+def test_check_counts_new_infinite_values_as_drift(tmp_path, values):
+    """New values with an infinity have an infinite mean (or, with both signs, one infinitely far
+    from any number): the shift is infinite, which is drift."""
+    (tmp_path / "fit.csv").write_text("x\n1\n2\n4\n")
+    (tmp_path / "new.csv").write_text("x\n" + "".join(f"{v}\n" for v in values))
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == errors.EXIT_DRIFT, (r.err, r.text)
+    (x,) = json.loads(r.text)["columns"]
+    assert (x["mean_shift"], x["std_ratio"], x["drift"]) == (None, None, ["mean_shift"])
+    assert x["count"] == len(values)
+    assert x["out_of_range"] == pytest.approx(sum(not 1 <= float(v) <= 4 for v in values) / len(values))
+
+
 # -- fit-transform -----------------------------------------------------------------------------
 
 
