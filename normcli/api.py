@@ -42,13 +42,15 @@ def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = 
     raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
 
 
-def _frame_to_arrow(frame: Any, mixed_as_text: bool = False, unread: Collection[str] = ()) -> pa.Table:
+def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
+                    unread: Collection[str] = ()) -> pa.Table:
     """A pandas DataFrame as an Arrow table (column names as text); DataError for what Arrow
     cannot hold, such as an object column mixing text and numbers, or a name given twice.
 
-    With ``mixed_as_text``, such an object column becomes text instead (each value's ``str``),
-    for fit to judge as it judges a text column of a file; a column named in ``unread`` (one fit
-    leaves out) that Arrow cannot hold, such as a complex one, becomes a column of nulls.
+    With ``mixed_as_text`` (True, or the names of the columns it applies to), such an object
+    column becomes text instead (each value's ``str``), for fit to judge as it judges a text
+    column of a file; a column named in ``unread`` (one fit leaves out) that Arrow cannot hold,
+    such as a complex one, becomes a column of nulls.
     """
     names = [str(c) for c in frame.columns]
     if len(set(names)) < len(names):
@@ -69,7 +71,7 @@ def _frame_to_arrow(frame: Any, mixed_as_text: bool = False, unread: Collection[
             if str(name) in unread:
                 arrays.append(pa.nulls(len(column)))
                 continue
-            if column.dtype != object:
+            if column.dtype != object or not (mixed_as_text is True or str(name) in mixed_as_text):
                 raise DataError(f"cannot read the DataFrame: {failure}") from None
             arrays.append(pa.array([_text_or_none(v) for v in column], pa.string()))
     return pa.Table.from_arrays(arrays, names=names)
@@ -466,7 +468,9 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
             if twice is not None:
                 raise DataError(f"the DataFrame has two columns named '{twice}'")
         picked = data[[label[n] for n in wanted]].set_axis(wanted, axis=1)
-        done = _map_table(stats, _frame_to_arrow(picked), inverse, overrides, output_options, unseen)
+        # group keys mixing numbers and text are text, as fit read them
+        done = _map_table(stats, _frame_to_arrow(picked, mixed_as_text=stats.group_by), inverse, overrides,
+                          output_options, unseen)
         out = data.copy()
         for name in stats.needed_columns:
             out[label[name]] = done.column(name).to_numpy(zero_copy_only=False)

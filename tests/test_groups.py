@@ -415,3 +415,15 @@ def test_passthrough_rows_keep_their_nulls_when_missing_values_are_filled(tmp_pa
     out = pd.read_csv(tmp_path / "o.csv", keep_default_na=False, dtype=str)
     # group a: mean 2 of x; y's null is filled with the group's mean, which normalizes to 0
     assert out["x"].tolist() == ["0.0", "5.0", "6.0"] and out["y"].tolist() == ["0.0", "", "60.0"]
+
+
+def test_a_frame_grouped_by_keys_of_mixed_types_is_transformed_as_fitted():
+    # fit reads an object key column of numbers and text as text: transform must read it alike
+    df = pd.DataFrame({"k": pd.Series([1, "a", 1, "a", 1], dtype=object), "x": [1.0, 2.0, 3.0, 5.0, 8.0]})
+    stats = normcli.fit(df, "zscore", group_by="k")
+    keys = df["k"].astype(str)
+    expected = (df["x"] - df["x"].groupby(keys).transform("mean")) / df["x"].groupby(keys).transform("std", ddof=0)
+    out = stats.transform(df)
+    np.testing.assert_allclose(out["x"], expected, rtol=1e-15)
+    assert out["k"].tolist() == df["k"].tolist()
+    np.testing.assert_allclose(stats.inverse(out)["x"], df["x"], rtol=1e-15)
