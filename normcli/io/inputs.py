@@ -207,6 +207,4 @@ def open_source(
     default_size = block_size is None
     block_size = block_size or DEFAULT_BLOCK_SIZE
     delimiter = field_separator(fmt, delimiter)
-    if len(delimiter) != 1:
-        raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
     return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size)

@@ -46,8 +46,19 @@ def detect_format(path: str, fmt: str | None) -> str:
 
 
 def field_separator(fmt: str, delimiter: str | None) -> str:
-    """The separator of a CSV or TSV input or output: ``delimiter`` if given, else the format's."""
-    return delimiter if delimiter is not None else ("\t" if fmt == "tsv" else ",")
+    """The separator of a CSV or TSV input or output: ``delimiter`` if given, else the format's.
+
+    UsageError unless it is one ASCII character that is neither a quote nor a line end (the
+    parsers take a single byte, and those two mean something else in CSV).
+    """
+    if delimiter is None:
+        return "\t" if fmt == "tsv" else ","
+    if len(delimiter) != 1:
+        raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
+    if not delimiter.isascii() or delimiter in '"\r\n':
+        raise UsageError(f"the delimiter must be an ASCII character other than a quote or a line end, "
+                         f"not {delimiter!r}")
+    return delimiter
 
 
 def no_gzip_parquet(path: str) -> UsageError:

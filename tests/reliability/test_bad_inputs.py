@@ -339,3 +339,12 @@ def test_a_small_block_inside_a_quoted_field_is_no_open_quote(tmp_path):
     assert r.code == 0, r.err
     stats = json.loads((tmp_path / "s.json").read_text())["columns"]["a"]["stats"]
     assert stats["count"] == 1999 and stats["mean"] == pytest.approx(1000.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("delimiter", ["é", "\n", "\r", '"', "||"])
+def test_a_delimiter_no_parser_takes_is_a_usage_error(tmp_path, ab_stats, delimiter):
+    src = tmp_path / "d.csv"
+    src.write_bytes(b"a,b\n1,10\n2,20\n")
+    assert_error(run_cli("fit", src, "-d", delimiter, "-o", tmp_path / "x.json"), 2, "the delimiter must be")
+    assert_error(transform(src, ab_stats, tmp_path / "o.csv", "-d", delimiter), 2, "the delimiter must be")
+    no_leftovers(tmp_path, "d.csv", "s.json")
