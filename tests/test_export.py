@@ -550,3 +550,33 @@ def test_import_refuses_a_column_transformer_that_scales_a_column_twice():
     ct = ColumnTransformer([("s", StandardScaler(), ["a", "b"]), ("m", MinMaxScaler(), ["b"])]).fit(df)
     with pytest.raises(UsageError, match="column 'b' is scaled by two steps"):
         normcli.from_sklearn(ct)
+
+
+def _spark_literals(sql: str) -> list[str]:
+    """The string literals of ``sql`` as Spark SQL reads them (its documented rule: a backslash
+    escapes the character after it; an unescaped quote ends the literal), outside `identifiers`."""
+    out, i = [], 0
+    while i < len(sql):
+        if sql[i] == "`":
+            i = sql.index("`", i + 1) + 1
+        elif sql[i] == "'":
+            text, i = [], i + 1
+            while sql[i] != "'":
+                if sql[i] == "\\":
+                    i += 1
+                text.append(sql[i])
+                i += 1
+            out.append("".join(text))
+            i += 1
+        else:
+            i += 1
+    return out
+
+
+def test_spark_sql_writes_group_keys_as_spark_reads_text():
+    # Spark reads a backslash as an escape, and 'a''b' as two literals joined ("ab")
+    keys = ["o'b", "\\", "a\\'b", "plain", "x''y"]
+    df = pd.DataFrame({"k": [k for k in keys for _ in range(2)], "x": np.arange(2.0 * len(keys))})
+    stats = normcli.fit(df, "zscore", group_by="k")
+    sql = stats.export("sql", dialect="spark", columns=["k", "x"])
+    assert sorted(k for k in _spark_literals(sql) if k != "NaN") == sorted(keys)

@@ -24,7 +24,8 @@ from normcli.model import RowFit, Stats
 @dataclass(frozen=True)
 class Dialect:
     """How one SQL dialect quotes identifiers, names DOUBLE and text, takes a row maximum and
-    compares NULL-safely; whether its DOUBLE holds NaN (which normcli reads as null)."""
+    compares NULL-safely; whether its DOUBLE holds NaN (which normcli reads as null), and
+    whether a backslash escapes in its text literals (Spark: ``\\'`` for a quote, not ``''``)."""
 
     quote: str
     double: str
@@ -33,6 +34,7 @@ class Dialect:
     text: str
     null_safe_eq: str
     has_nan: bool
+    backslash_escapes: bool = False
 
 
 # DuckDB, PostgreSQL and Spark hold NaN and take NaN = NaN as true; SQLite stores NaN as NULL.
@@ -40,7 +42,7 @@ DIALECTS = {
     "duckdb": Dialect('"', "DOUBLE", "GREATEST", True, "VARCHAR", "IS NOT DISTINCT FROM", True),
     "postgres": Dialect('"', "DOUBLE PRECISION", "GREATEST", False, "TEXT", "IS NOT DISTINCT FROM", True),
     "sqlite": Dialect('"', "REAL", "MAX", False, "TEXT", "IS", False),
-    "spark": Dialect("`", "DOUBLE", "GREATEST", False, "STRING", "<=>", True),
+    "spark": Dialect("`", "DOUBLE", "GREATEST", False, "STRING", "<=>", True, backslash_escapes=True),
 }
 GROUP_POLICIES = ("global", "passthrough", "null")
 HELPER = "__normcli_"  # prefix of the helper columns of row-wise methods
@@ -199,8 +201,15 @@ def _at(v, g: int):
 
 
 def _text(q: _Quoter, v: str) -> str:
-    """A text literal (quotes doubled), typed so that the VALUES table's column is text."""
-    return f"CAST('{str(v).replace(chr(39), chr(39) * 2)}' AS {q.d.text})"
+    """A text literal, typed so that the VALUES table's column is text: quotes doubled, or, where
+    a backslash escapes, backslashes and quotes escaped with one (Spark reads 'a''b' as 'a' 'b',
+    two literals joined: "ab")."""
+    text = str(v)
+    if q.d.backslash_escapes:
+        text = text.replace("\\", "\\\\").replace("'", "\\'")
+    else:
+        text = text.replace("'", "''")
+    return f"CAST('{text}' AS {q.d.text})"
 
 
 def _row_sql(q: _Quoter, i: int, row: RowFit, levels: list[list[tuple[str, str]]]) -> dict[str, str]:
