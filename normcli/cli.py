@@ -291,9 +291,13 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
         _warn(f"column '{name}' {what} (policy {col.options.get('constant', 'scale1')})", quiet)
     if stats.groups is not None:
         for name, gs in stats.groups.columns.items():
+            policy = stats.columns[name].options.get("constant", "scale1")
+            empty = int((gs.count == 0).sum())
+            if empty:
+                _warn(f"column '{name}' has no values in {empty:,} of {len(gs):,} groups: fitted as constant "
+                      f"(policy {policy})", quiet)
             n = int(stats.is_constant(name, grouped=True).sum())
             if n:
-                policy = stats.columns[name].options.get("constant", "scale1")
                 _warn(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})", quiet)
     return stats
 

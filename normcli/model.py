@@ -145,7 +145,8 @@ class FitPlan:
                     flat = np.flatnonzero(M.degenerate(col.method, gs, col.options))
                     if flat.size:
                         key = describe(self.group_by, part.groups.keys[flat[0]])
-                        raise DataError(f"column '{name}' is constant in group {key} (--constant error)")
+                        what = "has no values" if gs.count[flat[0]] == 0 else "is constant"
+                        raise DataError(f"column '{name}' {what} in group {key} (--constant error)")
             grouped = part.groups is not None and name in part.groups.columns
             if col.method in ("minmax", "robust") and (np.any(M.scale_overflows(col.method, st, col.options)) or (
                     grouped and np.any(M.scale_overflows(col.method, part.groups.columns[name], col.options)))):

@@ -427,3 +427,16 @@ def test_a_frame_grouped_by_keys_of_mixed_types_is_transformed_as_fitted():
     np.testing.assert_allclose(out["x"], expected, rtol=1e-15)
     assert out["k"].tolist() == df["k"].tolist()
     np.testing.assert_allclose(stats.inverse(out)["x"], df["x"], rtol=1e-15)
+
+
+def test_a_group_without_values_is_named_as_such(tmp_path):
+    # A group whose column is all null is fitted as constant: the warning counts it, and
+    # --constant error says it has no values (it said "is constant").
+    src = tmp_path / "d.csv"
+    src.write_text("g,x\na,1\na,2\nb,\nb,\nc,5\nc,5\n")
+    r = run_cli("fit", src, "-g", "g", "-o", tmp_path / "s.json")
+    assert r.code == 0 and r.err.splitlines() == [
+        "warning: column 'x' has no values in 1 of 3 groups: fitted as constant (policy scale1)",
+        "warning: column 'x' is constant in 1 of 3 groups (policy scale1)"], r.err
+    r = run_cli("fit", src, "-g", "g", "--constant", "error", "-o", tmp_path / "e.json")
+    assert r.code == 3 and r.err == "Error: column 'x' has no values in group g='b' (--constant error)\n"
