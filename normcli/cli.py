@@ -43,6 +43,7 @@ _keep_freed_buffers()
 
 import contextlib  # noqa: E402
 import datetime as _dt  # noqa: E402
+import errno  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import inspect  # noqa: E402
@@ -650,6 +651,46 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _catch_signals() -> None:
+    """Stop on SIGTERM and SIGHUP (a closed terminal or ssh session) as on SIGINT: cleaned up,
+    one line. A signal the parent set to be ignored (``nohup``, a background job) stays ignored,
+    and pyarrow is kept from setting its own SIGINT handler during long reads."""
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                signal.signal(signum, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            import polars  # noqa: F401 - it sets a SIGINT handler of its own when imported ...
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # ... which the parent's choice overrides
+    except ValueError:  # not in the main thread (embedded use)
+        return
+    import pyarrow
+
+    pyarrow.enable_signal_handlers(False)
+
+
+class _ClosedStream:
+    """Stands for stdout or stderr when the process was started with it closed (``>&-``):
+    writing fails as on a closed file, with an OSError the output's handling reports."""
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.EBADF, "the stream is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "the stream is closed")
+
+    @property
+    def buffer(self) -> _ClosedStream:
+        return self
+
+
 def _prescan_log_format(args: list[str]) -> str:
     """The --log-format value anywhere on the command line, so that even a usage error is logged in it."""
     for i, arg in enumerate(args):
@@ -670,10 +711,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     wanted = _prescan_log_format(args)
     LOG.format = wanted if wanted in LOG_FORMATS else "text"
     LOG.quiet = "-q" in args or "--quiet" in args
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not in the main thread (embedded use)
-        pass
+    _catch_signals()
     command = next((a for a in args if not a.startswith("-")), None)
     if LOG.format == "json":
         LOG("start", {"command": command, "argv": args, "version": __version__, "pid": os.getpid()})
@@ -745,14 +783,25 @@ def _report(message: str, debug: bool, code: int) -> int:
 def run() -> None:
     """Console-script entry point."""
     _tune_process()
+    # Started with stdout or stderr closed: errors go nowhere, data fails to write (exit 5).
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream()  # type: ignore[assignment]
     code = main()
+    if code != 0:
+        # An error or a signal stops a run without waiting for its worker threads, which may
+        # still be inside pyarrow or Polars: the interpreter's teardown would destroy C++ state
+        # under them (SIGABRT, "terminate called without an active exception", now and then)
+        # and report the sketches an exception's traceback still holds ("nanobind: leaked").
+        # Outputs are already removed or committed: flush what was printed and leave.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
     # Python's exit collects every object once more before tearing the modules down: with
     # pyarrow and Polars loaded that walk takes about 75 ms, and nothing it could free matters
-    # to a process that is about to end. After an error it does: an exception's traceback is a
-    # cycle that can hold the statistics, and a quantile sketch still alive at teardown makes
-    # its binding print "nanobind: leaked ..." lines under the one error line.
-    if code != 0:
-        gc.collect()
+    # to a process that is about to end.
     gc.freeze()
     sys.exit(code)
 

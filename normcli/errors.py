@@ -15,6 +15,7 @@ EXIT_DATA = 3
 EXIT_STATS = 4
 EXIT_IO = 5
 EXIT_DRIFT = 6
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -50,7 +51,7 @@ class IOFailure(NormcliError):
 
 
 class Interrupted(NormcliError):
-    """The run was stopped by SIGINT or SIGTERM; the exit code follows the signal."""
+    """The run was stopped by SIGHUP, SIGINT or SIGTERM; the exit code follows the signal."""
 
     def __init__(self, signum: int) -> None:
         import signal

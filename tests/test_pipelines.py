@@ -549,7 +549,7 @@ def test_fit_transform_file_and_stdin(tmp_path, from_stdin):
 
 def test_exit_code_table_in_readme_matches_errors():
     readme = (ROOT / "README.md").read_text()
-    table = dict(re.findall(r"^\| (\d+(?:, \d+)?) \| (.+) \|$", readme, re.M))
+    table = dict(re.findall(r"^\| (\d+(?:, \d+)*) \| (.+) \|$", readme, re.M))
     codes = {c for key in table for c in key.split(", ")}
     declared = {str(v) for k, v in vars(errors).items() if k.startswith("EXIT_")}
     assert codes == declared
@@ -613,7 +613,8 @@ def test_broken_pipe_is_quiet_success(big, to):
     assert (big / "err.txt").read_text() == ""
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, errors.EXIT_SIGTERM), (signal.SIGINT, errors.EXIT_SIGINT)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, errors.EXIT_SIGTERM), (signal.SIGINT, errors.EXIT_SIGINT),
+                                         (signal.SIGHUP, errors.EXIT_SIGHUP)])
 def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     target = tmp_path / "out.csv"
     p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
@@ -630,6 +631,51 @@ def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     assert p.returncode == code
     assert err.decode().count("\n") == 1 and "Traceback" not in err.decode()
     assert list(tmp_path.iterdir()) == []  # no target, no temporary file
+
+
+def test_a_signal_the_parent_ignores_stays_ignored(big, tmp_path):
+    # `nohup`, or a background job of a script: SIGHUP or SIGINT ignored before the run starts
+    # (Polars sets a SIGINT handler of its own when imported)
+    target = tmp_path / "out.csv"
+
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
+                          "-o", target], cwd=ROOT, stderr=subprocess.PIPE, preexec_fn=ignore,
+                         env={**os.environ, "NORMCLI_THREADS": "1"})
+    deadline = time.monotonic() + 60
+
+    def written() -> int:  # Polars is imported once data flows
+        return sum(os.path.getsize(f) for f in glob.glob(str(tmp_path / ".out.csv.*")))
+
+    while written() < 1 << 20 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.005)
+    assert p.poll() is None, "finished before the signals could be sent"
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGHUP)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and err == b""
+    with open(big / "big.csv", "rb") as f:
+        assert sum(1 for _ in open(target, "rb")) == sum(1 for _ in f)
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_is_no_internal_error(big, tmp_path, closed):
+    # started with `>&-` or `2>&-`: data to a closed stdout is an output error (exit 5); a closed
+    # stderr hides the messages but changes nothing else
+    redirect = ">&-" if closed == "stdout" else "2>&-"
+    cmd = f"{sys.executable} -m normcli transform big.csv --stats s.json {redirect}; echo $? >{tmp_path}/rc"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=big, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = int((tmp_path / "rc").read_text())
+    if closed == "stdout":
+        assert code == errors.EXIT_IO and p.stderr == b"Error: cannot write standard output: the stream is closed\n"
+    else:
+        assert code == 0 and p.stderr == b""
+        with open(big / "big.csv", "rb") as f:
+            assert p.stdout.count(b"\n") == sum(1 for _ in f)
 
 
 def test_fit_transform_stdin_spool_is_removed_on_sigterm(big, tmp_path):
