@@ -1110,3 +1110,16 @@ def test_bytes_that_are_not_utf8_in_a_column_fit_leaves_out(tmp_path):
     path.write_bytes(b"a,b\n1,caf\xc3\xa9\n3,x\n")  # UTF-8 beyond ASCII is text like any other
     with open_source(str(path)) as src:
         assert read_all(src, ["a"], keep_others=False).column("a").to_pylist() == [1.0, 3.0]
+
+
+def test_an_output_whose_temporary_file_is_removed_fails_as_an_output_error(tmp_path):
+    # The directory cleaned by another job before the first write: an I/O error (exit 5),
+    # not an internal error from the write-back's own opening of the file
+    schema = pa.schema([("a", pa.float64())])
+    batch = pa.RecordBatch.from_arrays([pa.array([1.0, 2.0])], schema=schema)
+    with pytest.raises(IOFailure, match="cannot write '.*o.csv': No such file"):
+        with open_sink(str(tmp_path / "o.csv"), "csv", schema) as sink:
+            (tmp,) = [p for p in tmp_path.iterdir() if p.name.startswith(".o.csv.")]
+            tmp.unlink()
+            sink.write(sink.encode(batch))
+    assert list(tmp_path.iterdir()) == []

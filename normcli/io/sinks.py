@@ -118,11 +118,11 @@ class Sink:
         stays a BrokenPipeError, which the CLI treats as a quiet end); then write-back."""
         try:
             yield
+            self._start_writeback()  # opens the temporary file again: gone if its directory is
         except BrokenPipeError:
             raise
         except OSError as exc:
             raise self._write_failure(exc) from exc
-        self._start_writeback()
 
     def _start_writeback(self) -> None:
         """After each write to the temporary file: its write-back to disk goes on behind (see
