@@ -745,3 +745,17 @@ def test_fit_transform_of_empty_stdin_says_standard_input(tmp_path):
                 env={"TMPDIR": str(tmp_path)})
     assert r.code == errors.EXIT_DATA and r.err == "Error: standard input is empty\n", r.err
     assert os.listdir(tmp_path) == []
+
+
+def test_an_input_whose_name_is_not_utf8_is_fitted_and_recognised(tmp_path):
+    # The stats file is UTF-8: the name's stray byte is written as an escape, and --update still
+    # knows the file it absorbed
+    name = os.fsdecode(b"lat\xe9.csv")
+    write_csv(day_frame(1), tmp_path / name)
+    r = run_cli("fit", name, "-o", "s.json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "s.json").read_bytes().decode("utf-8"))
+    assert doc["fitted_on"]["inputs"][0]["path"] == "lat\\xe9.csv"
+    assert_moments(doc["columns"]["x"], day_frame(1)["x"].to_numpy())
+    r = run_cli("fit", name, "--update", "s.json", cwd=tmp_path)
+    assert r.code == 0 and "already absorbed" in r.err, r.err

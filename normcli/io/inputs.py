@@ -131,8 +131,14 @@ def fingerprint(path: str) -> dict | None:
                 digest.update(f.read(_FINGERPRINT_SPAN))
     except OSError as exc:
         raise _read_failure(path, exc) from exc
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime,
+    return {"path": path_text(os.path.abspath(path)), "size": st.st_size, "mtime": st.st_mtime,
             "sha256": digest.hexdigest()}
+
+
+def path_text(path: str) -> str:
+    """``path`` as text that UTF-8 (a stats file) can hold: a file name's bytes that are not
+    UTF-8 (Python keeps them as surrogates) are written as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def spool_stdin(suffix: str) -> str:
