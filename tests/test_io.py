@@ -1123,3 +1123,17 @@ def test_an_output_whose_temporary_file_is_removed_fails_as_an_output_error(tmp_
             tmp.unlink()
             sink.write(sink.encode(batch))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_truncated_while_read_is_an_input_error(tmp_path):
+    # A log rotated by truncation under a running job: the end of what was read may cut a number
+    # in two, so the read must not end as if the file were whole
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"x,y\n" + b"".join(b"%d,%d.25\n" % (i, i) for i in range(20000)))
+    with open_source(str(path), block_size=4096) as src:
+        pieces = src.pieces(["x", "y"], keep_others=True)
+        src.decode(next(pieces))
+        os.truncate(path, path.stat().st_size // 2 + 3)  # mid-record
+        with pytest.raises(IOFailure, match=r"in.csv': it was truncated while being read \([\d,]+ of [\d,]+ bytes\)$"):
+            for piece in pieces:
+                src.decode(piece)

@@ -344,6 +344,8 @@ class _CsvSource(Source):
         with self._reading():
             data = bytes(self._stream.read(n))
         self._advance(len(data))
+        if not data:
+            self._check_whole()
         return data
 
     def _read_into(self, buf: bytearray, start: int, end: int) -> int:
@@ -351,7 +353,16 @@ class _CsvSource(Source):
         with self._reading(), memoryview(buf) as view:
             n = self._stream.readinto(view[start:end]) or 0
         self._advance(n)
+        if not n:
+            self._check_whole()
         return n
+
+    def _check_whole(self) -> None:
+        """At the end of a file: refuse one that was cut short while being read (a log rotated
+        by truncation, say), whose last record may be cut in the middle of a number."""
+        if self.size is not None and self._position() < self.size:
+            raise IOFailure(f"cannot read {_display(self.path)}: it was truncated while being read "
+                            f"({self._position():,} of {self.size:,} bytes)")
 
     def _advance(self, n: int) -> None:
         if self._raw is None:  # for gzip, progress is the compressed file's position instead
