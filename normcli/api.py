@@ -410,9 +410,12 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
         stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=logged, **fit_kw)
         if spool is not None:
             stats.info["inputs"] = [{"path": "-", "rows": stats.info["rows"], "bytes": None}]
-        if stats_out not in (None, "-"):
-            stats.save(stats_out)
-        transform_file(stats, source, output, fmt=fmt, to=to, delimiter=delimiter, progress=progress)
+        # The stats file is written first but put in place only once the data are: a failed or
+        # interrupted transform leaves both outputs as they were.
+        staged = (contextlib.nullcontext() if stats_out in (None, "-")
+                  else statsfile.staged(stats_out, statsfile.dumps(stats).encode("utf-8")))
+        with staged:
+            transform_file(stats, source, output, fmt=fmt, to=to, delimiter=delimiter, progress=progress)
         return stats
     except NormcliError as exc:
         if spool is None or f"'{spool}'" not in str(exc):

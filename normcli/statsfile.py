@@ -6,12 +6,14 @@ in ``normcli/schema/stats.schema.json``. Loading never executes anything.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 from functools import lru_cache
 from importlib import resources
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,15 @@ def write_atomic(path: str, text: bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it, renamed into place (an
     existing device, FIFO or socket, ``/dev/stdout`` say, is written directly; a symbolic link
     stays a link and the file it points to is replaced)."""
+    with staged(path, text):
+        pass
+
+
+@contextlib.contextmanager
+def staged(path: str, text: bytes) -> Iterator[None]:
+    """:func:`write_atomic` in two steps: ``text`` is written (and synced) to the temporary file
+    on entry, which is renamed into place on a normal exit and removed on an exception. Another
+    output written inside then lands first, and neither is left alone by a failure before it."""
     from normcli.io.outfile import open_output  # here: commands that only read stats skip normcli.io
 
     out, tmp, target = open_output(path)
@@ -149,6 +160,7 @@ def write_atomic(path: str, text: bytes) -> None:
             f.flush()
             if tmp is not None:
                 os.fsync(f.fileno())
+        yield
         if tmp is not None:
             os.replace(tmp, target)
     except BaseException as exc:

@@ -759,3 +759,15 @@ def test_an_input_whose_name_is_not_utf8_is_fitted_and_recognised(tmp_path):
     assert_moments(doc["columns"]["x"], day_frame(1)["x"].to_numpy())
     r = run_cli("fit", name, "--update", "s.json", cwd=tmp_path)
     assert r.code == 0 and "already absorbed" in r.err, r.err
+
+
+def test_fit_transform_whose_transform_fails_leaves_the_stats_file_as_it_was(tmp_path):
+    # the new statistics must not replace the old ones next to data they were not applied to
+    write_csv(day_frame(1), tmp_path / "d.csv")
+    (tmp_path / "s.json").write_text("old")
+    r = run_cli("fit-transform", tmp_path / "d.csv", "--stats-out", tmp_path / "s.json", "-o", "/dev/full")
+    assert r.code == errors.EXIT_IO and r.err.startswith("Error: cannot write '/dev/full'"), r.err
+    assert (tmp_path / "s.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "s.json"]
+    r = run_cli("fit-transform", tmp_path / "d.csv", "--stats-out", tmp_path / "s.json", "-o", tmp_path / "o.csv")
+    assert r.code == 0 and load_stats(tmp_path / "s.json")["fitted_on"]["rows"] == len(day_frame(1))
