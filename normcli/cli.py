@@ -240,7 +240,7 @@ def fit(
     scheduler: SchedulerOpt = None,
 ) -> None:
     """Learn normalization statistics from INPUTS and write the stats file (JSON)."""
-    from normcli import api
+    from normcli import api, io
 
     LOG.configure(log_format, quiet)
     fit_options = {k: v for k, v in locals().items() if k in _FIT_ONLY}
@@ -250,13 +250,16 @@ def fit(
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
         target = output or update
-        with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
-            api.check_output(inputs, target, engine=eng)
-            stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
-                                         progress=progress, log=LOG, engine=eng)
-        if absorbed == 0 and target == update:
-            return
-        _write_stats(stats, target)
+        # Updates of one file in place take turns: each reads what the one before wrote.
+        turn = io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
+        with turn if target == update else contextlib.nullcontext():
+            with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
+                api.check_output(inputs, target, engine=eng)
+                stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
+                                             progress=progress, log=LOG, engine=eng)
+            if absorbed == 0 and target == update:
+                return
+            _write_stats(stats, target)
         return
     with _engine(engine, scheduler) as eng:
         api.check_output(inputs, output, engine=eng)

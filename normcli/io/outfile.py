@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import IOFailure
@@ -102,6 +102,54 @@ def parent_directories(path: str) -> Iterator[None]:
             except OSError:
                 break
         raise
+
+
+@contextlib.contextmanager
+def exclusive(path: str, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock (``flock``) on the regular file at ``path`` while inside, so that
+    runs which read, change and replace that file take turns instead of losing each other's
+    change. The lock is taken on the file that is at ``path`` once it is held: a file replaced
+    by the run before is let go and the new one locked. ``waiting`` is called once if another
+    run holds it. A path that is not a regular file it can open is not locked (its reader
+    reports what is wrong), nor is anything where ``flock`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    while True:
+        try:
+            fd: int | None = os.open(path, os.O_RDONLY)
+        except OSError:
+            fd = None
+        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            fd = None
+        if fd is None:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                    waiting = None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                held = os.path.samestat(os.fstat(fd), os.stat(path))
+            except OSError:
+                held = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if held:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 class Writeback:
