@@ -228,14 +228,17 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         for name in columns:
             if not _fittable(types[name]):
                 raise _not_numeric(name, types[name], text.get(name))
-        selected = [c for c in types if c in set(columns)]
+        wanted = set(columns)
+        selected = [c for c in types if c in wanted]
     else:
         selected = [c for c, t in types.items() if is_numeric_type(t)]
-        suspects = [c for c in types if c not in {*exclude, *group_by, *named} and numbers_as_text(text.get(c))]
+        left_out = {*exclude, *group_by, *named}
+        suspects = [c for c in types if c not in left_out and numbers_as_text(text.get(c))]
         if suspects:
             raise _numbers_as_text_error(suspects, text)
-        unsampled = [c for c, t in types.items() if pa.types.is_null(t) and c not in {*exclude, *group_by, *named}]
-    selected = [c for c in selected if c not in set(exclude) and c not in set(group_by)]
+        unsampled = [c for c, t in types.items() if pa.types.is_null(t) and c not in left_out]
+    dropped = {*exclude, *group_by}
+    selected = [c for c in selected if c not in dropped]
 
     default, named = DEFAULT_METHOD, []
     bare = [m for m in methods if ":" not in m]

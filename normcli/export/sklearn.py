@@ -37,7 +37,8 @@ def to_sklearn(stats: Stats, columns: Sequence[str] | None = None) -> Any:
 
     check_ungrouped(stats, "sklearn")
     names = list(columns) if columns is not None else list(stats.columns)
-    missing = [c for c in stats.columns if c not in set(names)]
+    known = set(names)
+    missing = [c for c in stats.columns if c not in known]
     if missing:
         raise UsageError(f"columns lacks the fitted column '{missing[0]}'")
     steps, fitted = [], {}

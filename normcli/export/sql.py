@@ -67,7 +67,8 @@ def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
     if columns is None and not d.star_replace:
         raise UsageError(f"{dialect} has no SELECT * REPLACE: pass --columns with every input column in order")
     if columns is not None:
-        missing = [c for c in stats.columns if c not in set(columns)]
+        known = set(columns)
+        missing = [c for c in stats.columns if c not in known]
         if missing:
             raise UsageError(f"--columns lacks the fitted column '{missing[0]}'")
     q = _Quoter(d)
