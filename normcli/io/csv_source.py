@@ -476,7 +476,7 @@ class _CsvSource(Source):
         while cut < 0:  # a first record longer than the block: read on to its end
             if len(self._pending) > MAX_RECORD_BYTES:
                 self._record_too_long(self._pending, len(self._pending), self._first_line)
-            more = self._read(self._block_size)
+            more = self._read(max(self._block_size, len(self._pending)))  # doubling: each search is from the start
             self._pending = buf = self._pending + more
             if not more:
                 cut = len(buf)  # the whole input: decode() would report a quote left open
