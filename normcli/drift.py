@@ -61,8 +61,8 @@ class DriftPlan:
         self.edges: dict[str, np.ndarray] = {}
         for name, st in self.fitted.items():
             if st.sketch is not None and st.count:
-                qs = [_sketch.quantile(st.sketch, i / PSI_BINS) for i in range(1, PSI_BINS)]
-                self.edges[name] = np.unique(np.asarray(qs, dtype=np.float64))
+                qs = _sketch.quantiles(st.sketch, [i / PSI_BINS for i in range(1, PSI_BINS)])
+                self.edges[name] = np.unique(qs)
 
     @property
     def numeric(self) -> list[str]:

@@ -212,11 +212,15 @@ class GroupStats(_sketch.PickledSketches):
         """Per group, True when it holds one distinct value or none."""
         return is_constant(self.count, self.mean, self.mean_lo, self.m2, self.min, self.max)
 
-    def quantile(self, q: float) -> np.ndarray:
-        """Per-group ``q`` quantile from the sketches (NaN for an empty group)."""
+    def quantiles(self, qs: Sequence[float]) -> np.ndarray:
+        """Per-group quantiles from the sketches, one row per ``qs`` entry (NaN for an empty group)."""
         if self.sketch is None:
             raise DataError("robust needs quantile sketches in the stats file; refit with --method robust")
-        return np.array([math.nan if sk is None else _sketch.quantile(sk, q) for sk in self.sketch])
+        out = np.full((len(qs), len(self.sketch)), np.nan)
+        for i, sk in enumerate(self.sketch):
+            if sk is not None:
+                out[:, i] = _sketch.quantiles(sk, qs)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Columnar, strict-JSON-ready form (floats of empty groups, and unknown ones, are null)."""

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -238,9 +238,10 @@ def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
             center, center_lo, scale = stats.center or 0.0, 0.0, fixed
         else:
             q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
-            center, center_lo = _quantile(stats, 0.5), 0.0
+            center, low, high = _quantiles(stats, (0.5, q_lo, q_hi))
+            center_lo = 0.0
             with np.errstate(over="ignore"):  # inf: refused at fit (scale_overflows)
-                scale = _quantile(stats, q_hi) - _quantile(stats, q_lo)
+                scale = high - low
         constant = np.equal(scale, 0.0)  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):
@@ -278,12 +279,13 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
                   _scalar(const_zero), _scalar(keep))
 
 
-def _quantile(stats: Any, q: float) -> Any:
-    if hasattr(stats, "quantile"):
-        return stats.quantile(q)
+def _quantiles(stats: Any, qs: Sequence[float]) -> Any:
+    """The ``qs`` quantiles of a column (floats) or of every group (arrays), the sketches read once."""
+    if hasattr(stats, "quantiles"):
+        return tuple(stats.quantiles(qs))
     if stats.sketch is None:
         raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
-    return _sketch.quantile(stats.sketch, q)
+    return tuple(float(v) for v in _sketch.quantiles(stats.sketch, qs))
 
 
 def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:

@@ -423,6 +423,15 @@ class Stats:
 
     def __post_init__(self) -> None:
         self._params: dict[Any, M.Affine] = {}
+        # transform's worker threads ask at once: per group, the map costs quantiles per sketch
+        self._params_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to Dask workers: without the lock and cache
+        return {**self.__dict__, "_params": {}, "_params_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._params_lock = threading.Lock()
 
     @property
     def needed_columns(self) -> list[str]:
@@ -433,11 +442,16 @@ class Stats:
         """The affine map of per-column ``name``; with ``grouped``, one entry per group (cached)."""
         fit = self.columns[name]
         key = (name, grouped, tuple(sorted((overrides or {}).items())))
-        if key not in self._params:
-            M.check_options(overrides or {})
-            stats = self.groups.columns[name] if grouped else fit.stats
-            self._params[key] = M.column_params(fit.method, stats, {**fit.options, **(overrides or {})})
-        return self._params[key]
+        found = self._params.get(key)
+        if found is None:
+            with self._params_lock:
+                found = self._params.get(key)
+                if found is None:
+                    M.check_options(overrides or {})
+                    stats = self.groups.columns[name] if grouped else fit.stats
+                    found = self._params[key] = M.column_params(fit.method, stats,
+                                                                {**fit.options, **(overrides or {})})
+        return found
 
     def is_constant(self, name: str, grouped: bool = False) -> Any:
         """Whether column ``name`` counts as constant, so that its ``constant`` policy applies: its

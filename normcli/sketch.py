@@ -7,6 +7,7 @@ that they are within the sketch's normalized rank error.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,12 +48,17 @@ def is_exact(sk: Any) -> bool:
 
 def quantile(sk: Any, q: float) -> float:
     """The ``q`` quantile (0 <= q <= 1); exact with linear interpolation while the sketch is."""
+    return float(quantiles(sk, (q,))[0])
+
+
+def quantiles(sk: Any, qs: Sequence[float]) -> np.ndarray:
+    """:func:`quantile` of each of ``qs``, the sketch's values read once (NaN for an empty one)."""
     if sk.is_empty():
-        return float("nan")
+        return np.full(len(qs), np.nan)
     if is_exact(sk):
         with np.errstate(over="ignore", invalid="ignore"):  # between -1e308 and 1e308: inf, quietly
-            return float(np.quantile(items(sk), q))
-    return float(sk.get_quantile(q, True))
+            return np.quantile(items(sk), qs)
+    return np.array([sk.get_quantile(q, True) for q in qs], dtype=np.float64)
 
 
 def items(sk: Any) -> np.ndarray:

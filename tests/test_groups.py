@@ -440,3 +440,27 @@ def test_a_group_without_values_is_named_as_such(tmp_path):
         "warning: column 'x' is constant in 1 of 3 groups (policy scale1)"], r.err
     r = run_cli("fit", src, "-g", "g", "--constant", "error", "-o", tmp_path / "e.json")
     assert r.code == 3 and r.err == "Error: column 'x' has no values in group g='b' (--constant error)\n"
+
+
+def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch):
+    # The per-group map costs quantiles of every group's sketch: the worker threads must share
+    # one computation of it (each used to make its own), and each sketch is read once for the
+    # centre and both ends of the range
+    from normcli import sketch
+
+    df = grouped_frame(n=4000, groups=40, nan=0.0)  # 100 values a group: sketches exact
+    stats = normcli.fit(df, "robust", group_by="key")
+    df.to_csv(tmp_path / "d.csv", index=False)
+    calls = []
+    real = sketch.quantiles
+    monkeypatch.setattr(sketch, "quantiles", lambda sk, qs: calls.append(len(qs)) or real(sk, qs))
+    monkeypatch.setenv("NORMCLI_BLOCK_SIZE", "4096")  # many pieces, in 3 threads
+    monkeypatch.setenv("NORMCLI_THREADS", "3")
+    stats.transform(str(tmp_path / "d.csv"), output=str(tmp_path / "o.csv"))
+    # per column: every group's sketch and the overall one (for --unseen-group global)
+    assert calls == [3] * (2 * (40 + 1))
+    keys = df["key"]
+    for name in ("x", "y"):
+        g = df[name].groupby(keys)
+        expected = (df[name] - g.transform("median")) / (g.transform(lambda s: s.quantile(0.75) - s.quantile(0.25)))
+        np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")[name], expected, rtol=1e-13, atol=1e-13)
