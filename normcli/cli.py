@@ -251,8 +251,9 @@ def fit(
             raise UsageError("stdin (-) can be read only once")
         target = output or update
         # Updates of one file in place take turns: each reads what the one before wrote.
-        turn = io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
-        with turn if target == update else contextlib.nullcontext():
+        turn = (io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
+                if target == update else contextlib.nullcontext())
+        with turn:
             with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
                 api.check_output(inputs, target, engine=eng)
                 stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,

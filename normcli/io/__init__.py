@@ -13,5 +13,5 @@ from .sinks import Sink, check_outputs, open_sink
 from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
-           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "open_input", "open_sink",
-           "open_source", "output_path", "parent_directories", "path_text", "spool_stdin", "text_samples"]
+           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "open_input",
+           "open_sink", "open_source", "output_path", "parent_directories", "path_text", "spool_stdin", "text_samples"]
