@@ -1,5 +1,5 @@
 """``python -m normcli``."""
-from normcli.cli import run
+from normcli.launch import run
 
 # Guarded: worker processes started with the spawn method (Dask's LocalCluster) import this
 # module under another name and must not run the command line again.

@@ -56,8 +56,8 @@ from typing import Annotated, Any, Optional  # noqa: E402
 import typer  # noqa: E402
 
 from normcli import __version__  # noqa: E402
-from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
-                            NormcliError, UsageError)
+from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, IOFailure,  # noqa: E402
+                            Interrupted, NormcliError, UsageError)
 
 app = typer.Typer(
     name="normcli",
@@ -792,7 +792,10 @@ def run() -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if sys.stdout is None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before the command's own handling: while its libraries load
+        code = _report("interrupted by SIGINT", False, EXIT_SIGINT)
     if code != 0:
         # An error or a signal stops a run without waiting for its worker threads, which may
         # still be inside pyarrow or Polars: the interpreter's teardown would destroy C++ state

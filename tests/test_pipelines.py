@@ -788,3 +788,24 @@ def test_updates_of_one_stats_file_at_once_take_turns(tmp_path):
     doc = load_stats(tmp_path / "s.json")
     assert sorted(i["path"] for i in doc["fitted_on"]["inputs"]) == [str(tmp_path / f"d{i}.csv") for i in range(3)]
     assert_moments(doc["columns"]["x"], np.concatenate(parts))
+
+
+@pytest.mark.parametrize("module", ["typer", "pyarrow"])
+def test_a_sigint_while_the_command_line_loads_is_one_line(tmp_path, module):
+    # The entry point imports the command line (Typer), which then loads a command's libraries
+    # (pyarrow): a SIGINT then, here an import that raises KeyboardInterrupt, is exit 130 and one
+    # line, as later in the run
+    script = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['normcli', 'inspect', 'missing.json']\n"
+        "from normcli.launch import run\n"
+        "run()\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == errors.EXIT_SIGINT and p.stderr == b"Error: interrupted by SIGINT\n", p.stderr[-500:]
