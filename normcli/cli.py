@@ -56,8 +56,8 @@ from typing import Annotated, Any, Optional  # noqa: E402
 import typer  # noqa: E402
 
 from normcli import __version__  # noqa: E402
-from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, IOFailure,  # noqa: E402
-                            Interrupted, NormcliError, UsageError)
+from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
+                            NormcliError, UsageError)
 
 app = typer.Typer(
     name="normcli",
@@ -715,7 +715,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     wanted = _prescan_log_format(args)
     LOG.format = wanted if wanted in LOG_FORMATS else "text"
     LOG.quiet = "-q" in args or "--quiet" in args
-    _catch_signals()
     command = next((a for a in args if not a.startswith("-")), None)
     if LOG.format == "json":
         LOG("start", {"command": command, "argv": args, "version": __version__, "pid": os.getpid()})
@@ -735,6 +734,7 @@ _ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_CX, "Abort", typer.Abo
 
 def _run(args: list[str], debug: bool) -> int:
     try:
+        _catch_signals()  # imports pyarrow: a SIGINT meanwhile is handled as any other, below
         # Not click's main(): it turns a closed pipe into exit 1 and SIGINT into a blank line on
         # stderr before this function could map them.
         command = typer.main.get_command(app)
@@ -792,10 +792,7 @@ def run() -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if sys.stdout is None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
-    try:
-        code = main()
-    except KeyboardInterrupt:  # before the command's own handling: while its libraries load
-        code = _report("interrupted by SIGINT", False, EXIT_SIGINT)
+    code = main()
     if code != 0:
         # An error or a signal stops a run without waiting for its worker threads, which may
         # still be inside pyarrow or Polars: the interpreter's teardown would destroy C++ state
