@@ -203,6 +203,8 @@ class Source:
         column too, all in file order (without ``keep_others``: ``numeric`` in the order given,
         then the ``keep`` columns).
         CSV pass-through columns are strings exactly as read; Parquet ones keep their type.
+        Without ``keep_others`` (statistics, which count NaN as missing) a CSV "NaN" may be read
+        as NaN or as null; with it, it is null.
         """
         raise NotImplementedError
 
