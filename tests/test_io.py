@@ -1122,6 +1122,23 @@ def test_bytes_that_are_not_utf8_in_a_column_fit_leaves_out(tmp_path):
         assert read_all(src, ["a"], keep_others=False).column("a").to_pylist() == [1.0, 3.0]
 
 
+@pytest.mark.parametrize("bad", [
+    b"\xff", b"\x80", b"caf\xc3", b"\xc3(", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+], ids=["ff", "continuation", "cut-short", "bad-continuation", "overlong", "surrogate", "beyond-U+10FFFF"])
+@pytest.mark.parametrize("where", [1, 500])  # the first row, or one in a later piece
+def test_every_kind_of_bad_utf8_is_refused_where_fit_reads_around_it(tmp_path, bad, where):
+    rows = [b"%d,t%d,%d.5" % (i, i, i) for i in range(1000)]
+    rows[where] = b"%d,%s,%d.5" % (where, bad, where)
+    data = b"a,note,x\n" + b"\n".join(rows) + b"\n"
+    with pytest.raises(UnicodeDecodeError):  # the reference: Python's strict UTF-8 decoder
+        data.decode()
+    path = tmp_path / "u.csv"
+    path.write_bytes(data)
+    with open_source(str(path), block_size=4096) as src:
+        with pytest.raises(DataError, match=rf"line {where + 2}: .*invalid UTF8 data"):
+            read_all(src, ["a", "x"], keep_others=False)
+
+
 def test_an_output_whose_temporary_file_is_removed_fails_as_an_output_error(tmp_path):
     # The directory cleaned by another job before the first write: an I/O error (exit 5),
     # not an internal error from the write-back's own opening of the file
