@@ -216,11 +216,7 @@ class GroupStats(_sketch.PickledSketches):
         """Per-group quantiles from the sketches, one row per ``qs`` entry (NaN for an empty group)."""
         if self.sketch is None:
             raise DataError("robust needs quantile sketches in the stats file; refit with --method robust")
-        out = np.full((len(qs), len(self.sketch)), np.nan)
-        for i, sk in enumerate(self.sketch):
-            if sk is not None:
-                out[:, i] = _sketch.quantiles(sk, qs)
-        return out
+        return _sketch.quantiles_of_many(self.sketch, qs)
 
     def to_dict(self) -> dict[str, Any]:
         """Columnar, strict-JSON-ready form (floats of empty groups, and unknown ones, are null)."""

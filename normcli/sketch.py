@@ -61,6 +61,51 @@ def quantiles(sk: Any, qs: Sequence[float]) -> np.ndarray:
     return np.array([sk.get_quantile(q, True) for q in qs], dtype=np.float64)
 
 
+def quantiles_of_many(sketches: Sequence[Any], qs: Sequence[float]) -> np.ndarray:
+    """:func:`quantiles` of each of ``sketches`` (None or empty: NaN), one row per ``qs`` entry.
+
+    The exact sketches are done together, with NumPy's linear interpolation written out over
+    one sort of all their values: the same numbers as ``np.quantile`` per sketch, without its
+    per-call cost (tens of microseconds, which thousands of groups turn into seconds).
+    """
+    out = np.full((len(qs), len(sketches)), np.nan)
+    exact, values = [], []
+    for i, sk in enumerate(sketches):
+        if sk is None or sk.is_empty():
+            continue
+        if is_exact(sk):
+            exact.append(i)
+            values.append(items(sk))
+        else:
+            out[:, i] = [sk.get_quantile(q, True) for q in qs]
+    if exact:
+        sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        flat = np.concatenate(values)
+        flat = flat[np.lexsort((flat, np.repeat(np.arange(len(sizes)), sizes)))]
+        starts = np.cumsum(sizes) - sizes
+        for row, q in enumerate(qs):
+            out[row, exact] = _sorted_quantile(flat, starts, sizes, float(q))
+    return out
+
+
+def _sorted_quantile(flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile of each sorted run ``flat[starts[i]:starts[i] + sizes[i]]``, computed
+    step for step as ``np.quantile`` (method "linear") computes it, hence to the same bits."""
+    virtual = (sizes - 1) * q
+    above = virtual >= sizes - 1
+    before = np.floor(virtual).astype(np.int64)
+    after = before + 1
+    before[above] = after[above] = -1  # NumPy's index of the last value, from which gamma is taken
+    gamma = virtual - before
+    a = flat[starts + np.where(before < 0, sizes - 1, before)]
+    b = flat[starts + np.where(after < 0, sizes - 1, after)]
+    with np.errstate(over="ignore", invalid="ignore"):  # between -1e308 and 1e308: inf, quietly
+        diff = b - a
+        result = a + diff * gamma
+        np.subtract(b, diff * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
+
+
 def items(sk: Any) -> np.ndarray:
     """The values ``sk`` retains (every value seen while it is exact), unsorted."""
     return np.fromiter((item for item, _ in sk), dtype=np.float64, count=sk.num_retained)

@@ -443,6 +443,30 @@ def test_a_group_without_values_is_named_as_such(tmp_path):
     assert r.code == 3 and r.err == "Error: column 'x' has no values in group g='b' (--constant error)\n"
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 1.5, -2.0]),
+                                   st.floats(-1e308, 1e308)), min_size=0, max_size=40),
+                min_size=1, max_size=30),
+       st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5))
+def test_group_quantiles_are_numpys_to_the_bit(groups, qs):
+    # All exact sketches are done in one sort; the reference is np.quantile of each group's values
+    sketches = []
+    for values in groups:
+        sk = None
+        if values:
+            sk = _sketch.new(200)
+            sk.update(np.array(values, dtype=np.float64))
+        sketches.append(sk)
+    big = _sketch.new(8)  # beyond its exact range: the sketch's own quantiles
+    big.update(np.arange(1000.0))
+    sketches.append(big)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.array([np.quantile(v, qs) if v else np.full(len(qs), np.nan) for v in groups]
+                            + [[big.get_quantile(q, True) for q in qs]]).T
+    got = _sketch.quantiles_of_many(sketches, qs)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch):
     # The per-group map costs quantiles of every group's sketch: the worker threads must share
     # one computation of it (each used to make its own), and each sketch is read once for the
@@ -453,13 +477,14 @@ def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch
     stats = normcli.fit(df, "robust", group_by="key")
     df.to_csv(tmp_path / "d.csv", index=False)
     calls = []
-    real = sketch.quantiles
-    monkeypatch.setattr(sketch, "quantiles", lambda sk, qs: calls.append(len(qs)) or real(sk, qs))
+    real = sketch.items
+    monkeypatch.setattr(sketch, "items", lambda sk: calls.append(sk) or real(sk))
     monkeypatch.setenv("NORMCLI_BLOCK_SIZE", "4096")  # many pieces, in 3 threads
     monkeypatch.setenv("NORMCLI_THREADS", "3")
     stats.transform(str(tmp_path / "d.csv"), output=str(tmp_path / "o.csv"))
-    # per column: every group's sketch and the overall one (for --unseen-group global)
-    assert calls == [3] * (2 * (40 + 1))
+    # per column, every group's sketch once (the overall one, for --unseen-group global, holds
+    # 4,000 values: beyond its exact range, it answers through its own quantiles)
+    assert len(calls) == 2 * 40 and len(set(map(id, calls))) == len(calls)
     keys = df["key"]
     for name in ("x", "y"):
         g = df[name].groupby(keys)
