@@ -53,20 +53,16 @@ def quantile(sk: Any, q: float) -> float:
 
 def quantiles(sk: Any, qs: Sequence[float]) -> np.ndarray:
     """:func:`quantile` of each of ``qs``, the sketch's values read once (NaN for an empty one)."""
-    if sk.is_empty():
-        return np.full(len(qs), np.nan)
-    if is_exact(sk):
-        with np.errstate(over="ignore", invalid="ignore"):  # between -1e308 and 1e308: inf, quietly
-            return np.quantile(items(sk), qs)
-    return np.array([sk.get_quantile(q, True) for q in qs], dtype=np.float64)
+    return quantiles_of_many([sk], qs)[:, 0]
 
 
 def quantiles_of_many(sketches: Sequence[Any], qs: Sequence[float]) -> np.ndarray:
     """:func:`quantiles` of each of ``sketches`` (None or empty: NaN), one row per ``qs`` entry.
 
-    The exact sketches are done together, with NumPy's linear interpolation written out over
-    one sort of all their values: the same numbers as ``np.quantile`` per sketch, without its
-    per-call cost (tens of microseconds, which thousands of groups turn into seconds).
+    While a sketch is exact, its quantiles are ``np.quantile``'s of its values, to the bit. The
+    exact sketches are done together, NumPy's linear interpolation written out over one sort of
+    all their values: ``np.quantile`` per sketch costs tens of microseconds a call, which
+    thousands of groups turn into seconds.
     """
     out = np.full((len(qs), len(sketches)), np.nan)
     exact, values = [], []
