@@ -467,6 +467,32 @@ def test_group_quantiles_are_numpys_to_the_bit(groups, qs):
     np.testing.assert_array_equal(got, expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]),
+                          st.one_of(st.floats(-1e6, 1e6), st.just(float("nan")))), min_size=1, max_size=120),
+       st.lists(st.integers(1, 119), max_size=6))
+def test_group_sketches_of_batches_merged_hold_each_groups_values(rows, cuts):
+    # A batch's statistics keep the values, not a sketch per group (memory: ~2 KB a sketch in
+    # every batch in flight); merged in order, each group's quantiles are NumPy's of its values.
+    from normcli.groups import GroupStats, Grouped, factorize
+
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    acc = Grouped([], {"x": GroupStats.empty(0, sketched=True)})
+    for lo, hi in zip(bounds, bounds[1:]):
+        keys, xs = zip(*rows[lo:hi])
+        f = factorize([pa.array(keys)])
+        part = GroupStats.of(np.array(xs, dtype=np.float64), f, 200)
+        assert all(sk is None for sk in part.sketch)
+        acc = acc.merge(Grouped(f.keys, {"x": part}))
+    qs = (0.25, 0.5, 0.75)
+    got = acc.columns["x"].quantiles(qs)
+    for i, (key,) in enumerate(acc.keys):
+        values = [x for k, x in rows if k == key and not np.isnan(x)]
+        expected = np.quantile(values, qs) if values else np.full(3, np.nan)
+        np.testing.assert_array_equal(got[:, i], expected)
+        assert acc.columns["x"].count[i] == len(values)
+
+
 def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch):
     # The per-group map costs quantiles of every group's sketch: the worker threads must share
     # one computation of it (each used to make its own), and each sketch is read once for the
