@@ -20,6 +20,7 @@ import functools
 import glob as _glob
 import mmap
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -374,6 +375,9 @@ def _fold_task(part: Partition, plan: Any, merge: Callable, require: Callable, f
 
 def _merge_task(merge: Callable, *parts: tuple[Any, list]) -> tuple[Any, list]:
     acc, rows = parts[0]
+    # merge updates its first argument in place: a copy, since Dask may hand this task's inputs
+    # to another (a retry) as they are
+    acc = pickle.loads(pickle.dumps(acc))
     for other, more in parts[1:]:
         acc, rows = merge(acc, other), rows + more
     return acc, rows

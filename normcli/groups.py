@@ -113,13 +113,16 @@ class Pending:
         starts[hit], sizes[hit] = self.starts[index[hit]], self.sizes[index[hit]]
         return Pending(self.values, starts, sizes, self.k)
 
-    def add_to(self, sketches: list) -> None:
+    def add_to(self, sketches: list, reuse: bool) -> None:
         """Add each group's values to its sketch in ``sketches`` (aligned with the groups): a new
-        sketch where there is none, else a copy, so that sketches held elsewhere stay as they are."""
+        sketch where there is none; else the sketch itself with ``reuse``, or a copy of it."""
         for g in np.flatnonzero(self.sizes).tolist():
             start = int(self.starts[g])
             sk = sketches[g]
-            sk = _sketch.new(self.k) if sk is None else _sketch.copy(sk)
+            if sk is None:
+                sk = _sketch.new(self.k)
+            elif not reuse:
+                sk = _sketch.copy(sk)
             sk.update(self.values[start:start + int(self.sizes[g])])
             sketches[g] = sk
 
@@ -210,8 +213,12 @@ class GroupStats(_sketch.PickledSketches):
         pending = self.pending.take(index) if self.pending is not None else None
         return GroupStats(out.count, out.nulls, out.mean, out.mean_lo, out.m2, out.min, out.max, sketches, pending)
 
-    def merge(self, other: GroupStats) -> GroupStats:
-        """Group by group, the statistics of both inputs (the groups are aligned)."""
+    def merge(self, other: GroupStats, reuse: bool = False) -> GroupStats:
+        """Group by group, the statistics of both inputs (the groups are aligned).
+
+        With ``reuse`` the sketches of ``self`` are updated in place rather than copied: for an
+        accumulator its caller gives away (a fold's), whose old state nothing reads again.
+        """
         na, nb = self.count, other.count
         with np.errstate(divide="ignore", invalid="ignore"):
             mean, lo, m2 = chan_merge(na, self.mean, self.mean_lo, self.m2,
@@ -224,10 +231,10 @@ class GroupStats(_sketch.PickledSketches):
         if self.sketch is not None or other.sketch is not None:
             a = self.sketch or [None] * len(self)
             b = other.sketch or [None] * len(other)
-            sketches = [x if y is None else y if x is None else _sketch.merge(x, y) for x, y in zip(a, b)]
+            sketches = [_join(x, y, reuse) for x, y in zip(a, b)]
             for part in (self.pending, other.pending):
                 if part is not None:
-                    part.add_to(sketches)
+                    part.add_to(sketches, reuse)
         return GroupStats(na + nb, self.nulls + other.nulls, mean, lo, m2,
                           np.minimum(self.min, other.min), np.maximum(self.max, other.max), sketches)
 
@@ -297,6 +304,16 @@ class GroupStats(_sketch.PickledSketches):
         return cls(count, np.asarray(d["nulls"], dtype=np.int64), sketch=sketches, **floats)
 
 
+def _join(x: Any, y: Any, reuse: bool) -> Any:
+    """One group's sketch from two (None: no sketch). With ``reuse``, ``x`` may be updated and
+    the result is never ``y`` itself, which later merges would update."""
+    if y is None:
+        return x
+    if x is None:
+        return _sketch.copy(y) if reuse else y
+    return _sketch.merge(x, y, reuse)
+
+
 @dataclass(frozen=True)
 class Grouped:
     """The group keys seen so far and, per column, the :class:`GroupStats` aligned with them."""
@@ -315,12 +332,11 @@ class Grouped:
         get = self.index.get
         return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
-    def merge(self, other: Grouped) -> Grouped:
-        """Both inputs' groups: the union of the keys (in order of first appearance), merged stats."""
+    def merge(self, other: Grouped, reuse: bool = False) -> Grouped:
+        """Both inputs' groups: the union of the keys (in order of first appearance), merged stats
+        (``reuse``: see :meth:`GroupStats.merge`)."""
         if not other.keys:
             return self
-        if not self.keys:
-            return Grouped(other.keys, {name: st.resolved() for name, st in other.columns.items()}, other.index)
         pos = self.lookup(other.keys)
         new = np.flatnonzero(pos < 0)
         n_old = len(self.keys)
@@ -332,7 +348,6 @@ class Grouped:
         pad = np.concatenate([np.arange(n_old), np.full(len(new), -1)])
         spread = np.full(total, -1)
         spread[pos] = np.arange(len(other.keys))
-        cols = {name: st.take(pad).merge(other.columns[name].take(spread)) if len(new) else
-                st.merge(other.columns[name].take(spread))
+        cols = {name: (st.take(pad) if len(new) else st).merge(other.columns[name].take(spread), reuse)
                 for name, st in self.columns.items()}
         return Grouped(keys, cols, index)

@@ -68,10 +68,11 @@ class Partial:
     columns: dict[str, ColumnStats]
     groups: Grouped | None = None
 
-    def merge(self, other: Partial) -> Partial:
-        """Both parts together (column-wise, and group-wise when grouped)."""
+    def merge(self, other: Partial, reuse: bool = False) -> Partial:
+        """Both parts together (column-wise, and group-wise when grouped; ``reuse``: see
+        :meth:`~normcli.groups.GroupStats.merge`)."""
         cols = {name: st.merge(other.columns[name]) for name, st in self.columns.items()}
-        groups = None if self.groups is None else self.groups.merge(other.groups)
+        groups = None if self.groups is None else self.groups.merge(other.groups, reuse)
         return Partial(cols, groups)
 
 
@@ -187,8 +188,9 @@ def _unknown_if_overflowed(st: Any) -> Any:
 
 
 def merge_partials(a: Partial, b: Partial) -> Partial:
-    """Merge two partial results of the same plan."""
-    return a.merge(b)
+    """Merge two partial results of the same plan: ``a``, an accumulator, is the caller's to give
+    away (its per-group sketches are updated in place); ``b`` is left unchanged."""
+    return a.merge(b, reuse=True)
 
 
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,

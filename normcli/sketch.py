@@ -22,9 +22,10 @@ def new(k: int = DEFAULT_K) -> Any:
     return kll_doubles_sketch(k)
 
 
-def merge(a: Any, b: Any) -> Any:
-    """A new sketch holding both ``a`` and ``b``; the inputs are left unchanged."""
-    out = copy(a)
+def merge(a: Any, b: Any, reuse: bool = False) -> Any:
+    """A sketch holding both ``a`` and ``b``: a new one, or with ``reuse`` ``a`` itself, updated;
+    ``b`` is left unchanged."""
+    out = a if reuse else copy(a)
     out.merge(b)
     return out
 

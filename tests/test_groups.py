@@ -493,6 +493,38 @@ def test_group_sketches_of_batches_merged_hold_each_groups_values(rows, cuts):
         assert acc.columns["x"].count[i] == len(values)
 
 
+def test_merging_grouped_sketches_leaves_what_it_merges_as_it_was():
+    # A fold updates its own accumulator's sketches in place; everything else a merge is given
+    # must stay as it was: stats merged by the user, and a Dask task's inputs, which Dask may
+    # hand to a retry of the task
+    from normcli.engine_dask import _merge_task
+    from normcli.model import Partial, merge_partials
+
+    rng = np.random.default_rng(5)
+    fa = pd.DataFrame({"k": ["a"] * 30 + ["b"] * 20, "x": rng.normal(size=50)})
+    fb = pd.DataFrame({"k": ["b"] * 25 + ["c"] * 10, "x": rng.normal(size=35)})
+    a, b = (normcli.fit(f, "robust", group_by="k") for f in (fa, fb))
+    qs = (0.25, 0.5, 0.75)
+
+    def state(s):
+        col = s.groups.columns["x"]
+        return col.quantiles(qs).tolist(), [sk.n for sk in col.sketch]
+
+    before = [state(a), state(b)]
+    normcli.merge(a, b)
+    normcli.merge(b, a)
+    assert [state(a), state(b)] == before
+    parts = [(Partial({}, a.groups), [(0, 50)]), (Partial({}, b.groups), [(1, 35)]), (Partial({}, b.groups), [(2, 35)])]
+    first, _ = _merge_task(merge_partials, *parts)
+    again, _ = _merge_task(merge_partials, *parts)  # a retry of the task
+    assert [state(a), state(b)] == before
+    whole = pd.concat([fa, fb, fb])
+    for result in (first, again):
+        assert result.groups.keys == [("a",), ("b",), ("c",)]
+        expected = np.array([np.quantile(whole.x[whole.k == k], qs) for k in "abc"]).T
+        np.testing.assert_array_equal(result.groups.columns["x"].quantiles(qs), expected)
+
+
 def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch):
     # The per-group map costs quantiles of every group's sketch: the worker threads must share
     # one computation of it (each used to make its own), and each sketch is read once for the
