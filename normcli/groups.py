@@ -149,6 +149,8 @@ class GroupStats(_sketch.PickledSketches):
     max: np.ndarray
     sketch: list | None = field(default=None, compare=False)
     pending: Pending | None = field(default=None, compare=False, repr=False)
+    # quantiles by their qs: a fit asks for the same ones twice (overflow check, constant groups)
+    _quantiles: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def empty(cls, n: int, sketched: bool = False) -> GroupStats:
@@ -263,7 +265,12 @@ class GroupStats(_sketch.PickledSketches):
         """Per-group quantiles from the sketches, one row per ``qs`` entry (NaN for an empty group)."""
         if self.sketch is None:
             raise DataError("robust needs quantile sketches in the stats file; refit with --method robust")
-        return _sketch.quantiles_of_many(self.resolved().sketch, qs)
+        key = tuple(map(float, qs))
+        found = self._quantiles.get(key)
+        if found is None:
+            found = self._quantiles[key] = _sketch.quantiles_of_many(self.resolved().sketch, qs)
+            found.flags.writeable = False
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """Columnar, strict-JSON-ready form (floats of empty groups, and unknown ones, are null)."""
