@@ -470,10 +470,12 @@ def test_group_quantiles_are_numpys_to_the_bit(groups, qs):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]),
                           st.one_of(st.floats(-1e6, 1e6), st.just(float("nan")))), min_size=1, max_size=120),
-       st.lists(st.integers(1, 119), max_size=6))
-def test_group_sketches_of_batches_merged_hold_each_groups_values(rows, cuts):
+       st.lists(st.integers(1, 119), max_size=6), st.sampled_from([8, 12, 200]))
+def test_group_sketches_of_batches_merged_hold_each_groups_values(rows, cuts, k):
     # A batch's statistics keep the values, not a sketch per group (memory: ~2 KB a sketch in
-    # every batch in flight); merged in order, each group's quantiles are NumPy's of its values.
+    # every batch in flight); merged in order, each group's quantiles are NumPy's of its values
+    # while the group has no more than k (the sketch then holds them all), and a group of more
+    # values has a sketch of them all.
     from normcli.groups import GroupStats, Grouped, factorize
 
     bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
@@ -481,48 +483,53 @@ def test_group_sketches_of_batches_merged_hold_each_groups_values(rows, cuts):
     for lo, hi in zip(bounds, bounds[1:]):
         keys, xs = zip(*rows[lo:hi])
         f = factorize([pa.array(keys)])
-        part = GroupStats.of(np.array(xs, dtype=np.float64), f, 200)
+        part = GroupStats.of(np.array(xs, dtype=np.float64), f, k)
         assert all(sk is None for sk in part.sketch)
         acc = acc.merge(Grouped(f.keys, {"x": part}))
     qs = (0.25, 0.5, 0.75)
     got = acc.columns["x"].quantiles(qs)
+    written = acc.columns["x"].to_dict()["sketch"]
     for i, (key,) in enumerate(acc.keys):
-        values = [x for k, x in rows if k == key and not np.isnan(x)]
-        expected = np.quantile(values, qs) if values else np.full(3, np.nan)
-        np.testing.assert_array_equal(got[:, i], expected)
-        assert acc.columns["x"].count[i] == len(values)
+        values = [x for g, x in rows if g == key and not np.isnan(x)]
+        assert acc.columns["x"].count[i] == written["n"][i] == len(values)
+        if len(values) <= k:
+            expected = np.quantile(values, qs) if values else np.full(3, np.nan)
+            np.testing.assert_array_equal(got[:, i], expected)
+            assert written["rank_error"][i] == 0.0
+        else:
+            assert min(values) <= got[:, i].min() and got[:, i].max() <= max(values)
 
 
 def test_merging_grouped_sketches_leaves_what_it_merges_as_it_was():
     # A fold updates its own accumulator's sketches in place; everything else a merge is given
     # must stay as it was: stats merged by the user, and a Dask task's inputs, which Dask may
-    # hand to a retry of the task
+    # hand to a retry of the task. Groups of more values than the sketch size (8) have sketches.
     from normcli.engine_dask import _merge_task
     from normcli.model import Partial, merge_partials
 
     rng = np.random.default_rng(5)
-    fa = pd.DataFrame({"k": ["a"] * 30 + ["b"] * 20, "x": rng.normal(size=50)})
-    fb = pd.DataFrame({"k": ["b"] * 25 + ["c"] * 10, "x": rng.normal(size=35)})
-    a, b = (normcli.fit(f, "robust", group_by="k") for f in (fa, fb))
-    qs = (0.25, 0.5, 0.75)
+    fa = pd.DataFrame({"k": ["a"] * 30 + ["b"] * 20 + ["d"] * 5, "x": rng.normal(size=55)})
+    fb = pd.DataFrame({"k": ["b"] * 25 + ["c"] * 10 + ["d"] * 2, "x": rng.normal(size=37)})
+    a, b = (normcli.fit(f, "robust", group_by="k", sketch_k=8) for f in (fa, fb))
 
-    def state(s):
-        col = s.groups.columns["x"]
-        return col.quantiles(qs).tolist(), [sk.n for sk in col.sketch]
+    def state(s):  # the sketches as written (quantiles are kept once computed: not a witness)
+        return s.groups.columns["x"].to_dict()["sketch"]
 
     before = [state(a), state(b)]
     normcli.merge(a, b)
     normcli.merge(b, a)
     assert [state(a), state(b)] == before
-    parts = [(Partial({}, a.groups), [(0, 50)]), (Partial({}, b.groups), [(1, 35)]), (Partial({}, b.groups), [(2, 35)])]
+    parts = [(Partial({}, a.groups), [(0, 55)]), (Partial({}, b.groups), [(1, 37)]), (Partial({}, b.groups), [(2, 37)])]
     first, _ = _merge_task(merge_partials, *parts)
     again, _ = _merge_task(merge_partials, *parts)  # a retry of the task
     assert [state(a), state(b)] == before
     whole = pd.concat([fa, fb, fb])
+    sizes = whole.groupby("k").size()
     for result in (first, again):
-        assert result.groups.keys == [("a",), ("b",), ("c",)]
-        expected = np.array([np.quantile(whole.x[whole.k == k], qs) for k in "abc"]).T
-        np.testing.assert_array_equal(result.groups.columns["x"].quantiles(qs), expected)
+        assert result.groups.keys == [("a",), ("b",), ("d",), ("c",)]
+        assert state(result)["n"] == [int(sizes[k]) for k in "abdc"]
+    d = result.groups.keys.index(("d",))  # 9 values, beyond the sketch's 8: still a sketch
+    assert result.groups.columns["x"].quantiles((0.0,))[0, d] == whole.x[whole.k == "d"].min()
 
 
 def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch):
