@@ -280,12 +280,19 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     if isinstance(value, int) and abs(value) > _FLOAT_MAX:
         return path or "(top level)"
     if isinstance(value, dict):
-        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        items = value.items()
     elif isinstance(value, list):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        items = enumerate(value)
     else:
         return None
-    for sub, v in items:
+    for key, v in items:
+        kind = type(v)
+        # the common cases, a finite float (inf - inf is NaN), text, null or a small integer,
+        # are passed over without a call or a path: a grouped file holds millions of them
+        if (kind is float and v - v == 0.0) or kind is str or v is None or (
+                kind is int and -_FLOAT_MAX <= v <= _FLOAT_MAX):
+            continue
+        sub = f"{path}[{key}]" if isinstance(value, list) else f"{path}.{key}" if path else str(key)
         found = _non_finite(v, sub)
         if found is not None:
             return found

@@ -254,3 +254,18 @@ def test_a_grouped_robust_column_without_its_sketches_is_exit_4(tmp_path):
     stats.write_text(json.dumps(doc))
     for args in (["inspect", stats], ["transform", tmp_path / "d.csv", "--stats", stats]):
         assert_error(run_cli(*args), 4, "columns.x.groups.sketch: a robust column with values needs its quantile sketches")
+
+
+@pytest.mark.parametrize("field, index, text", [
+    ("m2", 1, "1e999"), ("max", 0, "-1e999"), ("mean", 2, "1" + "0" * 400), ("count", 1, "1" + "0" * 400),
+], ids=["inf", "-inf", "huge-float-field", "huge-count"])
+def test_a_per_group_number_beyond_float64_is_named_by_its_place(tmp_path, field, index, text):
+    # A grouped file holds millions of numbers: each is checked, and the first one out of range
+    # is named with its place in its list
+    (tmp_path / "d.csv").write_bytes(b"k,x\n" + b"".join(b"%d,%d\n" % (i % 3, i * i) for i in range(30)))
+    stats = tmp_path / "s.json"
+    fit(tmp_path / "d.csv", stats, "-g", "k")
+    doc = json.loads(stats.read_text())
+    doc["columns"]["x"]["groups"][field][index] = "@@"
+    stats.write_text(json.dumps(doc).replace('"@@"', text))
+    assert_error(run_cli("inspect", stats), 4, f"columns.x.groups.{field}[{index}]: not finite")
