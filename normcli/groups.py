@@ -9,7 +9,7 @@ array operation per statistic. Only the quantile sketches of ``robust`` need a l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Sequence
 
@@ -197,7 +197,9 @@ class GroupStats(_sketch.PickledSketches):
         """These statistics with their pending values in sketches (self when there are none)."""
         if self.pending is None:
             return self
-        return self.merge(GroupStats.empty(len(self), sketched=True))
+        sketches = list(self.sketch)
+        self.pending.add_to(sketches, reuse=False)
+        return replace(self, sketch=sketches, pending=None)
 
     def __len__(self) -> int:
         return len(self.count)

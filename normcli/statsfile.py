@@ -11,9 +11,9 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np

@@ -507,6 +507,17 @@ def test_ragged_row_when_only_some_columns_are_read(tmp_path, body, line, found)
             read_all(src, ["a", "b"], keep_others=False)
 
 
+@pytest.mark.parametrize("quoted", [False, True])  # the Polars path, and pyarrow's
+def test_a_piece_read_for_statistics_holds_its_columns_in_the_order_asked(tmp_path, quoted):
+    # numeric columns in the order given, then the kept ones, even when that is every column
+    path = tmp_path / "o.csv"
+    path.write_bytes(b"a,b,k\n1,2,x\n3,4,%s\n" % (b'"y"' if quoted else b"y"))
+    with open_source(str(path)) as src:
+        batches = [src.decode(p) for p in src.pieces(["b", "a"], False, ["k"])]
+    assert [b.schema.names for b in batches] == [["b", "a", "k"]]
+    assert batches[0].column("b").to_pylist() == [2.0, 4.0]
+
+
 def test_empty_last_fields_when_only_some_columns_are_read(tmp_path):
     rows = [b"t%d,%d,%s" % (i, i, b"" if i % 7 == 0 else b"%d.5" % i) for i in range(3000)]
     path = tmp_path / "in.csv"
