@@ -611,6 +611,37 @@ def test_missing_output_directory(tmp_path):
         open_sink(str(tmp_path / "no" / "out.csv"), "csv", schema)
 
 
+def test_a_failed_mkdir_removes_the_directories_made_before_it(tmp_path, monkeypatch):
+    real_mkdir, calls = os.mkdir, []
+
+    def mkdir(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # out/a and out/a/b made, then a disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(IOFailure, match="No space left on device"):
+        with outfile.parent_directories(str(tmp_path / "out" / "a" / "b" / "c" / "x.csv")):
+            pass
+    assert len(calls) == 3 and os.listdir(tmp_path) == []
+
+
+def test_parent_directories_keeps_one_made_meanwhile_by_another_run(tmp_path, monkeypatch):
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if path == str(tmp_path / "out" / "a"):  # another run makes it first
+            real_mkdir(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(RuntimeError):
+        with outfile.parent_directories(str(tmp_path / "out" / "a" / "b" / "x.csv")):
+            raise RuntimeError("the output failed")
+    assert os.listdir(tmp_path / "out") == ["a"] and os.listdir(tmp_path / "out" / "a") == []
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_abort_leaves_nothing(tmp_path, fmt):
     schema = pa.schema([("a", pa.float64())])

@@ -83,25 +83,38 @@ def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
 def parent_directories(path: str) -> Iterator[None]:
     """Create the missing directories above ``path`` for the block's output; if the block
     fails, remove the ones created here that are still empty, so that no debris is left."""
-    made = []
+    missing = []
     directory = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(directory) and directory != os.path.dirname(directory):
-        made.append(directory)
+        missing.append(directory)
         directory = os.path.dirname(directory)
+    made: list[str] = []  # shallowest first
     try:
-        for d in reversed(made):
-            os.makedirs(d, exist_ok=True)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                if not os.path.isdir(d):  # a file in the way
+                    raise
+                continue  # made meanwhile by another run: not ours to remove
+            made.append(d)
     except OSError as exc:
+        _remove_empty(made)
         raise IOFailure(f"cannot write '{path}': {exc.strerror or exc}") from exc
     try:
         yield
     except BaseException:
-        for d in made:  # deepest first
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        _remove_empty(made)
         raise
+
+
+def _remove_empty(made: list[str]) -> None:
+    """Remove the directories ``made`` (shallowest first), deepest first, while they are empty."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
