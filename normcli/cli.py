@@ -404,10 +404,13 @@ def inverse(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Undo transform: map normalized per-column values back to the original scale."""
     LOG.configure(log_format, quiet)
-    _transform(inputs, stats, output, fmt, to, delimiter, quiet, True, {}, unseen_group)
+    _transform(inputs, stats, output, fmt, to, delimiter, quiet, True, {}, unseen_group,
+               engine=engine, scheduler=scheduler)
 
 
 @app.command()

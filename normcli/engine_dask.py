@@ -473,29 +473,35 @@ class DaskEngine:
         parts = self.partitions(items, fmt, delimiter)
         out_fmt = to or io.detect_format(items[0].path, fmt)
         ext = {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[out_fmt]
-        try:
-            os.makedirs(directory, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".normcli-", dir=directory)
-        except OSError as exc:
-            raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
         names = [f"part-{i:05d}{ext}" for i in range(len(parts))]
-        try:
-            stats_f = self.client.scatter(stats, broadcast=True, hash=False)
-            for item in items:
-                log("input", {"path": item.path, "output": output})
-            futures = [self.client.submit(_transform_task, p, os.path.join(staging, name), stats_f, fmt, to,
-                                          delimiter, inverse, overrides, out_options or OutputOptions(), pure=False)
-                       for p, name in zip(parts, names)]
-            _advance(self.client, futures, parts, progress)
-            results = self.client.gather(futures)
+        # A failed run removes the directory (and parents) it made, as the local engine does.
+        with io.parent_directories(os.path.join(directory, names[0])):
             try:
-                for name in names:
-                    os.replace(os.path.join(staging, name), os.path.join(directory, name))
+                staging = tempfile.mkdtemp(prefix=".normcli-", dir=directory)
             except OSError as exc:
                 raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
-            _remove_stale_parts(directory, set(names))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            futures: list = []
+            try:
+                stats_f = self.client.scatter(stats, broadcast=True, hash=False)
+                for item in items:
+                    log("input", {"path": item.path, "output": output})
+                futures = [self.client.submit(_transform_task, p, os.path.join(staging, name), stats_f, fmt, to,
+                                              delimiter, inverse, overrides, out_options or OutputOptions(),
+                                              pure=False)
+                           for p, name in zip(parts, names)]
+                _advance(self.client, futures, parts, progress)
+                results = self.client.gather(futures)
+                try:
+                    for name in names:
+                        os.replace(os.path.join(staging, name), os.path.join(directory, name))
+                except OSError as exc:
+                    raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
+                _remove_stale_parts(directory, set(names))
+            except BaseException:
+                self.client.cancel(futures)  # the tasks not started yet; running ones finish on their own
+                raise
+            finally:
+                discard_staging(staging)
         summaries = [engine.InputSummary(item.path, 0, _size(parts, i), {"unseen": UnseenGroups()})
                      for i, item in enumerate(items)]
         for part, (rows, unseen_rows, keys) in zip(parts, results):
@@ -548,6 +554,20 @@ def _advance(client: Any, futures: list, parts: Sequence[Partition], progress: e
                 future.result()  # raises the task's exception
         if progress is not None:
             progress.advance(where[future.key].nbytes or 0, 0)
+
+
+def discard_staging(staging: str) -> None:
+    """Remove a transform's staging directory, whose tasks may still be running after a failure.
+
+    It is renamed first: a task that finishes later then finds no directory to put its part in
+    (its paths name the old one), where removing it in place would race with the task renaming
+    its finished part into it, leaving the directory and that part behind."""
+    gone = staging + ".discarded"
+    try:
+        os.rename(staging, gone)
+    except OSError:
+        gone = staging
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _remove_stale_parts(directory: str, keep: set[str]) -> None:

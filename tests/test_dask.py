@@ -9,6 +9,7 @@ import os
 import sys
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from normcli import api, sketch  # noqa: E402
-from normcli.engine_dask import DaskEngine, partitions  # noqa: E402
+from normcli.engine_dask import DaskEngine, discard_staging, partitions  # noqa: E402
 from normcli.errors import DataError  # noqa: E402
 from normcli.io import expand_inputs  # noqa: E402
 from normcli.model import OutputOptions  # noqa: E402
@@ -248,6 +249,39 @@ def test_a_failed_transform_leaves_the_earlier_parts_as_they_were(data, eng, tmp
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
 
 
+def test_a_failed_transform_removes_the_directory_it_made(data, eng, tmp_path):
+    stats = api.fit_paths([data["csv"]], ["zscore"])
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(open(data["csv"], "rb").read() + b"999999,k1,oops,1,2,x\n")
+    with pytest.raises(DataError, match="oops"):
+        api.transform_paths(stats, [str(bad)], str(tmp_path / "new" / "out"), engine=eng)
+    assert sorted(os.listdir(tmp_path)) == ["bad.csv"]
+
+
+def test_a_part_finished_while_the_staging_directory_is_removed_is_not_left_behind(tmp_path, monkeypatch):
+    """After a failure, tasks still running finish on their own: one that renames its part into
+    the staging directory while that is being removed must not keep the directory alive."""
+    staging = tmp_path / ".normcli-x"
+    staging.mkdir()
+    (staging / "part-00000.csv").write_bytes(b"a\n1\n")
+    temp = staging / ".part-00001.csv.y.normcli-tmp"
+    temp.write_bytes(b"a\n2\n")  # a task's part, written, about to be renamed into place
+    real_unlink, renamed = os.unlink, []
+
+    def unlink(path, *args, **kwargs):
+        if not renamed:  # the task renames its part just as the removal starts
+            try:
+                os.replace(temp, staging / "part-00001.csv")
+                renamed.append(True)
+            except OSError:
+                renamed.append(False)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    discard_staging(str(staging))
+    assert renamed == [False] and os.listdir(tmp_path) == []
+
+
 def test_transform_refuses_an_input_that_is_a_part_of_its_output(data, tmp_path):
     """Writing into the directory that holds the input as part-00001.csv would remove the input
     as a stale part (or write over it): exit 2, and the directory stays as it was."""
@@ -324,6 +358,22 @@ def test_cli_fit_transform_check_on_a_running_scheduler(cluster, tmp_path):
                     "--engine", "dask", "--scheduler", address)
     assert check.code == 0, check.err
     assert json.loads(check.out)["rows"] == 3000
+
+
+def test_cli_inverse_on_a_running_scheduler_equals_local(cluster, data, tmp_path):
+    address = cluster.scheduler.address
+    assert run_cli("fit", data["csv"], "-m", "minmax", "-g", "key", "-o", tmp_path / "s.json").code == 0
+    assert run_cli("transform", data["csv"], "-s", tmp_path / "s.json", "-o", tmp_path / "t.csv").code == 0
+    assert run_cli("inverse", tmp_path / "t.csv", "-s", tmp_path / "s.json", "-o", tmp_path / "local.csv").code == 0
+    r = run_cli("inverse", tmp_path / "t.csv", "-s", tmp_path / "s.json", "-o", tmp_path / "out/",
+                "--engine", "dask", "--scheduler", address)
+    assert r.code == 0, r.err
+    chunks = [open(p, "rb").read() for p in _parts(tmp_path / "out", ".csv")]
+    joined = chunks[0] + b"".join(c[c.index(b"\n") + 1:] for c in chunks[1:])
+    assert joined == (tmp_path / "local.csv").read_bytes()
+    back = pd.read_csv(tmp_path / "local.csv", dtype={"id": str, "key": str})
+    want = pd.read_csv(data["csv"], dtype={"id": str, "key": str})
+    assert np.allclose(back["x"], want["x"], rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
 def test_a_data_error_with_sketches_in_the_stats_is_one_line(cluster, data, tmp_path):
