@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -71,7 +72,10 @@ def connect(scheduler: str | None = None, log: Callable[[str, dict], None] | Non
         with client:
             yield DaskEngine(client)
         return
-    with LocalCluster(processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster:
+    with contextlib.ExitStack() as stack:
+        with _deaf_workers():  # a signal held meanwhile arrives as this ends: the cluster is closed
+            cluster = stack.enter_context(
+                LocalCluster(processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL))
         workers = cluster.scheduler_info.get("workers", {}).values()
         threads = sum(w.get("nthreads", 0) for w in workers)
         if log is not None:
@@ -79,6 +83,33 @@ def connect(scheduler: str | None = None, log: Callable[[str, dict], None] | Non
                                     f"(dashboard {cluster.dashboard_link}); --scheduler ADDRESS uses a running one"})
         with Client(cluster) as client:
             yield DaskEngine(client)
+
+
+@contextlib.contextmanager
+def _deaf_workers() -> Iterator[None]:
+    """Around starting a local cluster: its processes start with SIGINT and SIGHUP blocked.
+
+    A Ctrl-C or a closed terminal signals the whole process group; the command answers it (one
+    line, the cluster closed, the exit code), where each worker would print a traceback. The
+    signals are blocked, not ignored, in the thread that starts the cluster (the cluster's own
+    thread is made then and keeps the mask, for workers it restarts later): one that arrives
+    meanwhile reaches the command when they are unblocked."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    held = {signal.SIGINT, signal.SIGHUP}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        # Started on the first worker's start otherwise, the tracker of shared resources unblocks
+        # SIGINT after it is spawned, whatever the mask was: so it is started here, and then
+        # the mask is set again.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def is_url(path: str) -> bool:

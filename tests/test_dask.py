@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
 
 import numpy as np
@@ -421,6 +422,26 @@ def test_cli_starts_a_local_cluster_and_says_so(tmp_path):
     assert "note: started a local Dask cluster" in r.err
     assert json.loads((tmp_path / "s.json").read_text())["fitted_on"]["rows"] == 3000
     assert not math.isnan(json.loads((tmp_path / "s.json").read_text())["columns"]["units"]["stats"]["mean"])
+
+
+def _blocked_signals() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("SigBlk")).split()[1], 16)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_local_cluster_leaves_sigint_and_sighup_to_the_command():
+    """A Ctrl-C or a hang-up signals the whole process group: the local cluster's worker
+    processes hold SIGINT and SIGHUP blocked, so that the command alone answers (one line, not a
+    traceback per worker), and the thread that started the cluster gets its own mask back."""
+    from normcli import engine_dask
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with engine_dask.connect() as eng:
+        masks = eng.client.run(_blocked_signals)
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    held = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGHUP - 1))
+    assert masks and all(m & held == held for m in masks.values()), masks
 
 
 def test_cli_error_on_a_local_cluster_worker_is_one_line(tmp_path):
