@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from normcli.bitmaps import numbers_as_float64
 from normcli.errors import DataError, IOFailure, UsageError
-from normcli.io import detect_format, open_sink, open_source, outfile
+from normcli.io import detect_format, inputs, open_sink, open_source, outfile
 from normcli.io.source import _PARQUET_BATCH_ROWS
 
 TRICKY = (
@@ -859,6 +860,27 @@ def test_write_failure_is_iofailure(tmp_path):
             [sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE, cwd=root
         )
     assert b"caught: cannot write standard output: No space left on device" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_full_disk_while_copying_stdin_names_the_temporary_directory(tmp_path, monkeypatch, fmt):
+    """Standard input read where a file is needed is copied to a temporary file first: a copy
+    that cannot be written is the temporary directory's failure, not standard input's."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    data = b"a,b\n1,2\n" * 100_000
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    full = open("/dev/full", "wb")
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: (os.dup(full.fileno()), str(tmp_path / "copy")))
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: full)
+    want = rf"^cannot write a temporary copy of standard input in '{tmp_path}': No space left on device$"
+    with pytest.raises(IOFailure, match=want):
+        if fmt == "csv":
+            inputs.spool_stdin(".csv")
+        else:
+            open_source("-", fmt="parquet")
+    assert os.listdir(tmp_path) == []
 
 
 def test_parquet_to_terminal_refused(tmp_path, monkeypatch):

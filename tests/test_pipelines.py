@@ -809,3 +809,26 @@ def test_a_sigint_while_the_command_line_loads_is_one_line(tmp_path, module):
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == errors.EXIT_SIGINT and p.stderr == b"Error: interrupted by SIGINT\n", p.stderr[-500:]
+
+
+def _run_without_stdin(*args) -> tuple[int, str]:
+    """``normcli ARGS`` started with no standard input at all (file descriptor 0 closed)."""
+    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], stdin=subprocess.DEVNULL,
+                       preexec_fn=lambda: os.close(0), capture_output=True, timeout=120)
+    return p.returncode, p.stderr.decode()
+
+
+def test_a_run_started_without_standard_input(tmp_path):
+    """Some service managers start jobs with standard input closed: a command that reads files
+    runs as usual, one told to read standard input says it is closed (exit 5)."""
+    df = day_frame(1)
+    write_csv(df, tmp_path / "d.csv")
+    code, err = _run_without_stdin("fit", tmp_path / "d.csv", "-o", tmp_path / "s.json")
+    assert code == 0, err
+    assert load_stats(tmp_path / "s.json")["columns"]["x"]["stats"]["mean"] == pytest.approx(df["x"].mean(), rel=TOL)
+    for args in (["fit", "-"], ["fit", "-", "--format", "parquet"], ["transform", "-", "--stats", tmp_path / "s.json"],
+                 ["check", "-", "--stats", tmp_path / "s.json"],
+                 ["fit-transform", "-", "--stats-out", tmp_path / "t.json", "-o", tmp_path / "t.csv"]):
+        code, err = _run_without_stdin(*args)
+        assert (code, err) == (errors.EXIT_IO, "Error: cannot read standard input: it is closed\n"), args
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "s.json"]

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .sample import TextSample, text_samples
-from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure
+from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure, stdin_stream
 
 _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
@@ -289,7 +289,7 @@ class _CsvSource(Source):
         self._used = False
         if path == "-":
             self.size = None
-            self._stream = sys.stdin.buffer
+            self._stream = stdin_stream()
             if _peek(self._stream, 2) == _GZIP_MAGIC:  # `zcat`-free pipelines: gzip is recognised
                 self._stream = pa.CompressedInputStream(pa.PythonFile(self._stream, mode="r"), "gzip")
         else:
@@ -788,7 +788,7 @@ class _CsvSource(Source):
     def close(self) -> None:
         if self._lines is not None:
             self._lines.close()
-        if self._stream is not sys.stdin.buffer:
+        if self.path != "-":  # standard input is not this source's to close
             self._stream.close()
         if self._raw is not None:
             self._raw.close()

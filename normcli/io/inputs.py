@@ -5,16 +5,14 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import os
-import shutil
 import stat
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import DataError, IOFailure, UsageError
-from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, detect_format,
-                     field_separator)
+from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, copy_stdin,
+                     detect_format, field_separator, spool_failure, stdin_stream)
 from .csv_source import _GZIP_MAGIC, _CsvSource, _peek
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
 
@@ -148,16 +146,19 @@ def spool_stdin(suffix: str) -> str:
     Text that comes gzip-compressed (recognised by its first bytes, as for any stdin input) is
     kept so, in a file named ``.gz`` that the readers decompress.
     """
-    if suffix != ".parquet" and _peek(sys.stdin.buffer, 2) == _GZIP_MAGIC:
+    if suffix != ".parquet" and _peek(stdin_stream(), 2) == _GZIP_MAGIC:
         suffix += ".gz"
-    fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+    except OSError as exc:
+        raise spool_failure(exc) from exc
     done = False
     try:
         with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+            copy_stdin(f)
         done = True
-    except OSError as exc:
-        raise _read_failure("-", exc) from exc
+    except OSError as exc:  # closing the copy: its last bytes written
+        raise spool_failure(exc) from exc
     finally:
         if not done:
             discard(tmp)

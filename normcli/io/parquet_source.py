@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
 from ..bitmaps import numbers_as_float64
-from ..errors import DataError
-from .source import _PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_float, _pq, _read_failure
+from ..errors import DataError, IOFailure
+from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_float, _pq, _read_failure, copy_stdin,
+                     spool_failure, stdin_stream)
 
 
 class _ParquetSource(Source):
@@ -20,8 +19,12 @@ class _ParquetSource(Source):
         try:
             if path == "-":
                 # Parquet needs random access: spool stdin to an anonymous temp file.
-                self._spool = tempfile.TemporaryFile(prefix="normcli-stdin-")
-                shutil.copyfileobj(sys.stdin.buffer, self._spool, 1 << 20)
+                stdin_stream()  # refused first if there is none
+                try:
+                    self._spool = tempfile.TemporaryFile(prefix="normcli-stdin-")
+                except OSError as exc:
+                    raise spool_failure(exc) from exc
+                copy_stdin(self._spool)
                 self._spool.seek(0)
                 self.size = None
                 target = self._spool
@@ -39,7 +42,7 @@ class _ParquetSource(Source):
         except pa.ArrowInvalid as exc:
             self._close_spool()
             raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
-        except DataError:
+        except (DataError, IOFailure):
             self._close_spool()
             raise
         self._schema = self._file.schema_arrow

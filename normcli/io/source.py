@@ -2,8 +2,11 @@
 and the helpers both readers use (error messages, a bad value's position, pyarrow.parquet)."""
 from __future__ import annotations
 
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -76,6 +79,37 @@ def _pq():
     import pyarrow.parquet as pq
 
     return pq
+
+
+def stdin_stream():
+    """Standard input as a binary stream; IOFailure when the process has none (started with
+    ``<&-``, as some service managers start their jobs)."""
+    if sys.stdin is None:
+        raise IOFailure("cannot read standard input: it is closed")
+    return sys.stdin.buffer
+
+
+def spool_failure(exc: OSError) -> IOFailure:
+    """The error for a temporary copy of standard input that cannot be made (a full disk, say)."""
+    return IOFailure(f"cannot write a temporary copy of standard input in '{tempfile.gettempdir()}': "
+                     f"{exc.strerror or exc}")
+
+
+def copy_stdin(out: BinaryIO) -> None:
+    """Copy standard input into the temporary file ``out``, 1 MiB at a time: a failure to read
+    is standard input's error, one to write is :func:`spool_failure`."""
+    stdin = stdin_stream()
+    while True:
+        try:
+            chunk = stdin.read(1 << 20)
+        except OSError as exc:
+            raise _read_failure("-", exc) from exc
+        if not chunk:
+            return
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise spool_failure(exc) from exc
 
 
 def _read_failure(path: str, exc: OSError) -> IOFailure:
