@@ -363,6 +363,9 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     to_dir = output not in (None, "-") and (output.endswith(("/", os.sep)) or os.path.isdir(output))
     if len(items) > 1 and not to_dir:
         raise UsageError("several inputs need an output directory: -o DIR/")
+    if to_dir and any(item.path == "-" for item in items):
+        raise UsageError("standard input has no name to give its output in a directory: transform it "
+                         "alone, with -o FILE or to standard output")
     # Every output is checked against every input and every other output before the first is
     # written: c1/x.csv and c2/x.csv both map to DIR/x.csv, and DIR/ may hold the inputs.
     targets = [io.output_path(output, item, to) if to_dir else output for item in items]

@@ -832,3 +832,20 @@ def test_a_run_started_without_standard_input(tmp_path):
         code, err = _run_without_stdin(*args)
         assert (code, err) == (errors.EXIT_IO, "Error: cannot read standard input: it is closed\n"), args
     assert sorted(os.listdir(tmp_path)) == ["d.csv", "s.json"]
+
+
+def test_standard_input_is_refused_as_an_input_of_a_directory_output(tmp_path):
+    """An output in DIR/ takes its input's name, which standard input lacks (a file named '-'
+    would be read as standard input by the next command): exit 2, nothing written."""
+    df = day_frame(1)
+    write_csv(df, tmp_path / "a.csv")
+    assert run_cli("fit", tmp_path / "a.csv", "-o", tmp_path / "s.json").code == 0
+    (tmp_path / "old").mkdir()
+    for args in (["-", tmp_path / "a.csv", "-o", str(tmp_path / "new") + "/"], ["-", "-o", tmp_path / "old"]):
+        r = run_cli("transform", *args, "--stats", tmp_path / "s.json", stdin=(tmp_path / "a.csv").read_bytes())
+        assert r.code == errors.EXIT_USAGE and "standard input has no name" in r.err, r.err
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "old", "s.json"] and os.listdir(tmp_path / "old") == []
+    r = run_cli("transform", "-", "--stats", tmp_path / "s.json", "-o", tmp_path / "out.csv",
+                stdin=(tmp_path / "a.csv").read_bytes())
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert r.code == 0 and np.allclose(got["x"], (df["x"] - df["x"].mean()) / df["x"].std(ddof=0), rtol=TOL, atol=TOL)
