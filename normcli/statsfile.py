@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gzip
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
@@ -31,6 +33,7 @@ FORMAT = "normcli-stats"
 # as in statistics imported from scikit-learn).
 _REQUIRED = {"zscore": ("mean", "mean_lo", "m2"), "minmax": ("min", "max"), "maxabs": ("min", "max")}
 VERSION = 1
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def to_dict(stats: Stats) -> dict[str, Any]:
@@ -145,7 +148,8 @@ def save(stats: Stats, path: str) -> None:
 def write_atomic(path: str, text: bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it, renamed into place (an
     existing device, FIFO or socket, ``/dev/stdout`` say, is written directly; a symbolic link
-    stays a link and the file it points to is replaced)."""
+    stays a link and the file it points to is replaced). A ``path`` named ``.gz`` gets ``text``
+    gzip-compressed."""
     with staged(path, text):
         pass
 
@@ -157,6 +161,8 @@ def staged(path: str, text: bytes) -> Iterator[None]:
     output written inside then lands first, and neither is left alone by a failure before it."""
     from normcli.io.outfile import open_output  # here: commands that only read stats skip normcli.io
 
+    if path.lower().endswith(".gz"):  # as for data outputs: level 6, no name or time stored
+        text = gzip.compress(text, compresslevel=6, mtime=0)
     out, tmp, target = open_output(path)
     try:
         with out as f:
@@ -203,8 +209,19 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
 
 
 def load(path: str) -> Stats:
-    """Read, parse and validate the stats file at ``path``."""
-    return loads(read_bytes(path, "stats file"), source=f"stats file '{path}'")
+    """Read, parse and validate the stats file at ``path`` (gzip-compressed or not)."""
+    source = f"stats file '{path}'"
+    return loads(_decompressed(read_bytes(path, "stats file"), source), source=source)
+
+
+def _decompressed(data: bytes, source: str) -> bytes:
+    """A stats file's bytes, decompressed if they are gzip (a file saved under a ``.gz`` name)."""
+    if not data.startswith(_GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise StatsFileError(f"{source}: not a valid stats file (a damaged gzip stream: {exc})") from None
 
 
 def read_bytes(path: str, what: str) -> bytes:

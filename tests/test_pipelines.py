@@ -849,3 +849,35 @@ def test_standard_input_is_refused_as_an_input_of_a_directory_output(tmp_path):
                 stdin=(tmp_path / "a.csv").read_bytes())
     got = pd.read_csv(tmp_path / "out.csv")
     assert r.code == 0 and np.allclose(got["x"], (df["x"] - df["x"].mean()) / df["x"].std(ddof=0), rtol=TOL, atol=TOL)
+
+
+def test_a_stats_file_named_gz_is_gzip_compressed_and_read_back(tmp_path):
+    """As for data outputs, a stats file named .gz is written gzip-compressed (Python's gzip
+    module reads it to the plain file's text), and every command reads it."""
+    import gzip
+
+    for day in (1, 2):
+        write_csv(day_frame(day), tmp_path / f"d{day}.csv")
+    assert run_cli("fit", tmp_path / "d1.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("fit", tmp_path / "d1.csv", "-o", tmp_path / "s.json.gz")
+    assert r.code == 0, r.err
+    packed = (tmp_path / "s.json.gz").read_bytes()
+    assert packed[:2] == b"\x1f\x8b"
+    plain, unpacked = load_stats(tmp_path / "s.json"), json.loads(gzip.decompress(packed))
+    plain.pop("created"), unpacked.pop("created")
+    assert unpacked == plain
+    for stats in ("s.json", "s.json.gz"):
+        r = run_cli("transform", tmp_path / "d2.csv", "--stats", tmp_path / stats, "-o", tmp_path / f"{stats}.csv")
+        assert r.code == 0, r.err
+    assert (tmp_path / "s.json.csv").read_bytes() == (tmp_path / "s.json.gz.csv").read_bytes()
+    r = run_cli("fit", tmp_path / "d2.csv", "--update", tmp_path / "s.json.gz")
+    assert r.code == 0, r.err
+    both = pd.concat([day_frame(1), day_frame(2)])
+    got = json.loads(gzip.decompress((tmp_path / "s.json.gz").read_bytes()))
+    assert got["fitted_on"]["rows"] == 800
+    assert got["columns"]["x"]["stats"]["mean"] == pytest.approx(both["x"].mean(), rel=TOL)
+    assert run_cli("merge", tmp_path / "s.json.gz", "-o", tmp_path / "m.json").code == 0
+    assert load_stats(tmp_path / "m.json")["fitted_on"]["rows"] == 800
+    (tmp_path / "cut.json.gz").write_bytes(packed[:len(packed) // 2])
+    r = run_cli("inspect", tmp_path / "cut.json.gz")
+    assert r.code == errors.EXIT_STATS and "a damaged gzip stream" in r.err and r.err.count("\n") == 1, r.err
