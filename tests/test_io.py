@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from normcli.bitmaps import numbers_as_float64
 from normcli.errors import DataError, IOFailure, UsageError
-from normcli.io import detect_format, inputs, open_sink, open_source, outfile
+from normcli.io import detect_format, gunzip, inputs, open_sink, open_source, outfile
 from normcli.io.source import _PARQUET_BATCH_ROWS
 
 TRICKY = (
@@ -315,6 +316,74 @@ def test_gzip_input(tmp_path):
         table = pa.Table.from_batches([src.decode(p) for p in pieces])
     assert table.num_rows == 33
     assert b"".join(p.data for p in pieces) == TRICKY[TRICKY.index(b"\n") + 1 :]
+
+
+def _members(data: bytes, cuts: list[int], levels: list[int]) -> bytes:
+    """``data`` as gzip members cut at ``cuts`` (an empty member where two cuts meet)."""
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    return b"".join(gzip.compress(data[a:b], compresslevel=levels[i % len(levels)], mtime=0)
+                    for i, (a, b) in enumerate(zip(bounds, bounds[1:])))
+
+
+def _gunzipped(packed: bytes, read_size: int) -> bytes:
+    out = []
+    with gunzip.open_gunzip(io.BytesIO(packed)) as f:
+        while chunk := f.read(read_size):
+            out.append(chunk)
+    return b"".join(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=3000).map(lambda b: b * 40),
+       cuts=st.lists(st.integers(min_value=0), max_size=4),
+       levels=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=3),
+       padding=st.sampled_from([0, 1, 7, 4096, 3 << 20]),
+       read_size=st.sampled_from([1, 1000, 1 << 16, 1 << 22]))
+def test_gunzip_reads_what_python_gzip_reads(data, cuts, levels, padding, read_size):
+    """Every member in turn, and zero bytes after the last one (a padded file) are no data: the
+    reference is Python's gzip module."""
+    packed = _members(data, cuts, levels) + bytes(padding)
+    assert _gunzipped(packed, read_size) == gzip.decompress(packed) == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(min_size=1, max_size=2000), cuts=st.lists(st.integers(min_value=0), max_size=3),
+       at=st.integers(min_value=0), damage=st.sampled_from(["cut", "flip", "garbage"]))
+def test_gunzip_refuses_what_python_gzip_refuses(data, cuts, at, damage):
+    """A stream cut short, with a changed byte, or with bytes after a member that are neither
+    zeros nor another member is a GzipError wherever Python's gzip module fails on it."""
+    packed = _members(data, cuts, [6])
+    if damage == "cut":
+        packed = packed[:at % len(packed)]
+    elif damage == "flip":
+        i = at % len(packed)
+        packed = packed[:i] + bytes([packed[i] ^ 0x41]) + packed[i + 1:]
+    else:
+        packed += bytes(at % 3) + b"junk"
+    try:
+        want = gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error):
+        want = None
+    if want is None:
+        with pytest.raises(gunzip.GzipError):
+            _gunzipped(packed, 1 << 16)
+        return
+    try:  # a changed byte that still decompresses (in a name field, say): the same bytes
+        assert _gunzipped(packed, 1 << 16) == want
+    except gunzip.GzipError as exc:  # zlib checks a header's reserved flags and CRC; Python does not
+        assert "header" in str(exc), exc
+
+
+def test_a_gzip_input_padded_with_zeros_reads_as_the_plain_file(tmp_path):
+    plain = tmp_path / "in.csv"
+    plain.write_bytes(TRICKY)
+    padded = tmp_path / "in.csv.gz"
+    padded.write_bytes(gzip.compress(TRICKY[:500]) + gzip.compress(TRICKY[500:]) + bytes(512))
+    tables = []
+    for path in (plain, padded):
+        with open_source(str(path), block_size=64) as src:
+            tables.append(pa.Table.from_batches([src.decode(p) for p in src.pieces(["x"], keep_others=True)]))
+    assert tables[0].equals(tables[1]) and tables[0].num_rows == 33
 
 
 def test_tsv_round_trip(tmp_path):

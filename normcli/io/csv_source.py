@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 
 from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
+from .gunzip import GzipError, open_gunzip
 from .sample import TextSample, text_samples
 from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure, stdin_stream
 
@@ -291,7 +292,7 @@ class _CsvSource(Source):
             self.size = None
             self._stream = stdin_stream()
             if _peek(self._stream, 2) == _GZIP_MAGIC:  # `zcat`-free pipelines: gzip is recognised
-                self._stream = pa.CompressedInputStream(pa.PythonFile(self._stream, mode="r"), "gzip")
+                self._stream = open_gunzip(self._stream)
         else:
             try:
                 # Opened once: a named pipe closed and opened again can lose its writer between.
@@ -304,7 +305,7 @@ class _CsvSource(Source):
             self._stream = stream
             if path.lower().endswith(".gz"):
                 self._raw = stream
-                self._stream = pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), "gzip")
+                self._stream = open_gunzip(stream)
         self._consumed = 0
         self._lines: LineCounts | None = None  # of the pieces read
         self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
@@ -325,14 +326,10 @@ class _CsvSource(Source):
         """Around one read of the input: a failure becomes an IOFailure or a DataError naming it."""
         try:
             yield
+        except GzipError as exc:  # the file was read, its content is bad
+            raise DataError(f"cannot read {_display(self.path)}: a damaged gzip stream ({exc})") from exc
         except OSError as exc:
-            # pyarrow's gzip reader raises OSError with no errno for a damaged or truncated
-            # stream: the file was read, its content is bad
-            if exc.errno is None and isinstance(self._stream, pa.CompressedInputStream):
-                raise DataError(f"cannot read {_display(self.path)}: {exc} (a damaged gzip stream)") from exc
             raise _read_failure(self.path, exc) from exc
-        except pa.ArrowInvalid as exc:  # a damaged gzip stream
-            raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
 
     def _read(self, n: int) -> bytes:
         with self._reading():
