@@ -311,7 +311,8 @@ class PartSource:
         self.part = part
         self._fetched = _fetch(part.path, part.name) if is_url(part.path) else None
         local = self._fetched or part.path
-        self._inner = io.open_input(io.InputFile(local, part.name, part.base), fmt=fmt, delimiter=delimiter)
+        self._inner = io.open_input(io.InputFile(local, part.name, part.base), fmt=fmt, delimiter=delimiter,
+                                    label=part.label)
         self.path, self.size = local, part.nbytes
         self.format, self.columns = self._inner.format, self._inner.columns
 

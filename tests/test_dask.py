@@ -377,6 +377,17 @@ def test_cli_inverse_on_a_running_scheduler_equals_local(cluster, data, tmp_path
     assert np.allclose(back["x"], want["x"], rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+def test_an_error_names_the_input_as_given_as_the_local_engine_does(cluster, tmp_path):
+    """The workers read the absolute path; messages name the path the user gave."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n3,4,5\n")
+    (tmp_path / "h.parquet").write_bytes(b"not parquet")
+    for name in ("r.csv", "h.parquet"):
+        local = run_cli("fit", name, cwd=tmp_path)
+        dask = run_cli("fit", name, "--engine", "dask", "--scheduler", cluster.scheduler.address, cwd=tmp_path)
+        assert local.code == dask.code == 3 and f"'{name}'" in local.err, local.err
+        assert dask.err == local.err
+
+
 def test_a_data_error_with_sketches_in_the_stats_is_one_line(cluster, data, tmp_path):
     """The statistics' sketches, held by the error's traceback, are freed before the interpreter
     tears its modules down: no "nanobind: leaked ..." lines under the error."""

@@ -276,9 +276,10 @@ class _Sample:
 
 class _CsvSource(Source):
     def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str,
-                 default_size: bool = False):
+                 default_size: bool = False, label: str | None = None):
         self._default_size = default_size  # block size not chosen by the caller: may be tuned
-        self.path = path
+        self.path = label or path  # what messages name
+        self._stdin = path == "-"
         self.format = fmt
         self._delimiter = delimiter
         self._block_size = block_size
@@ -299,7 +300,7 @@ class _CsvSource(Source):
                 stream = open(path, "rb")
                 info = os.fstat(stream.fileno())
             except OSError as exc:
-                raise _read_failure(path, exc) from exc
+                raise _read_failure(self.path, exc) from exc
             # a named pipe's size says nothing about its data: unknown, as stdin's
             self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
             self._stream = stream
@@ -785,7 +786,7 @@ class _CsvSource(Source):
     def close(self) -> None:
         if self._lines is not None:
             self._lines.close()
-        if self.path != "-":  # standard input is not this source's to close
+        if not self._stdin:  # standard input is not this source's to close
             self._stream.close()
         if self._raw is not None:
             self._raw.close()

@@ -94,11 +94,13 @@ def expand_inputs(specs: Sequence[str]) -> list[InputFile]:
     return out
 
 
-def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = None) -> Source:
-    """Open an :class:`InputFile`: hive-partitioned Parquet through ``pyarrow.dataset``, else :func:`open_source`."""
+def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = None,
+               label: str | None = None) -> Source:
+    """Open an :class:`InputFile`: hive-partitioned Parquet through ``pyarrow.dataset``, else
+    :func:`open_source` (whose messages name ``label``, if given, for the path)."""
     if item.base is not None and fmt in (None, "parquet"):
         return _DatasetSource(item.path, item.base)
-    return open_source(item.path, fmt=fmt, delimiter=delimiter)
+    return open_source(item.path, fmt=fmt, delimiter=delimiter, label=label)
 
 
 _FINGERPRINT_SPAN = 1 << 20
@@ -197,6 +199,7 @@ def open_source(
     delimiter: str | None = None,
     block_size: int | None = None,
     encoding: str = "utf8",
+    label: str | None = None,
 ) -> Source:
     """Open ``path`` (``"-"`` for stdin) and read its header.
 
@@ -204,14 +207,15 @@ def open_source(
     DataError. ``tsv`` means a tab delimiter unless ``delimiter`` says otherwise. A UTF-8 BOM is
     stripped. ``block_size`` is the approximate size of a CSV piece (bytes) or of a Parquet
     batch (rows); by default 2 MiB and 32,768 rows (peak memory against speed, measured), or ``NORMCLI_BLOCK_SIZE`` from the environment.
+    Messages name ``label`` instead of ``path`` when it is given (a copy read for another name).
     """
     fmt = detect_format(path, fmt)
     if block_size is None:
         env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
         block_size = int(env) if env.isdigit() and int(env) > 0 else None
     if fmt == "parquet":
-        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS)
+        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS, label)
     default_size = block_size is None
     block_size = block_size or DEFAULT_BLOCK_SIZE
     delimiter = field_separator(fmt, delimiter)
-    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size)
+    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size, label)

@@ -14,8 +14,8 @@ from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_fl
 
 
 class _ParquetSource(Source):
-    def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS):
-        self._setup(path, batch_rows)
+    def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS, label: str | None = None):
+        self._setup(label or path, batch_rows)
         try:
             if path == "-":
                 # Parquet needs random access: spool stdin to an anonymous temp file.
@@ -34,14 +34,14 @@ class _ParquetSource(Source):
                 self.size = os.path.getsize(path)
                 target = path
             if self.size == 0 or (self._spool is not None and not self._spool_size()):
-                raise DataError(f"{_display(path)} is empty")
+                raise DataError(f"{_display(self.path)} is empty")
             self._file = _pq().ParquetFile(target, pre_buffer=False, buffer_size=1 << 20)
         except OSError as exc:
             self._close_spool()
-            raise _read_failure(path, exc) from exc
+            raise _read_failure(self.path, exc) from exc
         except pa.ArrowInvalid as exc:
             self._close_spool()
-            raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
+            raise DataError(f"{_display(self.path)} is not a Parquet file: {exc}") from exc
         except (DataError, IOFailure):
             self._close_spool()
             raise
