@@ -530,7 +530,10 @@ class DaskEngine:
                     raise IOFailure(f"cannot write '{output}': {exc.strerror or exc}") from exc
                 _remove_stale_parts(directory, set(names))
             except BaseException:
-                self.client.cancel(futures)  # the tasks not started yet; running ones finish on their own
+                try:  # the tasks not started yet; running ones finish on their own
+                    self.client.cancel(futures)
+                except Exception:  # a cluster that is gone has nothing to cancel: the first error stands
+                    pass
                 raise
             finally:
                 discard_staging(staging)
