@@ -161,7 +161,7 @@ def staged(path: str, text: bytes) -> Iterator[None]:
     output written inside then lands first, and neither is left alone by a failure before it."""
     from normcli.io.outfile import open_output  # here: commands that only read stats skip normcli.io
 
-    if path.lower().endswith(".gz"):  # as for data outputs: level 6, no name or time stored
+    if os.fspath(path).lower().endswith(".gz"):  # as for data outputs: level 6, no name or time stored
         text = gzip.compress(text, compresslevel=6, mtime=0)
     out, tmp, target = open_output(path)
     try:
