@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import sys
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, 
 from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
 
 BATCH_ROWS = 65536
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # warnings point past its frames
 
 
 def _now() -> str:
@@ -158,9 +160,19 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     group_by = _names(group_by)
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
-        return fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
-                         delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options,
-                         sketch_all=sketch)
+        stats = fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
+                          delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options,
+                          sketch_all=sketch, log=_warn_event)
+    else:
+        stats = _fit_table(data, methods, columns, exclude, group_by, sketch_k, sketch, options)
+    for message in constant_warnings(stats):
+        _warn(message)
+    return stats
+
+
+def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude: list[str],
+               group_by: list[str], sketch_k: int | None, sketch: bool, options: dict[str, Any]) -> Stats:
+    """:func:`fit` of a DataFrame, Table or RecordBatch."""
     from normcli import io
 
     table = _as_table(data, mixed_as_text=True, unread=_unread(data, methods, columns, exclude, group_by))
@@ -208,6 +220,43 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,
                              fmt, delimiter, progress, log)
     return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
+
+
+def constant_warnings(stats: Stats) -> list[str]:
+    """The warnings a fit gives about its constant and empty columns (and groups)."""
+    out = []
+    for name, col in stats.columns.items():
+        if col.method in ("layer", "l1", "l2", "max") or not stats.is_constant(name):
+            continue
+        what = "has no values: fitted as constant" if col.stats.count == 0 else "is constant"
+        out.append(f"column '{name}' {what} (policy {col.options.get('constant', 'scale1')})")
+    if stats.groups is not None:
+        for name, gs in stats.groups.columns.items():
+            policy = stats.columns[name].options.get("constant", "scale1")
+            empty = int((gs.count == 0).sum())
+            if empty:
+                out.append(f"column '{name}' has no values in {empty:,} of {len(gs):,} groups: fitted as "
+                           f"constant (policy {policy})")
+            n = int(stats.is_constant(name, grouped=True).sum())
+            if n:
+                out.append(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})")
+    return out
+
+
+def _warn(message: str) -> None:
+    """A UserWarning pointing at the caller's first line outside normcli."""
+    import warnings
+
+    frame, level = sys._getframe(1), 2  # 1 would be this function
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def _warn_event(event: str, fields: dict) -> None:
+    """A ``log`` for the path functions that turns their warnings into Python warnings."""
+    if event == "warning":
+        _warn(fields["message"])
 
 
 def check_output(paths: Sequence[str], output: str | None, *, engine: Any = None) -> None:
@@ -490,9 +539,7 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
             out = done.combine_chunks().to_batches()[0] if done.num_rows else pa.RecordBatch.from_pylist(
                 [], schema=done.schema)
     if unseen.rows and unseen_group == "global":
-        import warnings
-
-        warnings.warn(unseen_message(stats, unseen), stacklevel=2)
+        _warn(unseen_message(stats, unseen))
     return out
 
 

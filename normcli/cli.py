@@ -289,21 +289,8 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
                                           exclude=_split(exclude) or (), group_by=_split(group_by) or (),
                                           fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
                                           options=options, sketch_all=sketch, log=LOG)
-    for name, col in stats.columns.items():
-        if col.method in ("layer", "l1", "l2", "max") or not stats.is_constant(name):
-            continue
-        what = "has no values: fitted as constant" if col.stats.count == 0 else "is constant"
-        _warn(f"column '{name}' {what} (policy {col.options.get('constant', 'scale1')})", quiet)
-    if stats.groups is not None:
-        for name, gs in stats.groups.columns.items():
-            policy = stats.columns[name].options.get("constant", "scale1")
-            empty = int((gs.count == 0).sum())
-            if empty:
-                _warn(f"column '{name}' has no values in {empty:,} of {len(gs):,} groups: fitted as constant "
-                      f"(policy {policy})", quiet)
-            n = int(stats.is_constant(name, grouped=True).sum())
-            if n:
-                _warn(f"column '{name}' is constant in {n:,} of {len(gs):,} groups (policy {policy})", quiet)
+    for message in api.constant_warnings(stats):
+        _warn(message, quiet)
     return stats
 
 

@@ -580,3 +580,17 @@ def test_spark_sql_writes_group_keys_as_spark_reads_text():
     stats = normcli.fit(df, "zscore", group_by="k")
     sql = stats.export("sql", dialect="spark", columns=["k", "x"])
     assert sorted(k for k in _spark_literals(sql) if k != "NaN") == sorted(keys)
+
+
+@pytest.mark.parametrize("call", ["sql", "onnx", "torch", "sklearn", "to_sklearn", "from_sklearn"])
+def test_an_unknown_keyword_is_a_usage_error_naming_the_options(call):
+    """As for fit and transform: not a TypeError naming a function the user never called."""
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
+    stats = normcli.fit(frame)
+    run = {"to_sklearn": lambda: normcli.to_sklearn(stats, foo=1),
+           "from_sklearn": lambda: normcli.from_sklearn(StandardScaler().fit(frame), foo=1)}.get(
+        call, lambda: stats.export(call, foo=1))
+    with pytest.raises(UsageError, match=r"^unknown option 'foo' \(options: .*\)$"):
+        run()

@@ -436,3 +436,26 @@ def test_api_arguments_of_the_wrong_kind_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="output= is for a path"):
         stats.transform(frame, output=str(tmp_path / "x.csv"))
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_api_warns_about_constant_and_empty_columns_and_unseen_groups_at_the_callers_line():
+    """The CLI's warnings, as Python warnings that point at the line that called normcli (so
+    that the default filter, once per location, does not hide later calls)."""
+    import inspect
+    import warnings
+
+    here = inspect.currentframe()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        normcli.fit(pd.DataFrame({"a": [3.0, 3.0, 3.0], "v": [1.0, 2.0, 4.0]})); line = here.f_lineno  # noqa: E702
+        normcli.fit(pd.DataFrame({"a": [np.nan, np.nan], "v": [1.0, 2.0]}), columns=["a", "v"])
+        grouped = normcli.fit(pd.DataFrame({"g": ["a", "b"], "x": [1.0, 2.0]}), group_by="g")
+        grouped.transform(pd.DataFrame({"g": ["c"], "x": [1.0]}))
+        normcli.transform(grouped, pd.DataFrame({"g": ["c"], "x": [1.0]}))
+    got = [(w.category, w.filename, w.lineno - line, str(w.message)) for w in caught]
+    assert got == [
+        (UserWarning, __file__, 0, "column 'a' is constant (policy scale1)"),
+        (UserWarning, __file__, 1, "column 'a' has no values: fitted as constant (policy scale1)"),
+        (UserWarning, __file__, 2, "column 'x' is constant in 2 of 2 groups (policy scale1)"),
+        *[(UserWarning, __file__, i, "1 rows belong to groups not seen in fit (e.g. g='c'); they were normalized "
+           "with the overall statistics (--unseen-group global)") for i in (3, 4)]]

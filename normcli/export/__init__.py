@@ -6,15 +6,33 @@ Every target reads only the fitted :class:`~normcli.model.Stats` (never files, n
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any
+import inspect
+from typing import Any, Callable, TypeVar
 
 from normcli.errors import UsageError
 from normcli.model import Stats
 
 TARGETS = ("sql", "sklearn", "torch", "onnx")
+F = TypeVar("F", bound=Callable[..., Any])
 # The pip extra that brings each optional module.
 _EXTRAS = {"sklearn": "sklearn", "skops": "sklearn", "safetensors": "torch", "onnx": "onnx"}
+
+
+def options_checked(fn: F) -> F:
+    """``fn`` with a keyword it does not take refused as a UsageError that names the ones it
+    does (a bare TypeError would name an internal function)."""
+    params = inspect.signature(fn).parameters
+    names = [n for n, p in params.items() if p.kind is not p.VAR_KEYWORD][1:]
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **options: Any) -> Any:
+        unknown = next((k for k in options if k not in params), None)
+        if unknown is not None:
+            raise UsageError(f"unknown option '{unknown}' (options: {', '.join(names) or 'none'})")
+        return fn(*args, **options)
+    return checked  # type: ignore[return-value]
 
 
 def require(module: str) -> Any:

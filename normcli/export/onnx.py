@@ -16,7 +16,7 @@ import numpy as np
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped, require
+from normcli.export import check_ungrouped, options_checked, require
 from normcli.model import RowFit, Stats
 
 OPSET = 17
@@ -46,6 +46,7 @@ class _Graph:
         return name
 
 
+@options_checked
 def to_onnx(stats: Stats, dtype: str = "float64") -> Any:
     """An ``onnx.ModelProto`` whose input ``X`` and output ``Y`` are [rows, k] in ``stats``' column order.
 

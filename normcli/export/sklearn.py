@@ -18,13 +18,14 @@ import numpy as np
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped, require
+from normcli.export import check_ungrouped, options_checked, require
 from normcli.model import ColumnFit, RowFit, Stats
 from normcli.stats import ColumnStats
 
 NORMS = ("l1", "l2", "max")
 
 
+@options_checked
 def to_sklearn(stats: Stats, columns: Sequence[str] | None = None) -> Any:
     """A fitted ``ColumnTransformer`` whose ``transform`` of a DataFrame equals ``stats.transform``.
 
@@ -94,6 +95,7 @@ def _scaler(fit: ColumnFit, p: M.Affine) -> tuple[Any, dict[str, Any]]:
         "center_": one(p.center), "scale_": one(p.scale)}
 
 
+@options_checked
 def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
     """Stats from a fitted scaler, ``Normalizer`` or ``ColumnTransformer`` of them.
 

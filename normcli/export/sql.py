@@ -18,6 +18,7 @@ from typing import Sequence
 
 from normcli import methods as M
 from normcli.errors import UsageError
+from normcli.export import options_checked
 from normcli.model import RowFit, Stats
 
 
@@ -48,6 +49,7 @@ GROUP_POLICIES = ("global", "passthrough", "null")
 HELPER = "__normcli_"  # prefix of the helper columns of row-wise methods
 
 
+@options_checked
 def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
            columns: Sequence[str] | None = None, unseen_group: str = "global") -> str:
     """One SELECT over ``table`` that normalizes like ``normcli transform`` with ``stats``.

@@ -18,13 +18,14 @@ import numpy as np
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped, require
+from normcli.export import check_ungrouped, options_checked, require
 from normcli.model import Stats
 
 FORMAT = "normcli-torch"
 P = {"l1": 1.0, "l2": 2.0, "max": float("inf")}
 
 
+@options_checked
 def to_torch(stats: Stats) -> bytes:
     """The safetensors bytes of ``stats``; see the module docstring for the layout."""
     st = require("safetensors.numpy")
