@@ -273,7 +273,7 @@ def _validate(doc: Any, source: str) -> None:
         if st.get("center") is not None and st.get("scale") is None:
             raise StatsFileError(f"{where}.center: a fixed center needs a fixed scale")
         need = _REQUIRED.get(c["method"], ())
-        if st.get("scale") is not None and c["method"] in ("maxabs", "robust"):
+        if st.get("scale") is not None and (c["method"] in ("maxabs", "robust") or st.get("center") is not None):
             need = ()  # imported fixed parameters stand in for the moments
         if st["count"] > 0 and any(st[k] is None for k in need):
             raise StatsFileError(f"{where}: a {c['method']} column with values needs {', '.join(need)}")

@@ -594,3 +594,16 @@ def test_an_unknown_keyword_is_a_usage_error_naming_the_options(call):
         call, lambda: stats.export(call, foo=1))
     with pytest.raises(UsageError, match=r"^unknown option 'foo' \(options: .*\)$"):
         run()
+
+
+@pytest.mark.parametrize("with_mean,with_std", [(False, True), (True, False), (False, False)])
+def test_a_standard_scaler_without_centring_or_scaling_imports_and_transforms_like_it(with_mean, with_std):
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(40, 3, 200), "b": rng.exponential(2, 200), "c": np.full(200, 7.0)})
+    scaler = StandardScaler(with_mean=with_mean, with_std=with_std).fit(frame)
+    stats = normcli.from_sklearn(scaler)
+    np.testing.assert_allclose(stats.transform(frame).to_numpy(), scaler.transform(frame), rtol=1e-12, atol=1e-12)
+    again = statsfile.loads(statsfile.dumps(stats))  # the stats file holds it
+    np.testing.assert_allclose(again.inverse(again.transform(frame)).to_numpy(), frame.to_numpy(), rtol=1e-12, atol=1e-12)

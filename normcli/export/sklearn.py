@@ -106,8 +106,9 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
     ``scale_``, else with ``scale_`` as a fixed scale (an ``--eps``, say), which cannot be merged.
     One whose ``n_samples_seen_`` is a sum of ``sample_weight``, not a count (not a whole number
     above 0, or 1 with ``var_`` > 0), has none: its ``mean_`` and ``scale_`` become a fixed centre
-    and scale without moments. ``MinMaxScaler`` keeps its count, min and max; ``MaxAbsScaler`` and
-    ``RobustScaler`` carry a fixed scale (and centre) instead.
+    and scale without moments, as do those fitted ``with_mean=False`` (centre 0) or
+    ``with_std=False`` (scale 1). ``MinMaxScaler`` keeps its count, min and max; ``MaxAbsScaler``
+    and ``RobustScaler`` carry a fixed scale (and centre) instead.
     """
     require("sklearn")
     from sklearn.exceptions import NotFittedError
@@ -192,8 +193,11 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
     n = int(seen)
     nan = math.nan
     if kind == "StandardScaler":
-        if not (est.with_mean and est.with_std):
-            raise UsageError("a StandardScaler without centring or scaling has no normcli equivalent")
+        if not (est.with_mean and est.with_std):  # x / scale_, x - mean_, or x: a fixed centre and scale
+            center = float(est.mean_[j]) if est.with_mean else 0.0
+            scale = float(est.scale_[j]) if est.with_std else 1.0
+            st = ColumnStats(n if n == seen else 0, 0, nan, nan, nan, nan, nan, center=center, scale=scale)
+            return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
         mean, var, scale = float(est.mean_[j]), float(est.var_[j]), float(est.scale_[j])
         if n != seen or n == 0 or (n == 1 and var > 0):
             # fitted with sample_weight: weighted moments and a sum of weights, not a count (one
