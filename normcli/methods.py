@@ -70,7 +70,8 @@ def check_options(given: Mapping[str, Any]) -> None:
         values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         if not all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) for v in values):
             shown = ",".join(map(str, values))
-            raise UsageError(f"{flag(key)} takes finite numbers, got '{shown}'")
+            kind = "" if all(isinstance(v, Real) for v in values) else " (not a number type)"  # "2" from Python
+            raise UsageError(f"{flag(key)} takes finite numbers, got '{shown}'{kind}")
     for key in ("eps", "clip_sigma"):
         if given.get(key) is not None and given[key] < 0:
             raise UsageError(f"{flag(key)} must not be negative")

@@ -355,11 +355,13 @@ def plan_from_stats(stats: Stats) -> FitPlan:
 
 
 def _check_row_options(row: RowFit) -> None:
+    """A row-wise method's ``gamma``/``beta``: one number for every column it spans, or one per
+    column in order (as zscore's)."""
     for key in ("gamma", "beta"):
         v = row.options.get(key)
         if v is not None:
-            if isinstance(v, (int, float)):
-                row.options[key] = [float(v)] * len(row.columns)
+            if isinstance(v, (int, float)) or len(v) == 1:
+                row.options[key] = [float(v if isinstance(v, (int, float)) else v[0])] * len(row.columns)
             elif len(v) != len(row.columns):
                 raise UsageError(f"--{key} has {len(v)} values but {row.method} spans {len(row.columns)} columns")
     if row.method == "layer" and row.options.get("eps_mode") not in M.EPS_MODES:

@@ -459,3 +459,30 @@ def test_the_api_warns_about_constant_and_empty_columns_and_unseen_groups_at_the
         (UserWarning, __file__, 2, "column 'x' is constant in 2 of 2 groups (policy scale1)"),
         *[(UserWarning, __file__, i, "1 rows belong to groups not seen in fit (e.g. g='c'); they were normalized "
            "with the overall statistics (--unseen-group global)") for i in (3, 4)]]
+
+
+def test_layer_takes_one_gamma_and_beta_for_every_column_in_the_cli_and_the_api(tmp_path):
+    """One number for every column the row-wise method spans, or one per column, as zscore's
+    --gamma: the CLI and the API agree (a wrong count is the same UsageError in both)."""
+    import json
+
+    from conftest import run_cli
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 3))
+    df = pd.DataFrame(x, columns=list("abc"))
+    df.to_csv(tmp_path / "l.csv", index=False)
+    r = run_cli("fit", tmp_path / "l.csv", "--method", "layer:a,b,c", "--gamma", "2", "--beta", "0.5",
+                "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "s.json").read_text())["rows"][0]["options"]["gamma"] == [2.0, 2.0, 2.0]
+    want = layer_reference(x, 1e-5, np.full(3, 2.0), np.full(3, 0.5))
+    for gamma in (2.0, [2.0], 2):
+        got = normcli.fit(df, "layer:a,b,c", gamma=gamma, beta=0.5).transform(df).to_numpy()
+        np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
+    r = run_cli("fit", tmp_path / "l.csv", "--method", "layer:a,b,c", "--gamma", "1,2")
+    assert r.code == 2 and r.err == "Error: --gamma has 2 values but layer spans 3 columns\n", r.err
+    with pytest.raises(UsageError, match=r"^--gamma has 2 values but layer spans 3 columns$"):
+        normcli.fit(df, "layer:a,b,c", gamma=[1.0, 2.0])
+    with pytest.raises(UsageError, match=r"^--gamma takes finite numbers, got '2' \(not a number type\)$"):
+        normcli.fit(df, "layer:a,b,c", gamma="2")
