@@ -60,21 +60,24 @@ def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
         raise DataError(f"the DataFrame has two columns named '{twice}'")
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
-    except _ARROW_ERRORS as exc:
-        if not mixed_as_text:
-            raise DataError(f"cannot read the DataFrame: {exc}") from None
-        failure = exc
+    except _ARROW_ERRORS:
+        pass  # one column at a time, to name the one at fault
     arrays = []
     for name in frame.columns:
         column = frame[name]
         try:
             arrays.append(pa.Array.from_pandas(column))
-        except _ARROW_ERRORS:
+        except _ARROW_ERRORS as exc:
             if str(name) in unread:
                 arrays.append(pa.nulls(len(column)))
                 continue
             if column.dtype != object or not (mixed_as_text is True or str(name) in mixed_as_text):
-                raise DataError(f"cannot read the DataFrame: {failure}") from None
+                reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+                if getattr(column.dtype, "kind", "") == "c":
+                    reason = "complex numbers are not supported"
+                elif str(column.dtype).startswith("Sparse"):
+                    reason = f"a sparse column ({column.dtype}) is not supported: make it dense first"
+                raise DataError(f"cannot read column '{name}' of the DataFrame: {reason}") from None
             arrays.append(pa.array([_text_or_none(v) for v in column], pa.string()))
     return pa.Table.from_arrays(arrays, names=names)
 
@@ -100,6 +103,10 @@ def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclud
         named.update(spec.partition(":")[2].split(","))
     labels = {str(c) for c in getattr(data, "columns", ())}
     left_out = set(exclude) | (set() if columns is None else labels - set(columns))
+    # Complex numbers are not among the numeric columns a fit reads (integers and floats).
+    dtypes = getattr(data, "dtypes", None)
+    if dtypes is not None:
+        left_out |= {str(c) for c, kind in dtypes.items() if getattr(kind, "kind", "") == "c"}
     return left_out - named
 
 
