@@ -151,6 +151,8 @@ def _infinite_mean(st: ColumnStats) -> float | None:
 
 
 def _null_rate(st: ColumnStats) -> float | None:
+    if st.nulls is None:  # not known (imported statistics): no rate to compare with
+        return None
     total = st.count + st.nulls
     return st.nulls / total if total else None
 

@@ -84,7 +84,7 @@ class ColumnStats(_sketch.PickledSketches):
     """
 
     count: int = 0
-    nulls: int = 0
+    nulls: int | None = 0  # None: unknown (imported from scikit-learn, which does not count them)
     mean: float = 0.0
     mean_lo: float = 0.0
     m2: float = 0.0
@@ -132,7 +132,7 @@ class ColumnStats(_sketch.PickledSketches):
 
             raise StatsFileError("imported fixed center/scale parameters cannot be merged")
         sketch = _merge_sketches(self.sketch, other.sketch)
-        nulls = self.nulls + other.nulls
+        nulls = None if self.nulls is None or other.nulls is None else self.nulls + other.nulls
         if other.count == 0:
             return replace(self, nulls=nulls, sketch=sketch)
         if self.count == 0:

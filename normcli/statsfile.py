@@ -265,6 +265,8 @@ def _validate(doc: Any, source: str) -> None:
         st = c["stats"]
         where = f"{source}: columns.{name}.stats"
         for k in ("count", "nulls"):
+            if k == "nulls" and st[k] is None:  # unknown: statistics imported from scikit-learn
+                continue
             if type(st[k]) is not int or st[k] > _MAX_COUNT:  # JSON Schema takes 4.0 for an integer
                 raise StatsFileError(f"{where}.{k}: expected an integer below 2^63, found {json.dumps(st[k])}")
         for k, methods in _FIXED.items():

@@ -607,3 +607,30 @@ def test_a_standard_scaler_without_centring_or_scaling_imports_and_transforms_li
     np.testing.assert_allclose(stats.transform(frame).to_numpy(), scaler.transform(frame), rtol=1e-12, atol=1e-12)
     again = statsfile.loads(statsfile.dumps(stats))  # the stats file holds it
     np.testing.assert_allclose(again.inverse(again.transform(frame)).to_numpy(), frame.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scaler", ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler"])
+def test_an_imported_scaler_has_an_unknown_null_count_and_check_finds_no_drift_on_its_data(tmp_path, scaler):
+    """scikit-learn counts no missing values apart: the stats file says so (nulls null) rather
+    than invent 0, and check of the very data the scaler was fitted on finds no drift."""
+    import sklearn.preprocessing as pre
+
+    from tests.conftest import run_cli
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(5, 2, 400)
+    x[::2] = np.nan  # half the values missing
+    frame = pd.DataFrame({"x": x, "y": rng.normal(size=400)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    stats = normcli.from_sklearn(getattr(pre, scaler)().fit(frame))
+    stats.save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert [doc["columns"][c]["stats"]["nulls"] for c in ("x", "y")] == [None, None]
+    r = run_cli("check", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == 0, (r.out, r.err)
+    report = {c["column"]: c for c in json.loads(r.out)["columns"]}
+    assert report["x"]["null_rate_fitted"] is None and report["x"]["nulls"] == 200
+    assert "nulls" in run_cli("inspect", tmp_path / "s.json").out.decode()
+    if scaler in ("StandardScaler", "MinMaxScaler"):  # mergeable: unknown stays unknown
+        merged = normcli.merge(stats, normcli.fit(frame, "minmax" if scaler == "MinMaxScaler" else "zscore"))
+        assert merged.columns["x"].stats.nulls is None

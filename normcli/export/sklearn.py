@@ -196,26 +196,26 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
         if not (est.with_mean and est.with_std):  # x / scale_, x - mean_, or x: a fixed centre and scale
             center = float(est.mean_[j]) if est.with_mean else 0.0
             scale = float(est.scale_[j]) if est.with_std else 1.0
-            st = ColumnStats(n if n == seen else 0, 0, nan, nan, nan, nan, nan, center=center, scale=scale)
+            st = ColumnStats(n if n == seen else 0, None, nan, nan, nan, nan, nan, center=center, scale=scale)
             return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
         mean, var, scale = float(est.mean_[j]), float(est.var_[j]), float(est.scale_[j])
         if n != seen or n == 0 or (n == 1 and var > 0):
             # fitted with sample_weight: weighted moments and a sum of weights, not a count (one
             # value has no variance)
-            st = ColumnStats(center=mean, scale=scale)
+            st = ColumnStats(nulls=None, center=mean, scale=scale)
             return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
-        return _zscore(name, ColumnStats(n, 0, mean, 0.0, var * n, nan, nan), scale)
+        return _zscore(name, ColumnStats(n, None, mean, 0.0, var * n, nan, nan), scale)
     if kind == "MinMaxScaler":
-        st = ColumnStats(n, 0, nan, nan, nan, float(est.data_min_[j]), float(est.data_max_[j]))
+        st = ColumnStats(n, None, nan, nan, nan, float(est.data_min_[j]), float(est.data_max_[j]))
         opts = {"range": [float(v) for v in est.feature_range], "clip": bool(est.clip)}
         return ColumnFit(name, "minmax", M.options_for("minmax", opts), st)
     if kind == "MaxAbsScaler":
-        st = ColumnStats(n, 0, nan, nan, nan, nan, nan, scale=float(est.max_abs_[j]))
+        st = ColumnStats(n, None, nan, nan, nan, nan, nan, scale=float(est.max_abs_[j]))
         return ColumnFit(name, "maxabs", M.options_for("maxabs", {}), st)
     if kind == "RobustScaler":
         center = float(est.center_[j]) if est.with_centering else 0.0
         scale = float(est.scale_[j]) if est.with_scaling else 1.0
-        st = ColumnStats(n, 0, nan, nan, nan, nan, nan, center=center, scale=scale)
+        st = ColumnStats(n, None, nan, nan, nan, nan, nan, center=center, scale=scale)
         opts = {"quantile_range": [float(v) for v in est.quantile_range]}
         return ColumnFit(name, "robust", M.options_for("robust", opts), st)
     raise UsageError(f"cannot import a {kind} (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, "
