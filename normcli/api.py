@@ -304,9 +304,7 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: C
     log = log or _no_log
     plan, acc, inputs = None, None, []
     for item in items:
-        entry: dict[str, Any] = {"path": io.path_text(item.path)}
-        if item.path != "-" and (found := io.fingerprint(item.path)) is not None:
-            entry["fingerprint"] = found
+        entry = io.input_entry(item.path)  # fingerprinted before the file is read
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
             with naming_input(item.path, len(items) > 1):

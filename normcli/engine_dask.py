@@ -473,9 +473,7 @@ class DaskEngine:
             counts[index] += n
         inputs = []
         for index, item in enumerate(items):
-            entry: dict[str, Any] = {"path": io.path_text(item.path)}
-            if not is_url(item.path) and (found := io.fingerprint(item.path)) is not None:
-                entry["fingerprint"] = found
+            entry = io.input_entry(item.path, local=not is_url(item.path))
             entry.update(rows=counts[index], bytes=_size(parts, index))
             inputs.append(entry)
             log("rows", {"path": item.path, "rows": counts[index]})

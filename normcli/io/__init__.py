@@ -5,13 +5,13 @@ Arrow record batches are the currency; this package knows nothing of normalizati
 :mod:`.parquet_source` the two kinds of input, :mod:`.inputs` the naming and opening of inputs,
 :mod:`.sample` how the text of an input's sample reads as numbers, and :mod:`.sinks` the outputs.
 """
-from .inputs import (InputFile, discard, expand_inputs, fingerprint, open_input, open_source, output_path,
-                     path_text, spool_stdin)
+from .inputs import (InputFile, discard, expand_inputs, fingerprint, input_entry, open_input, open_source,
+                     output_path, path_text, spool_stdin)
 from .outfile import exclusive, parent_directories
 from .sample import TextSample, text_samples
 from .sinks import Sink, check_outputs, open_sink
 from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
-           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "open_input",
+           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "input_entry", "open_input",
            "open_sink", "open_source", "output_path", "parent_directories", "path_text", "spool_stdin", "text_samples"]

@@ -135,6 +135,15 @@ def fingerprint(path: str) -> dict | None:
             "sha256": digest.hexdigest()}
 
 
+def input_entry(path: str, local: bool = True) -> dict:
+    """The start of an input's ``fitted_on.inputs`` entry: its path as text and, for a regular
+    ``local`` file (not stdin, not a URL), its fingerprint; the caller adds ``rows`` and ``bytes``."""
+    entry: dict = {"path": path_text(path)}
+    if local and path != "-" and (found := fingerprint(path)) is not None:
+        entry["fingerprint"] = found
+    return entry
+
+
 def path_text(path: str) -> str:
     """``path`` as text that UTF-8 (a stats file) can hold: a file name's bytes that are not
     UTF-8 (Python keeps them as surrogates) are written as ``\\xNN`` escapes."""
