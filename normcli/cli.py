@@ -409,9 +409,10 @@ def merge(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Merge stats files exactly, as if one fit had read all their data."""
-    from normcli import api
+    from normcli import api, io
 
     LOG.configure(log_format, quiet)
+    io.check_outputs([(output, None)], parts, read_as="one of the stats files merged")
     loaded = []
     for path in parts:
         loaded.append(api.load(path))

@@ -132,7 +132,9 @@ class DriftPlan:
         new_rate = _null_rate(new)
         out["null_rate_fitted"], out["null_rate"] = fit_rate, new_rate
         out["null_rate_change"] = None if fit_rate is None or new_rate is None else new_rate - fit_rate
-        out["out_of_range"] = part.outside / new.count if new.count else None
+        # no fitted range (no fitted values, or an imported scaler without min and max): undefined
+        ranged = fitted.count and not (math.isnan(fitted.min) or math.isnan(fitted.max))
+        out["out_of_range"] = part.outside / new.count if new.count and ranged else None
         out["psi"] = out["ks"] = None
         if part.bins is not None and new.count:
             out["psi"] = psi(_expected_shares(fitted.sketch, self.edges[name]), part.bins / new.count)

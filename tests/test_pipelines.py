@@ -478,7 +478,7 @@ def test_check_of_statistics_without_a_mean_reports_no_shift(tmp_path):
     r = run_cli("check", tmp_path / "d.csv", "--stats", tmp_path / "s.json", "--json")
     assert r.code == 0, (r.err, r.text)
     c = json.loads(r.text)["columns"][0]
-    assert c["mean_shift"] is None and c["drift"] == [] and c["out_of_range"] == 0.0
+    assert c["mean_shift"] is None and c["drift"] == [] and c["out_of_range"] is None  # no fitted min, max
 
 
 def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
@@ -881,3 +881,41 @@ def test_a_stats_file_named_gz_is_gzip_compressed_and_read_back(tmp_path):
     (tmp_path / "cut.json.gz").write_bytes(packed[:len(packed) // 2])
     r = run_cli("inspect", tmp_path / "cut.json.gz")
     assert r.code == errors.EXIT_STATS and "a damaged gzip stream" in r.err and r.err.count("\n") == 1, r.err
+
+
+def test_an_input_absorbed_again_through_a_symbolic_link_is_recognised(tmp_path):
+    """The fingerprint names the file itself, not the link: --update skips the file read through
+    a link, and merge refuses two fits of it (the rows would count twice)."""
+    write_csv(day_frame(1), tmp_path / "d.csv")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "d.csv")
+    assert run_cli("fit", tmp_path / "d.csv", "-o", tmp_path / "s.json").code == 0
+    assert run_cli("fit", tmp_path / "link.csv", "-o", tmp_path / "l.json").code == 0
+    before = (tmp_path / "s.json").read_bytes()
+    r = run_cli("fit", tmp_path / "link.csv", "--update", tmp_path / "s.json")
+    assert r.code == 0 and "already absorbed" in r.err, r.err
+    assert (tmp_path / "s.json").read_bytes() == before and load_stats(tmp_path / "s.json")["fitted_on"]["rows"] == 400
+    r = run_cli("merge", tmp_path / "s.json", tmp_path / "l.json", "-o", tmp_path / "m.json")
+    assert r.code == errors.EXIT_STATS and "the data must be disjoint" in r.err, r.err
+
+
+def test_merge_refuses_to_write_over_one_of_its_inputs(tmp_path):
+    for day in (1, 2):
+        write_csv(day_frame(day), tmp_path / f"d{day}.csv")
+        assert run_cli("fit", tmp_path / f"d{day}.csv", "-o", tmp_path / f"s{day}.json").code == 0
+    before = (tmp_path / "s1.json").read_bytes()
+    (tmp_path / "alias.json").symlink_to(tmp_path / "s1.json")
+    for target in ("s1.json", "alias.json"):
+        r = run_cli("merge", tmp_path / "s1.json", tmp_path / "s2.json", "-o", tmp_path / target)
+        assert r.code == errors.EXIT_USAGE and "is one of the stats files merged" in r.err, r.err
+    assert (tmp_path / "s1.json").read_bytes() == before
+
+
+def test_check_has_no_out_of_range_share_without_a_fitted_range(tmp_path):
+    """A column fitted on no values has no [min, max]: its out-of-range share is undefined (null),
+    not 0, while a column with a range gets the share of new values outside it."""
+    (tmp_path / "f.csv").write_text("a,b\n1,\n2,\n3,\n4,\n")
+    (tmp_path / "n.csv").write_text("a,b\n1,5\n2,\n3,7\n9,\n")
+    assert run_cli("fit", tmp_path / "f.csv", "--columns", "a,b", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "n.csv", "--stats", tmp_path / "s.json", "--json")
+    report = {c["column"]: c for c in json.loads(r.out)["columns"]}
+    assert (report["a"]["out_of_range"], report["b"]["out_of_range"]) == (0.25, None), r.out

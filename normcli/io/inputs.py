@@ -107,7 +107,7 @@ _FINGERPRINT_SPAN = 1 << 20
 
 
 def fingerprint(path: str) -> dict | None:
-    """Identity of an input file: absolute path, size, mtime and a SHA-256 of its content.
+    """Identity of an input file: its path with links resolved, size, mtime and a SHA-256 of its content.
 
     The hash covers the whole file when it is under 2 MiB, else its first and last MiB (so that
     the cost does not grow with the file). ``-`` (stdin) has no fingerprint: raises UsageError.
@@ -131,7 +131,8 @@ def fingerprint(path: str) -> dict | None:
                 digest.update(f.read(_FINGERPRINT_SPAN))
     except OSError as exc:
         raise _read_failure(path, exc) from exc
-    return {"path": path_text(os.path.abspath(path)), "size": st.st_size, "mtime": st.st_mtime,
+    # the file itself, not a symbolic link to it: absorbing it through a link is absorbing it again
+    return {"path": path_text(os.path.realpath(path)), "size": st.st_size, "mtime": st.st_mtime,
             "sha256": digest.hexdigest()}
 
 
