@@ -344,6 +344,10 @@ def test_gunzip_reads_what_python_gzip_reads(data, cuts, levels, padding, read_s
     reference is Python's gzip module."""
     packed = _members(data, cuts, levels) + bytes(padding)
     assert _gunzipped(packed, read_size) == gzip.decompress(packed) == data
+    raw, out, buffer = gunzip.GunzipReader(io.BytesIO(packed)), [], bytearray(min(read_size, 700))
+    while n := raw.readinto(buffer):  # the raw stream itself, with a buffer that may be small
+        out.append(bytes(buffer[:n]))
+    assert b"".join(out) == data
 
 
 @settings(max_examples=40, deadline=None)

@@ -33,6 +33,7 @@ class GunzipReader(io.RawIOBase):
         self._member = zlib.decompressobj(_GZIP)
         self._tail = b""  # compressed bytes read but not yet given to the decompressor
         self._empty = True  # no byte read at all: an empty input, empty content (as Python reads it)
+        self._left = b""  # decompressed bytes a smaller buffer had no room for
         self._end = False
 
     def readable(self) -> bool:
@@ -41,11 +42,12 @@ class GunzipReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         """Fill ``buffer`` with up to its length of decompressed bytes; 0 only at the end."""
         with memoryview(buffer) as view:
-            while not self._end:
-                data = self._decompress(len(view))
+            while self._left or not self._end:
+                data = self._left or self._decompress(len(view))
                 if data:
-                    view[:len(data)] = data
-                    return len(data)
+                    n = min(len(data), len(view))  # more only from a final flush
+                    view[:n], self._left = data[:n], data[n:]
+                    return n
         return 0
 
     def _decompress(self, limit: int) -> bytes:
