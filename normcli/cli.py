@@ -574,7 +574,8 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
 
             flags.append(f"sketch k={st.sketch.k} err={sketch.rank_error(st.sketch):.2g}")
         num = (lambda v: f"{v:.6g}") if st.count else (lambda v: "")
-        table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", "" if st.nulls is None else f"{st.nulls:,}",
+        nulls = "" if st.nulls is None else f"{st.nulls:,}"  # unknown for imported statistics
+        table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", nulls,
                       num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
     # Not a terminal (a pipe, a file): no width limit, so nothing is cut off.
     # markup off: column names are shown as they are, "[red]x" or "[/]" included

@@ -360,8 +360,9 @@ def _check_row_options(row: RowFit) -> None:
     for key in ("gamma", "beta"):
         v = row.options.get(key)
         if v is not None:
-            if isinstance(v, (int, float)) or len(v) == 1:
-                row.options[key] = [float(v if isinstance(v, (int, float)) else v[0])] * len(row.columns)
+            v = [v] if isinstance(v, (int, float)) else v
+            if len(v) == 1:
+                row.options[key] = [float(v[0])] * len(row.columns)
             elif len(v) != len(row.columns):
                 raise UsageError(f"--{key} has {len(v)} values but {row.method} spans {len(row.columns)} columns")
     if row.method == "layer" and row.options.get("eps_mode") not in M.EPS_MODES:

@@ -33,7 +33,7 @@ FORMAT = "normcli-stats"
 # as in statistics imported from scikit-learn).
 _REQUIRED = {"zscore": ("mean", "mean_lo", "m2"), "minmax": ("min", "max"), "maxabs": ("min", "max")}
 VERSION = 1
-_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MAGIC = b"\x1f\x8b"  # normcli.io.gunzip's, not imported: reading stats skips normcli.io
 
 
 def to_dict(stats: Stats) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 
 from ..bitmaps import float64_values, from_values, validity
 from ..errors import DataError, IOFailure
-from .gunzip import GzipError, open_gunzip
+from .gunzip import GZIP_MAGIC, GzipError, open_gunzip
 from .sample import TextSample, text_samples
 from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure, stdin_stream
 
@@ -30,7 +30,6 @@ _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
 _QUOTE = b'"'
 _NL = b"\n"
-_GZIP_MAGIC = b"\x1f\x8b"
 # The longest record read: memory stays bounded when a quote is left open early in a large file.
 MAX_RECORD_BYTES = 32 << 20
 
@@ -292,7 +291,7 @@ class _CsvSource(Source):
         if path == "-":
             self.size = None
             self._stream = stdin_stream()
-            if _peek(self._stream, 2) == _GZIP_MAGIC:  # `zcat`-free pipelines: gzip is recognised
+            if _peek(self._stream, 2) == GZIP_MAGIC:  # `zcat`-free pipelines: gzip is recognised
                 self._stream = open_gunzip(self._stream)
         else:
             try:

@@ -10,6 +10,7 @@ import io
 import zlib
 from typing import BinaryIO
 
+GZIP_MAGIC = b"\x1f\x8b"  # the first bytes of every gzip member
 _CHUNK = 1 << 20  # compressed bytes read at a time
 _GZIP = 16 + zlib.MAX_WBITS  # zlib's gzip wrapper: header, CRC-32 and length checked
 
@@ -82,7 +83,7 @@ class GunzipReader(io.RawIOBase):
             if not rest:
                 self._end = True
                 return
-        if not rest.startswith(b"\x1f\x8b"[:len(rest)]):
+        if not rest.startswith(GZIP_MAGIC[:len(rest)]):
             raise GzipError("bytes that are not gzip follow a member")
         self._member = zlib.decompressobj(_GZIP)
         self._tail = rest

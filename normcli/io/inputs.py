@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from ..errors import DataError, IOFailure, UsageError
 from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, copy_stdin,
                      detect_format, field_separator, spool_failure, stdin_stream)
-from .csv_source import _GZIP_MAGIC, _CsvSource, _peek
+from .csv_source import _CsvSource, _peek
+from .gunzip import GZIP_MAGIC
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
 
 
@@ -158,7 +159,7 @@ def spool_stdin(suffix: str) -> str:
     Text that comes gzip-compressed (recognised by its first bytes, as for any stdin input) is
     kept so, in a file named ``.gz`` that the readers decompress.
     """
-    if suffix != ".parquet" and _peek(stdin_stream(), 2) == _GZIP_MAGIC:
+    if suffix != ".parquet" and _peek(stdin_stream(), 2) == GZIP_MAGIC:
         suffix += ".gz"
     try:
         fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)

@@ -6,8 +6,8 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow as pa
 
