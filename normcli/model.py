@@ -645,7 +645,10 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
         try:
             arr = arr.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(f"cannot read column '{name}' as numbers: {exc}") from None
+            # text names the value that failed to parse; any other type is simply not numbers
+            text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type)
+            why = exc if text else f"it holds {arr.type} values"
+            raise DataError(f"cannot read column '{name}' as numbers: {why}") from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
     values = float64_values(arr)
