@@ -89,6 +89,23 @@ def check_options(given: Mapping[str, Any]) -> None:
         raise UsageError(f"--quantile-range needs 0 <= a < b <= 100, got '{','.join(map(str, qr))}'")
 
 
+def takes(method: str) -> set[str]:
+    """The options ``method`` reads."""
+    return set(DEFAULTS[method]) | (set(COMMON_DEFAULTS) if method in PER_COLUMN else set())
+
+
+def check_used(methods: Sequence[str], given: Mapping[str, Any]) -> None:
+    """Refuse a given option (not None) that none of ``methods`` reads: ignored, ``--ddof 1``
+    with ``layer`` would quietly fit something other than what was asked."""
+    for key, value in given.items():
+        if value is None or any(key in takes(m) for m in methods):
+            continue
+        users = [m for m in METHODS if key in takes(m)]
+        which = (f"{users[0]}, which this fit does not use" if len(users) == 1
+                 else ", ".join(users[:-1]) + f" and {users[-1]}, none of which this fit uses")
+        raise UsageError(f"--{key.replace('_', '-')} is an option of {which} (methods: {', '.join(dict.fromkeys(methods))})")
+
+
 def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """The full option set of ``method``: its defaults updated with the ``given`` ones it knows
     (checked by :func:`check_options`)."""

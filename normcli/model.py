@@ -280,6 +280,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         claimed.update({c: default for c in rest})
     if not claimed:
         raise DataError("no numeric columns to fit (name them with --columns)")
+    M.check_options(options)  # values first: a bad value is named as such, used or not
+    M.check_used([*dict.fromkeys(claimed.values()), *(r.method for r in rows)], options)
     for row in rows:
         _check_row_options(row)
     fits = {c: ColumnFit(c, claimed[c], M.options_for(claimed[c], options) if claimed[c] in M.PER_COLUMN else {})

@@ -803,3 +803,12 @@ def test_a_one_column_file_keeps_its_null_rows_through_transform_and_inverse(tmp
     again = pd.read_csv(back)["x"]
     assert again.isna().tolist() == [False, True, False, False]
     np.testing.assert_allclose(again.dropna(), x, rtol=1e-15)
+
+
+def test_fit_refuses_an_option_its_methods_do_not_read(tmp_path, sample_csv):
+    """``--ddof 1`` with ``layer`` used to be dropped quietly: a usage error, nothing written."""
+    out = tmp_path / "s.json"
+    r = run_cli("fit", sample_csv, "--method", "layer", "--ddof", "1", "-o", out)
+    assert r.code == 2 and r.err == ("Error: --ddof is an option of zscore, which this fit does not use "
+                                     "(methods: layer)\n"), r.err
+    assert not out.exists()

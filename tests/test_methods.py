@@ -280,6 +280,26 @@ def test_fit_refuses_what_the_command_line_refuses(tmp_path, options, message):
         normcli.fit(str(csv), **options)
 
 
+@pytest.mark.parametrize("methods, options, message", [
+    (["layer"], {"ddof": 1}, r"^--ddof is an option of zscore, which this fit does not use \(methods: layer\)$"),
+    (["maxabs"], {"range": (0, 5)}, r"^--range is an option of minmax, which this fit does not use \(methods: maxabs\)$"),
+    (["zscore"], {"clip": True}, r"^--clip is an option of minmax, which"),
+    (["layer"], {"fill_missing": True}, r"^--fill-missing is an option of zscore, minmax, maxabs and robust, none of which"),
+    (["robust"], {"eps_mode": "std"}, r"^--eps-mode is an option of layer, which"),
+])
+def test_fit_refuses_an_option_no_method_of_the_fit_reads(methods, options, message):
+    """Ignored, an option would fit something other than what was asked (``layer`` has no ddof)."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 6.0]})
+    with pytest.raises(UsageError, match=message):
+        normcli.fit(frame, methods, **options)
+
+
+def test_an_option_read_by_one_method_of_the_fit_is_taken():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 6.0]})
+    stats = normcli.fit(frame, ["minmax:a", "zscore"], ddof=1)
+    assert stats.transform(frame)["b"].tolist() == pytest.approx(((frame.b - frame.b.mean()) / frame.b.std(ddof=1)).tolist(), rel=1e-15)
+
+
 @pytest.mark.parametrize("name", ["fill_mising", "ddof", "bogus"])
 def test_transform_takes_only_the_options_it_overrides(name):
     frame = pd.DataFrame({"a": [1.0, 2.0, 4.0]})
