@@ -286,11 +286,15 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
     const_zero = degenerate & (policy == "zero")
     fill = None
     if options.get("fill_missing"):
-        centre = np.where(empty, 0.0, stats.mean) if method in ("minmax", "maxabs") else center
-        centre = np.asarray(centre, np.float64)
-        fill = Affine(center, center_lo, scale, gain, offset, clip, keep=keep).apply(
-            np.atleast_1d(centre)).reshape(centre.shape)
-        fill = _scalar(np.where(const_zero, 0.0, fill))
+        # the normalized centre: the mean for minmax and maxabs, else the map's own centre (so 0,
+        # or beta); its deviation from the map's centre is taken with both low parts, exactly
+        if method in ("minmax", "maxabs"):
+            hi, lo = np.where(empty, 0.0, stats.mean), np.where(empty, 0.0, stats.mean_lo)
+        else:
+            hi, lo = center, center_lo
+        deviation = np.atleast_1d(np.subtract(hi, center) + np.subtract(lo, center_lo))
+        fill = Affine(0.0, 0.0, scale, gain, offset, clip).apply(deviation).reshape(np.shape(hi))
+        fill = _scalar(np.where(const_zero, 0.0, np.where(keep, hi, fill)))
     if np.ndim(keep) == 0 and keep:  # one column left as it is: the identity, plainly
         return Affine(fill=fill)
     return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,

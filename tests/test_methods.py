@@ -525,3 +525,27 @@ def test_a_frame_column_arrow_cannot_hold_is_named_or_left_out():
         normcli.fit(df, "zscore:c")
     with pytest.raises(DataError, match=r"^cannot read column 'a' of the DataFrame: Could not convert 'x' with type str"):
         stats.transform(pd.DataFrame({"a": pd.Series([1, "x", None, 2.0], dtype=object)}))
+
+
+@pytest.mark.parametrize("group_by", [(), "g"])
+def test_fill_missing_is_the_normalized_exact_mean(group_by):
+    """A null becomes the map of the exact mean: 0 for zscore (beta with gamma/beta), even on
+    offset data whose mean needs its low part; for minmax the exact mean's place in the range."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(2)
+    x = 1e9 + 1e-3 * rng.standard_normal(600)
+    frame = pd.DataFrame({"g": np.repeat(["p", "q"], 300), "x": x})
+    frame.loc[[5, 305], "x"] = np.nan
+    zs = normcli.fit(frame, "zscore", columns=["x"], group_by=group_by, fill_missing=True).transform(frame)
+    assert zs["x"][[5, 305]].tolist() == [0.0, 0.0]
+    zb = normcli.fit(frame, "zscore", columns=["x"], group_by=group_by, fill_missing=True,
+                     gamma=2.0, beta=0.25).transform(frame)
+    assert zb["x"][[5, 305]].tolist() == [0.25, 0.25]
+    mm = normcli.fit(frame, "minmax", columns=["x"], group_by=group_by, fill_missing=True).transform(frame)
+    parts = [frame[frame.g == k] for k in ("p", "q")] if group_by else [frame, frame]
+    for part, row in zip(parts, (5, 305)):
+        v = part["x"].dropna().to_numpy()
+        mean = sum(map(Fraction, v)) / len(v)
+        expected = float((mean - Fraction(v.min())) / (Fraction(v.max()) - Fraction(v.min())))
+        assert abs(mm["x"][row] - expected) <= np.spacing(expected)
