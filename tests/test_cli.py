@@ -812,3 +812,47 @@ def test_fit_refuses_an_option_its_methods_do_not_read(tmp_path, sample_csv):
     assert r.code == 2 and r.err == ("Error: --ddof is an option of zscore, which this fit does not use "
                                      "(methods: layer)\n"), r.err
     assert not out.exists()
+
+
+def test_parquet_to_csv_writes_wide_decimals_and_offset_time_zones_as_text(tmp_path):
+    """Polars' CSV writer has no 256-bit decimal and no time zone given as an offset: such
+    columns used to end in a panic or an internal error (exit 1). They are written as text that
+    reads back to the same values; the named zone keeps Polars' form, which they follow."""
+    import datetime as dt
+    from decimal import Decimal
+
+    instants = [0, 1_700_000_000_123, None]
+    src = tmp_path / "t.parquet"
+    pq.write_table(pa.table({
+        "x": [1.0, 2.0, 4.0],
+        "d": pa.array([Decimal("1.25"), Decimal("-123456789012345678901234567890.50"), None], pa.decimal256(50, 2)),
+        "off": pa.array(instants, pa.timestamp("ms", tz="+05:30")),
+        "named": pa.array(instants, pa.timestamp("ms", tz="America/New_York")),
+    }), src)
+    (tmp_path / "c.csv").write_text("x\n1\n2\n4\n")
+    assert run_cli("fit", tmp_path / "c.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "--to", "csv")
+    assert r.code == 0 and r.err == "", r.err
+    rows = [line.split(",") for line in r.text.splitlines()[1:]]
+    assert [row[1] for row in rows] == ["1.25", "-123456789012345678901234567890.50", ""]
+    for column, zone in ((2, dt.timezone(dt.timedelta(hours=5, minutes=30))), (3, None)):
+        for row, ms in zip(rows, instants):
+            if ms is None:
+                assert row[column] == ""
+                continue
+            when = dt.datetime.strptime(row[column], "%Y-%m-%dT%H:%M:%S.%f%z")
+            assert when == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=ms)
+            if zone is not None:
+                assert when.utcoffset() == zone.utcoffset(None)
+    assert rows[0][3] == "1969-12-31T19:00:00.000-0500" and rows[0][2] == "1970-01-01T05:30:00.000+0530"
+
+
+@pytest.mark.parametrize("column, kind", [(pa.array([b"a", b"b", None]), "binary"),
+                                          (pa.array([[1], [2], None]), "list<element: int64>")])
+def test_a_column_csv_cannot_hold_is_named(tmp_path, column, kind):
+    src = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, 4.0], "c": column}), src)
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
+    assert r.code == 3 and r.err == f"Error: cannot write column 'c' as CSV: it holds {kind} values (Parquet output holds them)\n"
+    assert sorted(os.listdir(tmp_path)) == ["s.json", "t.parquet"]

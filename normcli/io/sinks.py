@@ -17,6 +17,7 @@ import gzip
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -158,6 +159,23 @@ def _quote_field(name: str, sep: str) -> str:
     return name
 
 
+def _polars_cannot_write(kind: pa.DataType) -> bool:
+    """Types Polars' CSV writer fails on, which Arrow writes as text: a decimal wider than 128
+    bits (no Int256 in Polars), a time zone given as an offset (``+05:30``) rather than a name."""
+    return pa.types.is_decimal256(kind) or (pa.types.is_timestamp(kind) and kind.tz is not None
+                                             and kind.tz[:1] in ("+", "-"))
+
+
+def _arrow_text(column: pa.Array) -> pa.Array:
+    """``column`` as Arrow's text, a timestamp in the form Polars writes (``T`` between date and time)."""
+    import pyarrow.compute as pc
+
+    text = column.cast(pa.string())
+    if pa.types.is_timestamp(column.type):
+        text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    return text
+
+
 class _CsvSink(Sink):
     def __init__(self, path, fmt, schema, delimiter, out, tmp, target=None):
         super().__init__(path, fmt, schema, out, tmp, target)
@@ -166,12 +184,15 @@ class _CsvSink(Sink):
             delimiter.join(_quote_field(name, delimiter) for name in schema.names) + "\n"
         ).encode()
         self._header_written = False
+        self._as_text = [i for i, field in enumerate(schema) if _polars_cannot_write(field.type)]
 
     def encode(self, batch: pa.RecordBatch) -> list[bytes]:
         """CSV bytes of the rows, in the parts the writer made, no header: null as an empty
         field, "" as `""`."""
         import polars as pl
 
+        for i in self._as_text:
+            batch = batch.set_column(i, batch.schema.field(i).name, _arrow_text(batch.column(i)))
         frame = pl.from_arrow(batch)
         if not isinstance(frame, pl.DataFrame):
             frame = frame.to_frame()
@@ -181,8 +202,8 @@ class _CsvSink(Sink):
             # skip (pyarrow, normcli): it is written `""`, which reads back as a null number.
             frame.write_csv(out, include_header=False, quote_style="necessary", separator=self._sep,
                             null_value='""' if frame.width == 1 else "")
-        except pl.exceptions.PolarsError as exc:
-            raise DataError(f"cannot write this data as CSV: {exc}") from exc
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
+            raise _unwritable(frame, batch.schema) from exc
         return out.parts
 
     def _emit(self, data: bytes) -> None:
@@ -200,6 +221,19 @@ class _CsvSink(Sink):
     def _finish(self) -> None:
         if not self._header_written:
             self.write([])
+
+
+def _unwritable(frame: Any, schema: pa.Schema) -> DataError:
+    """The error for a batch Polars cannot write as CSV, naming the first column it fails on."""
+    import polars as pl
+
+    for name in frame.columns:
+        try:
+            frame.select(name).write_csv()
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+            return DataError(f"cannot write column '{name}' as CSV: it holds {schema.field(name).type} values "
+                             "(Parquet output holds them)")
+    return DataError("cannot write this data as CSV")
 
 
 class _GzipOutput(gzip.GzipFile):
