@@ -624,16 +624,19 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
 
 def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
                    drop: Sequence[str] = ()) -> pa.Schema:
-    types = source.sample_types() if source.format == "parquet" else {}
+    """The output's schema. Text output holds text; Parquet keeps the input's fields as declared
+    (nullability, metadata such as field ids, the file's key-value metadata), a normalized
+    column with its new type, nullable (an unseen group may give null)."""
+    declared = source.fields() if source.format == "parquet" else pa.schema([])
     fields = []
     for name in source.columns:
         if name in drop:
             continue
-        if name in stats.columns:
-            fields.append(pa.field(name, kind))
-        else:
-            fields.append(pa.field(name, types.get(name, pa.string())))
-    return pa.schema(fields)
+        field = declared.field(name) if name in declared.names else pa.field(name, pa.string())
+        fields.append(field.with_type(kind).with_nullable(True) if name in stats.columns else field)
+    if out_fmt != "parquet":  # text: the types alone
+        return pa.schema([pa.field(f.name, f.type) for f in fields])
+    return pa.schema(fields, metadata=declared.metadata)
 
 
 def merge(*parts: Stats | str) -> Stats:

@@ -324,6 +324,10 @@ class PartSource:
         """How the text columns of that sample read as numbers, as :meth:`normcli.io.Source.sample_text`."""
         return self._inner.sample_text()
 
+    def fields(self) -> pa.Schema:
+        """The file's Arrow fields, as :meth:`normcli.io.Source.fields`."""
+        return self._inner.fields()
+
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[io.Piece]:
         """The partition as :class:`normcli.io.Piece` objects for :meth:`decode`."""
         missing = [c for c in [*numeric, *keep] if c not in self.columns]

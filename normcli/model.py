@@ -561,6 +561,7 @@ class Stats:
              output: OutputOptions, unseen: UnseenGroups | None) -> pa.RecordBatch:
         self.check_columns(batch.schema.names)
         arrays = list(batch.columns)
+        read = arrays.copy()
         index = {n: i for i, n in enumerate(batch.schema.names)}
         rows = self._group_rows(batch, output.unseen_group, unseen) if self.groups is not None else None
         lost = None if rows is None or rows.min(initial=0) >= 0 else rows < 0
@@ -594,8 +595,11 @@ class Stats:
             y = M.row_apply(row.method, x, row.options)
             for j, i in enumerate(idx):
                 arrays[i] = _to_arrow(np.ascontiguousarray(y[:, j]), arrays[i], True, output)
-        schema = pa.schema([pa.field(n, a.type) for n, a in zip(batch.schema.names, arrays)])
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+        # every field as the input declares it (nullability, metadata), a mapped one with its new
+        # type and nullable (an unseen group may give null); the schema's metadata kept too
+        fields = [f if a is b else f.with_type(a.type).with_nullable(True)
+                  for f, a, b in zip(batch.schema, arrays, read)]
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=batch.schema.metadata))
 
 
 def merge_stats(a: Stats, b: Stats) -> Stats:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+import normcli
 from conftest import SAMPLE, run_cli
 from reliability.helpers import assert_error
 
@@ -856,3 +857,31 @@ def test_a_column_csv_cannot_hold_is_named(tmp_path, column, kind):
     r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
     assert r.code == 3 and r.err == f"Error: cannot write column 'c' as CSV: it holds {kind} values (Parquet output holds them)\n"
     assert sorted(os.listdir(tmp_path)) == ["s.json", "t.parquet"]
+
+
+def test_parquet_output_keeps_the_fields_and_metadata_the_input_declares(tmp_path):
+    """Pass-through columns keep their nullability and field metadata (Parquet field ids), a
+    normalized column its field id, and the file its key-value metadata; the Python API keeps
+    them on an Arrow table as well."""
+    schema = pa.schema([
+        pa.field("x", pa.int64(), nullable=False, metadata={"PARQUET:field_id": "1"}),
+        pa.field("s", pa.string(), nullable=False, metadata={"PARQUET:field_id": "2", "comment": "name"}),
+        pa.field("t", pa.float64(), metadata={"PARQUET:field_id": "3"})], metadata={"owner": "data-team"})
+    table = pa.table({"x": [1, 2, 4], "s": ["a", "b", "c"], "t": [0.5, None, 1.5]}, schema=schema)
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, src)
+    assert run_cli("fit", src, "--columns", "x", "-o", tmp_path / "s.json").code == 0
+    assert run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", out).code == 0
+    got = pq.read_schema(out)
+    assert got.metadata == {b"owner": b"data-team"}
+    assert got.field("s") == schema.field("s") and got.field("s").metadata == schema.field("s").metadata
+    assert got.field("t") == schema.field("t") and got.field("t").metadata == schema.field("t").metadata
+    assert got.field("x").type == pa.float64() and got.field("x").nullable
+    assert got.field("x").metadata == {b"PARQUET:field_id": b"1"}
+    assert [pq.ParquetFile(out).schema.column(i).max_definition_level for i in range(3)] == [1, 0, 1]
+    x = np.array([1.0, 2.0, 4.0])
+    assert pq.read_table(out)["x"].to_pylist() == pytest.approx(((x - x.mean()) / x.std()).tolist(), rel=1e-15)
+    stats = normcli.load(str(tmp_path / "s.json"))
+    api = stats.transform(table).schema
+    assert api.metadata == schema.metadata and api.field("s").metadata == schema.field("s").metadata
+    assert not api.field("s").nullable and api.field("x").metadata == schema.field("x").metadata

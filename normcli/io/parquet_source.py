@@ -63,6 +63,9 @@ class _ParquetSource(Source):
     def sample_types(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._schema}
 
+    def fields(self) -> pa.Schema:
+        return self._schema
+
     def _total_rows(self) -> int:
         return self._file.metadata.num_rows
 

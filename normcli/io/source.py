@@ -216,6 +216,11 @@ class Source:
         """
         raise NotImplementedError
 
+    def fields(self) -> pa.Schema:
+        """The input's columns as Arrow fields: for Parquet as the file declares them (nullability,
+        field metadata such as Parquet field ids, the file's key-value metadata), else the sample's types."""
+        return pa.schema(list(self.sample_types().items()))
+
     def sample_text(self) -> dict[str, TextSample]:
         """How the text columns of the sample read as numbers (see :func:`normcli.io.text_samples`).
 
