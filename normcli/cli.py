@@ -599,9 +599,10 @@ def export(
     debug: DebugOpt = False,
 ) -> None:
     """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
-    from normcli import api
+    from normcli import api, io
     from normcli.export import export_bytes
 
+    io.check_outputs([(output, None)], [stats], read_as="the stats file")
     opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns),
                                     "unseen_group": unseen_group},
                             "sklearn": {"columns": _split(columns)}, "onnx": {"dtype": dtype}}.get(to, {})
@@ -616,9 +617,10 @@ def import_(
     debug: DebugOpt = False,
 ) -> None:
     """Turn a fitted scikit-learn scaler (.skops) into a stats file."""
-    from normcli import statsfile
+    from normcli import io, statsfile
     from normcli.export.sklearn import from_sklearn, load_skops
 
+    io.check_outputs([(output, None)], [model], read_as="the model file")
     _write(output, statsfile.dumps(from_sklearn(load_skops(model), _split(columns))).encode("utf-8"), text=True)
 
 

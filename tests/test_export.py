@@ -634,3 +634,22 @@ def test_an_imported_scaler_has_an_unknown_null_count_and_check_finds_no_drift_o
     if scaler in ("StandardScaler", "MinMaxScaler"):  # mergeable: unknown stays unknown
         merged = normcli.merge(stats, normcli.fit(frame, "minmax" if scaler == "MinMaxScaler" else "zscore"))
         assert merged.columns["x"].stats.nulls is None
+
+
+def test_export_and_import_refuse_to_write_over_the_file_they_read(tmp_path, cli, sample_csv):
+    """As every other command: exit 2 and the file as it was, also through a symbolic link."""
+    stats = tmp_path / "s.json"
+    assert cli("fit", sample_csv, "-o", stats).code == 0
+    before = stats.read_bytes()
+    (tmp_path / "link.json").symlink_to(stats)
+    for to, out in (("sql", stats), ("onnx", tmp_path / "link.json")):
+        r = cli("export", stats, "--to", to, "-o", out)
+        assert r.code == 2 and r.err.startswith(f"Error: the output '{out}' is the stats file"), r.err
+    assert stats.read_bytes() == before
+    pytest.importorskip("skops.io")
+    model = tmp_path / "m.skops"
+    assert cli("export", stats, "--to", "sklearn", "-o", model).code == 0
+    saved = model.read_bytes()
+    r = cli("import", model, "-o", model)
+    assert r.code == 2 and r.err == f"Error: the output '{model}' is the model file; choose another output path\n"
+    assert model.read_bytes() == saved
