@@ -446,9 +446,11 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
 def fit_transform(path: str, stats_out: str | None, output: str | None, methods: Sequence[str], *,
                   fmt: str | None = None, to: str | None = None, delimiter: str | None = None,
                   progress: engine.Progress | None = None, log: Log | None = None,
-                  **fit_kw: Any) -> Stats:
+                  fitted: Callable[[Stats], None] | None = None, **fit_kw: Any) -> Stats:
     """Fit ``path`` and transform it with the result, writing ``stats_out`` and ``output``.
 
+    ``fitted`` (say, a writer of the statistics to standard output) is called with the
+    statistics after the fit and before the transform: should it fail, no output is replaced.
     Standard input (``-``) is spooled to a temporary file first (copied in chunks, so memory stays
     bounded) and the file is removed afterwards, whatever happens.
     """
@@ -469,6 +471,8 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
         stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=logged, **fit_kw)
         if spool is not None:
             stats.info["inputs"] = [{"path": "-", "rows": stats.info["rows"], "bytes": None}]
+        if fitted is not None:
+            fitted(stats)
         # The stats file is written first but put in place only once the data are: a failed or
         # interrupted transform leaves both outputs as they were.
         staged = (contextlib.nullcontext() if stats_out in (None, "-")

@@ -498,11 +498,12 @@ def fit_transform(input: str, stats_out: Optional[str], output: Optional[str], t
         raise UsageError("fit-transform writes two outputs: give --stats-out FILE or -o FILE")
 
     def fit_then_transform(inputs: list[str], methods: list[str], **kw: Any) -> Any:
-        return api.fit_transform(inputs[0], stats_out, output, methods, to=to, **kw)
+        # statistics for stdout are written there before the data output is put in place:
+        # if they cannot be, that output is left as it was
+        to_stdout = (lambda stats: _write_stats(stats, None)) if stats_out in (None, "-") else None
+        return api.fit_transform(inputs[0], stats_out, output, methods, to=to, fitted=to_stdout, **kw)
 
-    stats = _fit_stats([input], **fit_options, fit_fn=fit_then_transform)
-    if stats_out in (None, "-"):
-        _write_stats(stats, None)
+    _fit_stats([input], **fit_options, fit_fn=fit_then_transform)
 
 
 def _fit_transform_signature() -> inspect.Signature:

@@ -885,3 +885,13 @@ def test_parquet_output_keeps_the_fields_and_metadata_the_input_declares(tmp_pat
     api = stats.transform(table).schema
     assert api.metadata == schema.metadata and api.field("s").metadata == schema.field("s").metadata
     assert not api.field("s").nullable and api.field("x").metadata == schema.field("x").metadata
+
+
+def test_fit_transform_leaves_the_data_output_when_the_stats_cannot_be_written_to_stdout(tmp_path, sample_csv):
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "normcli", "fit-transform", str(sample_csv), "--stats-out", "-",
+                            "-o", str(out)], stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 5 and p.stderr.decode().startswith("Error: cannot write standard output")
+    assert out.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["out.csv"]
