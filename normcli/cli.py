@@ -175,7 +175,7 @@ class _RichProgress:
 def _progress(paths: list[str], quiet: bool, label: str):
     import contextlib
 
-    if quiet or not sys.stderr.isatty():
+    if quiet or LOG.format == "json" or not sys.stderr.isatty():  # json: one object per line, no bar
         return contextlib.nullcontext(None)
     sizes = [os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p)]
     return _RichProgress(sum(sizes) if len(sizes) == len(paths) else None, label)
@@ -690,6 +690,41 @@ class _ClosedStream:
         return self
 
 
+class _MessageStream:
+    """stderr as the command line writes to it: messages that cannot be written (a full disk
+    behind ``2>> run.log``, a closed stream) are dropped, and the run keeps its own exit code.
+    After the first failure fd 2 points at /dev/null, so no later flush fails either."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._failed = False
+
+    def _fail(self) -> None:
+        self._failed = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, data: str) -> int:
+        if not self._failed:
+            try:
+                return self._stream.write(data)
+            except (OSError, ValueError):
+                self._fail()
+        return len(data)
+
+    def flush(self) -> None:
+        if not self._failed:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._fail()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... as the stream has them
+        return getattr(self._stream, name)
+
+
 def _prescan_log_format(args: list[str]) -> str:
     """The --log-format value anywhere on the command line, so that even a usage error is logged in it."""
     for i, arg in enumerate(args):
@@ -733,7 +768,11 @@ def _run(args: list[str], debug: bool) -> int:
         # Not click's main(): it turns a closed pipe into exit 1 and SIGINT into a blank line on
         # stderr before this function could map them.
         command = typer.main.get_command(app)
-        with command.make_context("normcli", args) as ctx:
+        # bare `normcli`: the help, which Typer prints as it parses, goes to stderr with the exit
+        # code 2 of a usage error (stdout carries only data); `normcli --help` prints it on stdout
+        with contextlib.redirect_stdout(sys.stderr) if not args else contextlib.nullcontext():
+            ctx = command.make_context("normcli", args)
+        with ctx:
             rv = command.invoke(ctx)
         with _stdout_writes():  # what is still buffered: a small output is written only now
             sys.stdout.flush()
@@ -785,6 +824,7 @@ def run() -> None:
     # Started with stdout or stderr closed: errors go nowhere, data fails to write (exit 5).
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    sys.stderr = _MessageStream(sys.stderr)  # type: ignore[assignment]
     if sys.stdout is None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
     code = main()

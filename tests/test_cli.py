@@ -895,3 +895,57 @@ def test_fit_transform_leaves_the_data_output_when_the_stats_cannot_be_written_t
                             "-o", str(out)], stdout=full, stderr=subprocess.PIPE, timeout=120)
     assert p.returncode == 5 and p.stderr.decode().startswith("Error: cannot write standard output")
     assert out.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["out.csv"]
+
+
+@pytest.mark.parametrize("stderr", ["full", "closed"])
+def test_messages_that_cannot_be_written_do_not_change_the_run(tmp_path, sample_csv, stderr):
+    """A full disk behind ``2>> run.log`` or a closed stderr: the run does its work and exits
+    with its own code; the messages are lost, not the run (it used to be exit 1, nothing written)."""
+    const = tmp_path / "const.csv"
+    const.write_text("a,b\n1,2\n1,3\n")  # a constant column: a warning to print
+
+    def run(*args: object) -> int:
+        with open("/dev/full", "w") as full:
+            kw = {"stderr": full} if stderr == "full" else {"preexec_fn": lambda: os.close(2)}
+            return subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], stdout=subprocess.DEVNULL,
+                                  timeout=120, **kw).returncode
+
+    assert run("fit", sample_csv, "-o", tmp_path / "a.json", "--log-format", "json") == 0
+    assert run("fit", const, "-o", tmp_path / "c.json") == 0
+    assert json.loads((tmp_path / "c.json").read_text())["columns"]["a"]["constant"] is True
+    assert run("transform", sample_csv, "--stats", tmp_path / "a.json", "-o", tmp_path / "t.csv") == 0
+    assert pd.read_csv(tmp_path / "t.csv").shape == pd.read_csv(sample_csv).shape
+    assert run("fit", tmp_path / "missing.csv", "-o", tmp_path / "m.json") == 5
+    assert run("fit", sample_csv, "--bogus") == 2
+
+
+def test_bare_normcli_prints_its_help_on_stderr():
+    r = run_cli()
+    assert r.code == 2 and r.out == b"" and "Usage: normcli" in r.err
+
+
+def test_json_log_on_a_terminal_is_json_alone(tmp_path, sample_csv):
+    """No progress bar between the events when stderr is a terminal (a pty here)."""
+    import pty
+
+    big = tmp_path / "big.csv"
+    frame = pd.read_csv(sample_csv)
+    pd.concat([frame] * 400).to_csv(big, index=False)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "normcli", "fit", str(big), "-o", str(tmp_path / "s.json"),
+                          "--log-format", "json"], stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(master)
+    assert p.wait(timeout=120) == 0
+    lines = data.decode().replace("\r\n", "\n").strip().split("\n")
+    events = [json.loads(line)["event"] for line in lines]
+    assert events[0] == "start" and events[-1] == "end", events
