@@ -302,12 +302,19 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
 
 
 def _quantiles(stats: Any, qs: Sequence[float]) -> Any:
-    """The ``qs`` quantiles of a column (floats) or of every group (arrays), the sketches read once."""
+    """The ``qs`` quantiles of a column (floats) or of every group (arrays), the sketches read once.
+
+    The 0 and 1 quantiles are the exact minimum and maximum the statistics hold (a sketch past
+    its exact range estimates them within its rank error)."""
     if hasattr(stats, "quantiles"):
-        return tuple(stats.quantiles(qs))
-    if stats.sketch is None:
+        found = stats.quantiles(qs)
+    elif stats.sketch is None:
         raise DataError("robust needs a quantile sketch in the stats file; refit with --method robust")
-    return tuple(float(v) for v in _sketch.quantiles(stats.sketch, qs))
+    else:
+        found = [float(v) for v in _sketch.quantiles(stats.sketch, qs)]
+    ends = {0.0: stats.min, 1.0: stats.max}
+    return tuple(_scalar(np.where(np.asarray(stats.count) > 0, ends[q], v)) if q in ends else v
+                 for q, v in zip(qs, found))
 
 
 def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:

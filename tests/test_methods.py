@@ -549,3 +549,15 @@ def test_fill_missing_is_the_normalized_exact_mean(group_by):
         mean = sum(map(Fraction, v)) / len(v)
         expected = float((mean - Fraction(v.min())) / (Fraction(v.max()) - Fraction(v.min())))
         assert abs(mm["x"][row] - expected) <= np.spacing(expected)
+
+
+def test_robust_quantile_range_ends_are_the_exact_minimum_and_maximum():
+    """q0 and q100 are the min and max the statistics hold, not the sketch's estimate of them
+    (past k values a KLL sketch estimates ends within its rank error)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(3, 2, 5000), "g": np.repeat(["a", "b"], 2500)})
+    stats = normcli.fit(frame[["x"]], "robust", quantile_range=(0, 100))
+    assert stats.params("x").scale == frame.x.max() - frame.x.min()
+    grouped = normcli.fit(frame, "robust", columns=["x"], group_by="g", quantile_range=(0, 100))
+    spans = frame.groupby("g")["x"].agg(lambda v: v.max() - v.min())
+    assert grouped.params("x", grouped=True).scale.tolist() == spans.tolist()
