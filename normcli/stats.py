@@ -6,8 +6,8 @@ cancellation); across batches, Chan et al.'s pairwise update. The mean is kept a
 unevaluated sum ``mean + mean_lo`` of two float64 (the shift plus the deviations' mean, as the
 double nearest that sum and its exact remainder), so the shift survives merging and saving: it is
 the reason z-scores of badly offset data come out right to ~1e-13 instead of ~1e-4. The
-deviations' mean itself carries float64 rounding: ``mean`` is not always the correctly rounded
-mean of mixed-sign data (a few units in the last place off).
+deviations' mean itself carries float64 rounding, of the order of eps times the data's spread:
+``mean`` is not the correctly rounded mean of data whose mean is small against their spread.
 """
 from __future__ import annotations
 
