@@ -413,8 +413,8 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
         return engine.transform_paths(stats, paths, output, fmt=fmt, to=to, delimiter=delimiter,
                                       inverse=inverse, progress=progress, overrides=overrides,
                                       out_options=out_options, log=log)
-    items = io.expand_inputs(paths)
     to_dir = output not in (None, "-") and (output.endswith(("/", os.sep)) or os.path.isdir(output))
+    items = io.expand_inputs(paths, skip=output if to_dir else None)
     if len(items) > 1 and not to_dir:
         raise UsageError("several inputs need an output directory: -o DIR/")
     if to_dir and any(item.path == "-" for item in items):

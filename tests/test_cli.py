@@ -949,3 +949,21 @@ def test_json_log_on_a_terminal_is_json_alone(tmp_path, sample_csv):
     lines = data.decode().replace("\r\n", "\n").strip().split("\n")
     events = [json.loads(line)["event"] for line in lines]
     assert events[0] == "start" and events[-1] == "end", events
+
+
+def test_an_output_directory_inside_the_input_directory_is_not_read_back(tmp_path, sample_csv):
+    """The daily job `transform data -o data/out/`: the second run must not take the first
+    run's outputs for inputs (it used to refuse them as inputs it would overwrite)."""
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    (data / "a" / "x.csv").write_bytes(sample_csv.read_bytes())
+    assert run_cli("fit", data, "-o", tmp_path / "s.json").code == 0
+    for spec in (data, data, f"{data}/**/*.csv"):
+        r = run_cli("transform", spec, "--stats", tmp_path / "s.json", "-o", f"{data}/out/")
+        assert r.code == 0, r.err
+        found = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())
+        assert found == ["a/x.csv", "out/a/x.csv"]
+    frame = pd.read_csv(sample_csv)
+    got = pd.read_csv(data / "out" / "a" / "x.csv")
+    x = frame["price"].to_numpy(float)
+    np.testing.assert_allclose(got["price"], (x - np.nanmean(x)) / np.nanstd(x), rtol=1e-13)

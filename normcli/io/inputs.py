@@ -55,19 +55,24 @@ def _glob_root(pattern: str) -> str:
     return os.sep.join(fixed)
 
 
-def expand_inputs(specs: Sequence[str]) -> list[InputFile]:
+def expand_inputs(specs: Sequence[str], skip: str | None = None) -> list[InputFile]:
     """The ordered list of input files named by ``specs``: files, ``-``, directories and globs.
 
     A directory stands for every CSV, TSV and Parquet file under it (recursively, sorted by path,
     skipping names starting with ``.`` or ``_``); a Parquet file under ``key=value`` directories
     is read with those keys as columns. A glob (``*``, ``?``, ``[..]``, ``**``) stands for the
     files it matches, sorted. A file named twice is read once. Nothing found is an IOFailure.
+    Directories and globs leave out the files under ``skip`` (an output directory that lies
+    among the inputs, so that yesterday's outputs are not read as today's inputs).
     """
     out: list[InputFile] = []
     seen: set[str] = set()
+    skipped = None if skip is None else os.path.join(os.path.realpath(skip), "")
 
-    def add(item: InputFile) -> None:
+    def add(item: InputFile, found: bool = False) -> None:
         key = item.path if item.path == "-" else os.path.realpath(item.path)
+        if found and skipped is not None and key.startswith(skipped):
+            return
         if key not in seen:
             seen.add(key)
             out.append(item)
@@ -82,14 +87,14 @@ def expand_inputs(specs: Sequence[str]) -> list[InputFile]:
             for f in files:
                 rel = os.path.relpath(f, spec)
                 hive = _hive_parts(os.path.dirname(rel)) and detect_format(f, None) == "parquet"
-                add(InputFile(f, rel, spec if hive else None))
+                add(InputFile(f, rel, spec if hive else None), found=True)
         elif _glob.has_magic(spec) and not os.path.exists(spec):
             matches = sorted(m for m in _glob.glob(spec, recursive=True) if os.path.isfile(m))
             if not matches:
                 raise IOFailure(f"cannot read '{spec}': no file matches")
             root = _glob_root(spec)
             for m in matches:
-                add(InputFile(m, os.path.relpath(m, root) if root else m))
+                add(InputFile(m, os.path.relpath(m, root) if root else m), found=True)
         else:
             add(InputFile(spec, os.path.basename(spec) or spec))
     return out
