@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from normcli import engine, statsfile
 from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, naming_input
-from normcli.model import FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit, plan_from_stats
+from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit,
+                           plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # warnings point past its frames
@@ -41,7 +42,9 @@ def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = 
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         return _frame_to_arrow(data, mixed_as_text, unread)
-    raise UsageError(f"cannot read data of type {type(data).__name__}: pass a DataFrame, an Arrow table or a path")
+    module = type(data).__module__.partition(".")[0]
+    kind = type(data).__name__ if module == "builtins" else f"{module}.{type(data).__name__}"
+    raise UsageError(f"cannot read data of type {kind}: pass a pandas DataFrame, an Arrow table or a path")
 
 
 def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
@@ -59,7 +62,8 @@ def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
         twice = next(n for i, n in enumerate(names) if n in names[:i])
         raise DataError(f"the DataFrame has two columns named '{twice}'")
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        # named by each label's text: pyarrow names a tuple label by its elements' text
+        return pa.Table.from_pandas(frame, preserve_index=False).rename_columns(names)
     except _ARROW_ERRORS:
         pass  # one column at a time, to name the one at fault
     arrays = []
@@ -98,14 +102,14 @@ def _is_path(data: Any) -> bool:
 def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclude: list[str],
             group_by: list[str]) -> set[str]:
     """The columns of a frame that a fit with these arguments does not read."""
-    named = set(group_by)
+    named = set(group_by) | set(columns or ())
     for spec in methods:  # "minmax:a,b" names its columns
         named.update(spec.partition(":")[2].split(","))
     labels = {str(c) for c in getattr(data, "columns", ())}
     left_out = set(exclude) | (set() if columns is None else labels - set(columns))
     # Complex numbers are not among the numeric columns a fit reads (integers and floats).
     dtypes = getattr(data, "dtypes", None)
-    if dtypes is not None:
+    if hasattr(dtypes, "items"):  # a pandas DataFrame's (not a Series', not another library's)
         left_out |= {str(c) for c, kind in dtypes.items() if getattr(kind, "kind", "") == "c"}
     return left_out - named
 
@@ -525,7 +529,7 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         # the stats file names columns as text; a frame may name them 0, 1, ... (as fit read them)
-        label = {str(c): c for c in data.columns}
+        label = {str(c): i for i, c in enumerate(data.columns)}  # by position: a label True is no row mask
         stats.check_columns(list(label))
         wanted = stats.needed_columns + stats.group_by
         if len(label) < len(data.columns):  # 1 and "1", or a label given twice: which one is meant?
@@ -533,13 +537,13 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
             twice = next((n for n in wanted if names.count(n) > 1), None)
             if twice is not None:
                 raise DataError(f"the DataFrame has two columns named '{twice}'")
-        picked = data[[label[n] for n in wanted]].set_axis(wanted, axis=1)
+        picked = data.iloc[:, [label[n] for n in wanted]].set_axis(wanted, axis=1)
         # group keys mixing numbers and text are text, as fit read them
         done = _map_table(stats, _frame_to_arrow(picked, mixed_as_text=stats.group_by), inverse, overrides,
                           output_options, unseen)
         out = data.copy()
         for name in stats.needed_columns:
-            out[label[name]] = done.column(name).to_numpy(zero_copy_only=False)
+            out.isetitem(label[name], done.column(name).to_numpy(zero_copy_only=False))
     else:
         table = _as_table(data)
         done = _map_table(stats, table, inverse, overrides, output_options, unseen)
@@ -640,7 +644,7 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
         fields.append(field.with_type(kind).with_nullable(True) if name in stats.columns else field)
     if out_fmt != "parquet":  # text: the types alone
         return pa.schema([pa.field(f.name, f.type) for f in fields])
-    return pa.schema(fields, metadata=declared.metadata)
+    return pa.schema(fields, metadata=with_pandas_types(declared.metadata, {n: kind for n in stats.columns}))
 
 
 def merge(*parts: Stats | str) -> Stats:
@@ -669,4 +673,6 @@ def merge(*parts: Stats | str) -> Stats:
 
 def load(path: str) -> Stats:
     """Read and validate a stats file."""
+    if not _is_path(path):
+        raise UsageError(f"load takes the path of a stats file, not {type(path).__name__}")
     return statsfile.load(path)

@@ -9,8 +9,11 @@ import pyarrow as pa
 
 
 def validity(arr: pa.Array) -> np.ndarray:
-    """The validity bitmap of ``arr`` (which has one) as booleans, True where there is a value."""
-    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+    """The validity bitmap of ``arr`` as booleans, True where there is a value."""
+    bitmap = arr.buffers()[0]
+    if bitmap is None:  # no bitmap: every value there, or a null-type array (none there)
+        return np.full(len(arr), arr.null_count == 0)
+    bits = np.frombuffer(bitmap, dtype=np.uint8)
     return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].astype(bool)
 
 

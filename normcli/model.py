@@ -599,7 +599,27 @@ class Stats:
         # type and nullable (an unseen group may give null); the schema's metadata kept too
         fields = [f if a is b else f.with_type(a.type).with_nullable(True)
                   for f, a, b in zip(batch.schema, arrays, read)]
-        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=batch.schema.metadata))
+        metadata = with_pandas_types(batch.schema.metadata, {f.name: f.type for f, a, b in zip(fields, arrays, read)
+                                                             if a is not b})
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
+
+
+def with_pandas_types(metadata: Mapping[bytes, bytes] | None, changed: Mapping[str, pa.DataType]
+                      ) -> Mapping[bytes, bytes] | None:
+    """Schema ``metadata`` with pandas' note of the ``changed`` columns' types brought up to date
+    (float64 or float32): pandas reads a table back by that note, and would cast normalized
+    floats back to the integer type the column had."""
+    if not metadata or b"pandas" not in metadata or not changed:
+        return metadata
+    import json
+
+    note = json.loads(metadata[b"pandas"])
+    for column in note.get("columns", []):
+        kind = changed.get(column.get("field_name"))
+        if kind is not None:
+            name = "float32" if kind == pa.float32() else "float64"
+            column.update(pandas_type=name, numpy_type=name, metadata=None)
+    return {**metadata, b"pandas": json.dumps(note).encode()}
 
 
 def merge_stats(a: Stats, b: Stats) -> Stats:

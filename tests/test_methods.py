@@ -561,3 +561,61 @@ def test_robust_quantile_range_ends_are_the_exact_minimum_and_maximum():
     grouped = normcli.fit(frame, "robust", columns=["x"], group_by="g", quantile_range=(0, 100))
     spans = frame.groupby("g")["x"].agg(lambda v: v.max() - v.min())
     assert grouped.params("x", grouped=True).scale.tolist() == spans.tolist()
+
+
+@pytest.mark.parametrize("labels", [[("a", 1), ("b", 2)], pd.MultiIndex.from_tuples([("a", 1), ("b", 2)]),
+                                    [True, False]])
+def test_frames_labelled_by_tuples_or_booleans_transform_as_fitted(labels):
+    """A tuple label is one column named by its text, as at transform; a label True is a column,
+    not a row mask."""
+    values = np.array([[1.0, 3.0], [2.0, 5.0], [4.0, 10.0], [8.0, 7.0]])
+    frame = pd.DataFrame(values, columns=labels)
+    stats = normcli.fit(frame)
+    assert list(stats.columns) == [str(c) for c in frame.columns]
+    out = stats.transform(frame)
+    assert list(out.columns) == list(frame.columns)
+    np.testing.assert_allclose(out.to_numpy(), StandardScaler().fit_transform(values), rtol=1e-15)
+    first = list(frame.columns)[0]
+    assert list(normcli.fit(frame, columns=[first]).columns) == [str(first)]
+
+
+def test_a_fitted_column_without_values_stays_empty_in_the_api():
+    """As the CLI does: count 0 at fit (with a warning), nulls at transform; a pandas column of
+    None and an Arrow column of null type alike."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "n": [None, None, None]})
+    with pytest.warns(UserWarning, match="column 'n' has no values"):
+        stats = normcli.fit(frame, columns=["a", "n"])
+    assert stats.transform(frame)["n"].isna().all()
+    table = pa.table({"a": [1.0, 2.0, 4.0], "n": pa.nulls(3)})
+    out = stats.transform(table)
+    assert out["n"].null_count == 3 and out["n"].type == pa.float64()
+
+
+def test_the_api_refuses_what_it_cannot_read_in_its_own_words():
+    with pytest.raises(DataError, match="^cannot read column 'z' of the DataFrame: complex numbers are not supported$"):
+        normcli.fit(pd.DataFrame({"a": [1.0, 2.0], "z": np.array([1 + 2j, 3 + 0j])}), columns=["a", "z"])
+    for data, kind in ((pd.Series([1.0, 2.0]), "pandas.Series"), ({"a": [1.0]}, "dict")):
+        with pytest.raises(UsageError, match=rf"^cannot read data of type {kind}: pass a pandas DataFrame"):
+            normcli.fit(data)
+    with pytest.raises(UsageError, match="^load takes the path of a stats file, not DataFrame$"):
+        normcli.load(pd.DataFrame({"a": [1.0]}))
+
+
+def test_tables_from_pandas_read_back_into_pandas_after_transform(tmp_path):
+    """pandas' schema note is kept (the index comes back) with the normalized columns' new type:
+    an Int64 column is float64 now, and pandas would cast it back to integers by the old note."""
+    frame = pd.DataFrame({"i": pd.array([1, 2, None, 5], dtype="Int64"), "s": list("abcd")},
+                         index=pd.Index([7, 8, 9, 10], name="k"))
+    x = np.array([1.0, 2.0, 5.0])
+    expected = (x - x.mean()) / x.std()
+    table = pa.Table.from_pandas(frame)
+    stats = normcli.fit(table, exclude=["k"])
+    for back in (stats.transform(table).to_pandas(), None):
+        if back is None:
+            frame.to_parquet(tmp_path / "p.parquet")
+            stats.transform(str(tmp_path / "p.parquet"), output=str(tmp_path / "o.parquet"))
+            back = pd.read_parquet(tmp_path / "o.parquet")
+        assert back.index.tolist() == [7, 8, 9, 10] and back.index.name == "k"
+        assert back["s"].tolist() == list("abcd") and back["i"].dtype == np.float64
+        np.testing.assert_allclose(back["i"].dropna(), expected, rtol=1e-15)
+        assert back["i"].isna().tolist() == [False, False, True, False]
