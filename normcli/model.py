@@ -622,6 +622,20 @@ def with_pandas_types(metadata: Mapping[bytes, bytes] | None, changed: Mapping[s
     return {**metadata, b"pandas": json.dumps(note).encode()}
 
 
+def pandas_index_columns(metadata: Mapping[bytes, bytes] | None) -> list[str]:
+    """The columns pandas' schema note marks as a stored index (``__index_level_0__``, a named
+    index): a row label, not a feature."""
+    if not metadata or b"pandas" not in metadata:
+        return []
+    import json
+
+    try:
+        index = json.loads(metadata[b"pandas"]).get("index_columns", [])
+    except (ValueError, AttributeError):  # not the note pandas writes: nothing to go by
+        return []
+    return [c for c in index if isinstance(c, str)]  # a RangeIndex is a dict, stored as no column
+
+
 def merge_stats(a: Stats, b: Stats) -> Stats:
     """``a`` and ``b`` merged column by column (and group by group); both must fit the same way."""
     if list(a.columns) != list(b.columns):

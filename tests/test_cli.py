@@ -967,3 +967,22 @@ def test_an_output_directory_inside_the_input_directory_is_not_read_back(tmp_pat
     got = pd.read_csv(data / "out" / "a" / "x.csv")
     x = frame["price"].to_numpy(float)
     np.testing.assert_allclose(got["price"], (x - np.nanmean(x)) / np.nanstd(x), rtol=1e-13)
+
+
+def test_a_stored_pandas_index_is_left_out_of_the_default_selection(tmp_path):
+    """A row label, not a feature: left out with a note, and passed through by transform, so
+    pandas reads the output back with its index; named with --columns, it is fitted."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0, 8.0]}, index=pd.Index([10, 30, 20, 40], name="id"))
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    frame.to_parquet(src)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json")
+    assert r.code == 0 and r.err == "note: column 'id' is a stored pandas index: left out (--columns id fits it)\n"
+    assert list(json.loads((tmp_path / "s.json").read_text())["columns"]) == ["a"]
+    assert run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", out).code == 0
+    back = pd.read_parquet(out)
+    assert back.index.tolist() == [10, 30, 20, 40]
+    np.testing.assert_allclose(back["a"], StandardScaler().fit_transform(frame[["a"]]).ravel(), rtol=1e-15)
+    assert run_cli("fit", src, "--columns", "a,id", "-o", tmp_path / "t.json", "-q").code == 0
+    assert list(json.loads((tmp_path / "t.json").read_text())["columns"]) == ["a", "id"]
+    table = pa.Table.from_pandas(frame.reset_index(drop=True).set_axis([5, 6, 7, 8]))
+    assert list(normcli.fit(table).columns) == ["a"]
