@@ -162,7 +162,7 @@ CASES = [
     (["zscore"], {"sketch_all": True}),
     (["zscore"], {"group_by": ["key"]}),
     (["robust", "minmax:z"], {"group_by": ["key"]}),
-    (["maxabs"], {"group_by": ["key"], "options": {"ddof": 1}}),
+    (["maxabs"], {"group_by": ["key"], "options": {"constant": "zero"}}),
 ]
 
 
