@@ -1301,3 +1301,22 @@ def test_a_file_truncated_while_read_is_an_input_error(tmp_path):
         with pytest.raises(IOFailure, match=r"in.csv': it was truncated while being read \([\d,]+ of [\d,]+ bytes\)$"):
             for piece in pieces:
                 src.decode(piece)
+
+
+def test_parquet_batches_are_bounded_in_bytes_not_only_in_rows(tmp_path):
+    """Wide rows (here 8 KB of text each, dictionary-encoded so that the file's metadata knows
+    nothing of their decoded size) come in batches of about a fixed number of bytes; narrow
+    rows keep the full batch of rows."""
+    from normcli.io.parquet_source import _BATCH_BYTES
+
+    wide, narrow = tmp_path / "w.parquet", tmp_path / "n.parquet"
+    pq.write_table(pa.table({"x": np.arange(20_000, dtype=float), "t": ["t" * 8000] * 20_000}), wide)
+    pq.write_table(pa.table({"x": np.arange(100_000, dtype=float)}), narrow)
+    with open_source(str(wide)) as src:
+        batches = [src.decode(p) for p in src.pieces(["x"], keep_others=True)]
+    assert sum(b.num_rows for b in batches) == 20_000 and len(batches) > 1
+    assert max(b.nbytes for b in batches) <= _BATCH_BYTES * 1.1
+    assert pa.concat_arrays([b.column("x") for b in batches]).to_pylist() == list(map(float, range(20_000)))
+    with open_source(str(narrow)) as src:
+        rows = [p.data.num_rows for p in src.pieces(["x"], keep_others=True)]
+    assert rows[0] == _PARQUET_BATCH_ROWS and sum(rows) == 100_000

@@ -13,6 +13,26 @@ from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_fl
                      spool_failure, stdin_stream)
 
 
+# Memory per batch is bounded in bytes, not rows: a batch holds at most _PARQUET_BATCH_ROWS rows
+# and about _BATCH_BYTES of decoded data (several are in flight), so that wide rows (200 float
+# columns, a long text column) cost what narrow ones do. Each column's reader buffers
+# _COLUMN_BUFFER bytes, less in a file so wide that its buffers would pass _BUFFERS.
+_BATCH_BYTES = 16 << 20
+_MIN_BATCH_ROWS = 256
+_COLUMN_BUFFER = 1 << 20
+_BUFFERS = 16 << 20
+
+
+def _rows_per_batch(probe: pa.Table | pa.RecordBatch | None, most: int) -> int:
+    """Rows per batch: as many as fit in _BATCH_BYTES at the decoded size per row of ``probe``
+    (the input's first rows), between _MIN_BATCH_ROWS and ``most``. The file's metadata cannot
+    tell: a dictionary-encoded text column is small there and full-size once decoded."""
+    if probe is None or probe.num_rows == 0:
+        return most
+    per_row = max(probe.nbytes / probe.num_rows, 1.0)
+    return max(min(most, int(_BATCH_BYTES / per_row)), min(most, _MIN_BATCH_ROWS))
+
+
 class _ParquetSource(Source):
     def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS, label: str | None = None):
         self._setup(label or path, batch_rows)
@@ -35,7 +55,11 @@ class _ParquetSource(Source):
                 target = path
             if self.size == 0 or (self._spool is not None and not self._spool_size()):
                 raise DataError(f"{_display(self.path)} is empty")
-            self._file = _pq().ParquetFile(target, pre_buffer=False, buffer_size=1 << 20)
+            self._file = _pq().ParquetFile(target, pre_buffer=False, buffer_size=_COLUMN_BUFFER)
+            columns = self._file.metadata.num_columns
+            if columns * _COLUMN_BUFFER > _BUFFERS:  # a wide file: smaller read buffers, one per column
+                self._file = _pq().ParquetFile(target, pre_buffer=False,
+                                               buffer_size=max(64 << 10, _BUFFERS // columns))
         except OSError as exc:
             self._close_spool()
             raise _read_failure(self.path, exc) from exc
@@ -73,7 +97,9 @@ class _ParquetSource(Source):
         # Decoded on the reader's thread alone: Arrow's own thread pool would compete with the
         # workers for the same cores, and costs 40% more CPU (the 5M-row benchmark file reads in
         # 0.64 s of CPU with it, 0.46 s without, in about the same wall time).
-        return self._file.iter_batches(batch_size=self._batch_rows, columns=columns, use_threads=False)
+        first = self._file.iter_batches(batch_size=_MIN_BATCH_ROWS, columns=columns, use_threads=False)
+        rows = _rows_per_batch(next(first, None), self._batch_rows)
+        return self._file.iter_batches(batch_size=rows, columns=columns, use_threads=False)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         numeric, keep = self._claim(numeric, keep)
@@ -166,8 +192,8 @@ class _DatasetSource(_ParquetSource):
         return self._dataset.count_rows()
 
     def _batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        return self._dataset.to_batches(columns=columns, batch_size=self._batch_rows,
-                                        batch_readahead=2, fragment_readahead=1)
+        rows = _rows_per_batch(self._dataset.head(_MIN_BATCH_ROWS, columns=columns), self._batch_rows)
+        return self._dataset.to_batches(columns=columns, batch_size=rows, batch_readahead=2, fragment_readahead=1)
 
     def close(self) -> None:
         pass
