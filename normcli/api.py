@@ -117,6 +117,8 @@ def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclud
 def _names(value: Any) -> list[str]:
     """Column names given as one label or a list of them, as text (a frame's labels become text:
     0 names the column labelled 0). A string is one name, not a sequence of one-letter names."""
+    if value is None:  # group_by=None, exclude=None: none
+        return []
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         return [str(value)]
     return [str(c) for c in value]

@@ -619,3 +619,11 @@ def test_tables_from_pandas_read_back_into_pandas_after_transform(tmp_path):
         assert back["s"].tolist() == list("abcd") and back["i"].dtype == np.float64
         np.testing.assert_allclose(back["i"].dropna(), expected, rtol=1e-15)
         assert back["i"].isna().tolist() == [False, False, True, False]
+
+
+def test_group_by_and_exclude_none_mean_none(tmp_path):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 9.0]})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    for data in (frame, str(tmp_path / "f.csv")):
+        stats = normcli.fit(data, group_by=None, exclude=None)
+        assert list(stats.columns) == ["a", "b"] and stats.group_by == []
