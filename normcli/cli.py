@@ -225,7 +225,7 @@ def fit(
     gamma: Annotated[Optional[str], typer.Option("--gamma", help="Scale after normalizing (layer: one per column).")] = None,
     beta: Annotated[Optional[str], typer.Option("--beta", help="Shift after normalizing (layer: one per column).")] = None,
     clip: Annotated[bool, typer.Option("--clip", help="minmax: clip output into the range.")] = False,
-    clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this (0: no clipping; at transform it turns a fitted clip off).")] = None,
+    clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this (0: no clipping).")] = None,
     constant: Annotated[Optional[str], typer.Option("--constant", help="Constant columns: scale1 (default), zero, passthrough or error.")] = None,
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Nulls become the normalized centre.")] = False,
     quantile_range: Annotated[Optional[str], typer.Option("--quantile-range", help="robust: quantiles of the scale, default 25,75.")] = None,
