@@ -963,6 +963,9 @@ def test_an_output_directory_inside_the_input_directory_is_not_read_back(tmp_pat
         assert r.code == 0, r.err
         found = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())
         assert found == ["a/x.csv", "out/a/x.csv"]
+    # the input directory itself as the output: the outputs would be the inputs, refused as before
+    r = run_cli("transform", data, "--stats", tmp_path / "s.json", "-o", f"{data}/")
+    assert r.code == 2 and "which is the input" in r.err
     frame = pd.read_csv(sample_csv)
     got = pd.read_csv(data / "out" / "a" / "x.csv")
     x = frame["price"].to_numpy(float)

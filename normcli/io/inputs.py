@@ -62,16 +62,21 @@ def expand_inputs(specs: Sequence[str], skip: str | None = None) -> list[InputFi
     skipping names starting with ``.`` or ``_``); a Parquet file under ``key=value`` directories
     is read with those keys as columns. A glob (``*``, ``?``, ``[..]``, ``**``) stands for the
     files it matches, sorted. A file named twice is read once. Nothing found is an IOFailure.
-    Directories and globs leave out the files under ``skip`` (an output directory that lies
-    among the inputs, so that yesterday's outputs are not read as today's inputs).
+    A directory or glob leaves out the files under ``skip`` when that directory (an output
+    directory) lies strictly inside it, so that yesterday's outputs are not read as today's inputs.
     """
     out: list[InputFile] = []
     seen: set[str] = set()
     skipped = None if skip is None else os.path.join(os.path.realpath(skip), "")
 
-    def add(item: InputFile, found: bool = False) -> None:
+    def below(root: str) -> str | None:
+        """``skipped`` if it lies strictly inside the directory ``root``, else None."""
+        inside = os.path.join(os.path.realpath(root or "."), "")
+        return skipped if skipped is not None and skipped != inside and skipped.startswith(inside) else None
+
+    def add(item: InputFile, skip_under: str | None = None) -> None:
         key = item.path if item.path == "-" else os.path.realpath(item.path)
-        if found and skipped is not None and key.startswith(skipped):
+        if skip_under is not None and key.startswith(skip_under):
             return
         if key not in seen:
             seen.add(key)
@@ -87,14 +92,14 @@ def expand_inputs(specs: Sequence[str], skip: str | None = None) -> list[InputFi
             for f in files:
                 rel = os.path.relpath(f, spec)
                 hive = _hive_parts(os.path.dirname(rel)) and detect_format(f, None) == "parquet"
-                add(InputFile(f, rel, spec if hive else None), found=True)
+                add(InputFile(f, rel, spec if hive else None), below(spec))
         elif _glob.has_magic(spec) and not os.path.exists(spec):
             matches = sorted(m for m in _glob.glob(spec, recursive=True) if os.path.isfile(m))
             if not matches:
                 raise IOFailure(f"cannot read '{spec}': no file matches")
             root = _glob_root(spec)
             for m in matches:
-                add(InputFile(m, os.path.relpath(m, root) if root else m), found=True)
+                add(InputFile(m, os.path.relpath(m, root) if root else m), below(root))
         else:
             add(InputFile(spec, os.path.basename(spec) or spec))
     return out
