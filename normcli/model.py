@@ -609,13 +609,14 @@ def with_pandas_types(metadata: Mapping[bytes, bytes] | None, changed: Mapping[s
     """Schema ``metadata`` with pandas' note of the ``changed`` columns' types brought up to date
     (float64 or float32): pandas reads a table back by that note, and would cast normalized
     floats back to the integer type the column had."""
-    if not metadata or b"pandas" not in metadata or not changed:
+    note = _pandas_note(metadata)
+    if note is None or not changed:
         return metadata
     import json
 
-    note = json.loads(metadata[b"pandas"])
-    for column in note.get("columns", []):
-        kind = changed.get(column.get("field_name"))
+    columns = note.get("columns")
+    for column in columns if isinstance(columns, list) else []:
+        kind = changed.get(column.get("field_name")) if isinstance(column, dict) else None
         if kind is not None:
             name = "float32" if kind == pa.float32() else "float64"
             column.update(pandas_type=name, numpy_type=name, metadata=None)
@@ -625,15 +626,23 @@ def with_pandas_types(metadata: Mapping[bytes, bytes] | None, changed: Mapping[s
 def pandas_index_columns(metadata: Mapping[bytes, bytes] | None) -> list[str]:
     """The columns pandas' schema note marks as a stored index (``__index_level_0__``, a named
     index): a row label, not a feature."""
+    note = _pandas_note(metadata)
+    index = note.get("index_columns", []) if note is not None else []
+    return [c for c in index if isinstance(c, str)] if isinstance(index, list) else []  # a RangeIndex is no column
+
+
+def _pandas_note(metadata: Mapping[bytes, bytes] | None) -> dict | None:
+    """pandas' note in Arrow schema ``metadata`` (``b"pandas"``), None without one or with one
+    that is not the JSON object pandas writes."""
     if not metadata or b"pandas" not in metadata:
-        return []
+        return None
     import json
 
     try:
-        index = json.loads(metadata[b"pandas"]).get("index_columns", [])
-    except (ValueError, AttributeError):  # not the note pandas writes: nothing to go by
-        return []
-    return [c for c in index if isinstance(c, str)]  # a RangeIndex is a dict, stored as no column
+        note = json.loads(metadata[b"pandas"])
+    except ValueError:
+        return None
+    return note if isinstance(note, dict) else None
 
 
 def merge_stats(a: Stats, b: Stats) -> Stats:

@@ -989,3 +989,13 @@ def test_a_stored_pandas_index_is_left_out_of_the_default_selection(tmp_path):
     assert list(json.loads((tmp_path / "t.json").read_text())["columns"]) == ["a", "id"]
     table = pa.Table.from_pandas(frame.reset_index(drop=True).set_axis([5, 6, 7, 8]))
     assert list(normcli.fit(table).columns) == ["a"]
+
+
+@pytest.mark.parametrize("note", [b"not json", b"[1, 2]", b'{"columns": 3, "index_columns": "x"}'])
+def test_a_pandas_note_that_is_not_pandas_own_is_kept_as_it_is(tmp_path, note):
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, 4.0]}).replace_schema_metadata({b"pandas": note}), src)
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", out)
+    assert r.code == 0, r.err
+    assert pq.read_schema(out).metadata == {b"pandas": note}

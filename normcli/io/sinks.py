@@ -17,8 +17,8 @@ import gzip
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
