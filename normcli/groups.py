@@ -94,6 +94,7 @@ def describe(names: Sequence[str], key: Key) -> str:
 
 
 _FLOATS = ("mean", "mean_lo", "m2", "min", "max")
+_FIELDS = ("count", "nulls", *_FLOATS)  # in the order GroupStats takes them
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,28 @@ class GroupStats(_sketch.PickledSketches):
             sketches = [self.sketch[i] if i >= 0 else None for i in index.tolist()]
         pending = self.pending.take(index) if self.pending is not None else None
         return GroupStats(out.count, out.nulls, out.mean, out.mean_lo, out.m2, out.min, out.max, sketches, pending)
+
+    def grown(self, n: int) -> GroupStats:
+        """These groups and ``n`` empty ones after them (pending values put in sketches first)."""
+        st = self.resolved()
+        tail = GroupStats.empty(n, st.sketch is not None)
+        return GroupStats(*(np.concatenate([getattr(st, f), getattr(tail, f)]) for f in _FIELDS),
+                          None if st.sketch is None else st.sketch + tail.sketch)
+
+    def put(self, index: np.ndarray, part: GroupStats, reuse: bool = False) -> GroupStats:
+        """These groups with those at ``index`` replaced by ``part``'s (aligned with ``index``).
+
+        With ``reuse`` this object's arrays are written in place: the caller gives it away."""
+        st = self.resolved()
+        arrays = [getattr(st, f) if reuse else getattr(st, f).copy() for f in _FIELDS]
+        for array, f in zip(arrays, _FIELDS):
+            array[index] = getattr(part, f)
+        sketch = None
+        if st.sketch is not None or part.sketch is not None:
+            sketch = (st.sketch if reuse else list(st.sketch)) if st.sketch is not None else [None] * len(st)
+            for i, sk in zip(index.tolist(), part.sketch or [None] * len(index)):
+                sketch[i] = sk
+        return GroupStats(*arrays, sketch)
 
     def merge(self, other: GroupStats, reuse: bool = False) -> GroupStats:
         """Group by group, the statistics of both inputs (the groups are aligned).
@@ -350,13 +373,13 @@ class Grouped:
         new = np.flatnonzero(pos < 0)
         n_old = len(self.keys)
         pos[new] = n_old + np.arange(len(new))
-        keys = self.keys + [other.keys[i] for i in new.tolist()]
-        index = dict(self.index)
+        # Only the groups ``other`` holds are merged, so a batch costs what its own groups do,
+        # not what all the groups seen so far do; given away (``reuse``), keys and arrays grow in place.
+        keys, index = (self.keys, self.index) if reuse else (list(self.keys), dict(self.index))
+        keys.extend(other.keys[i] for i in new.tolist())
         index.update((keys[j], j) for j in range(n_old, len(keys)))
-        total = len(keys)
-        pad = np.concatenate([np.arange(n_old), np.full(len(new), -1)])
-        spread = np.full(total, -1)
-        spread[pos] = np.arange(len(other.keys))
-        cols = {name: (st.take(pad) if len(new) else st).merge(other.columns[name].take(spread), reuse)
-                for name, st in self.columns.items()}
+        cols = {}
+        for name, st in self.columns.items():
+            grown = st.grown(len(new)) if len(new) else st
+            cols[name] = grown.put(pos, grown.take(pos).merge(other.columns[name], reuse), reuse or len(new) > 0)
         return Grouped(keys, cols, index)
