@@ -195,6 +195,8 @@ def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude
     plan = plan_fit(types, methods, columns=columns, exclude=[*exclude, *index],
                     options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch,
                     text=io.text_samples(table.slice(0, BATCH_ROWS)))
+    for name in plan.unsampled:  # as the command line says it of a file
+        _warn(f"column '{name}' has no values, so its type is unknown: left out (columns=[..., '{name}'] fits it)")
     acc = plan.empty()
     for batch in table.select(plan.numeric + plan.group_by).to_batches(max_chunksize=BATCH_ROWS):
         acc = merge_partials(acc, plan.partial(batch))

@@ -627,3 +627,11 @@ def test_group_by_and_exclude_none_mean_none(tmp_path):
     for data in (frame, str(tmp_path / "f.csv")):
         stats = normcli.fit(data, group_by=None, exclude=None)
         assert list(stats.columns) == ["a", "b"] and stats.group_by == []
+
+
+def test_a_frame_column_without_values_left_out_is_warned_about():
+    """As the command line warns of a file's column it cannot type: not left out unsaid."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "n": [None, None, None]})
+    with pytest.warns(UserWarning, match=r"^column 'n' has no values, so its type is unknown: left out"):
+        stats = normcli.fit(frame)
+    assert list(stats.columns) == ["a"]
