@@ -17,7 +17,7 @@ import pyarrow as pa
 from normcli import engine, statsfile
 from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, naming_input
 from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit,
-                           is_numeric_type, pandas_index_columns, plan_from_stats, with_pandas_types)
+                           pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # warnings point past its frames
@@ -189,12 +189,11 @@ def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude
     from normcli import io
 
     table = _as_table(data, mixed_as_text=True, unread=_unread(data, methods, columns, exclude, group_by))
-    types = {f.name: f.type for f in table.schema}
-    index = _index_left_out(table.schema.metadata, types, methods, columns, exclude, group_by, _warn_event)
     # Text columns are judged on the first rows, as a file on its first block.
-    plan = plan_fit(types, methods, columns=columns, exclude=[*exclude, *index],
+    plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
                     options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch,
-                    text=io.text_samples(table.slice(0, BATCH_ROWS)))
+                    text=io.text_samples(table.slice(0, BATCH_ROWS)),
+                    labels=pandas_index_columns(table.schema.metadata))
     for name in plan.unsampled:  # as the command line says it of a file
         _warn(f"column '{name}' has no values, so its type is unknown: left out (columns=[..., '{name}'] fits it)")
     acc = plan.empty()
@@ -223,11 +222,11 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     local streaming engine)."""
 
     def make_plan(source: Any) -> FitPlan:
-        types = source.sample_types()
-        index = _index_left_out(source.fields().metadata, types, methods, columns, exclude, group_by, warn)
-        plan = plan_fit(types, methods, columns=columns, exclude=[*exclude, *index],
+        plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
-                        text=source.sample_text())
+                        text=source.sample_text(), labels=pandas_index_columns(source.fields().metadata))
+        for name in plan.labels:
+            warn("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {name} fits it)"})
         for name in plan.unsampled:
             warn("warning", {"message": f"column '{name}' has no values in the input's first block, "
                              f"so its type is unknown: left out (--columns {name} fits it)"})
@@ -239,20 +238,6 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     plan, acc, inputs = fold(expand(paths), make_plan, merge_partials, _require_columns,
                              fmt, delimiter, progress, log)
     return plan.finish(acc, {"created": _now(), "inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
-
-
-def _index_left_out(metadata: Any, types: Mapping[str, pa.DataType], methods: Sequence[str],
-                    columns: Sequence[str] | None, exclude: Sequence[str], group_by: Sequence[str],
-                    log: Log) -> list[str]:
-    """The stored pandas index columns the default selection leaves out (with a note each): row
-    labels, not features. Named anywhere (``columns``, a method spec, a key), one is fitted."""
-    if columns is not None:
-        return []
-    named = {*exclude, *group_by, *(c for m in methods for c in m.partition(":")[2].split(","))}
-    out = [c for c in pandas_index_columns(metadata) if c in types and c not in named and is_numeric_type(types[c])]
-    for name in out:
-        log("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {name} fits it)"})
-    return out
 
 
 def constant_warnings(stats: Stats) -> list[str]:

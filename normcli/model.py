@@ -87,6 +87,8 @@ class FitPlan:
     sketch_all: bool = False  # a quantile sketch for every column, not only robust ones
     # Columns without a value in the sample: their type is unknown, so no default fits them.
     unsampled: list[str] = field(default_factory=list)
+    # Row labels (a stored pandas index) the default selection left out.
+    labels: list[str] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[str]:
@@ -197,7 +199,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
              options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
              group_by: Sequence[str] = (), sketch_all: bool = False,
-             text: Mapping[str, TextSample] | None = None) -> FitPlan:
+             text: Mapping[str, TextSample] | None = None, labels: Sequence[str] = ()) -> FitPlan:
     """Decide what to fit from the input's column types and the user's method specs.
 
     ``methods`` holds specs ``NAME`` (the default for every selected column not named
@@ -211,6 +213,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     ``group_by`` names key columns: every per-column statistic is then fitted per key value as
     well as overall; key columns are never normalized themselves. ``sketch_all`` keeps a
     quantile sketch of every column (for ``check``), not only of the ``robust`` ones.
+    ``labels`` are row labels (a stored pandas index, see :func:`pandas_index_columns`): the
+    default selection leaves them out (the plan lists those it did), a column named anywhere is fitted.
     """
     options = dict(options or {})
     if sketch_k is not None and (isinstance(sketch_k, bool) or not isinstance(sketch_k, Integral)
@@ -225,7 +229,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
     text = text or {}
     named = {c for m in methods if ":" in m for c in m.partition(":")[2].split(",")}
-    unsampled = []
+    unsampled, left_labels = [], []
     if columns:
         for name in columns:
             if not _fittable(types[name]):
@@ -239,7 +243,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         if suspects:
             raise _numbers_as_text_error(suspects, text)
         unsampled = [c for c, t in types.items() if pa.types.is_null(t) and c not in left_out]
-    dropped = {*exclude, *group_by}
+        left_labels = [c for c in labels if c in selected and c not in left_out]
+    dropped = {*exclude, *group_by, *left_labels}
     selected = [c for c in selected if c not in dropped]
 
     default, named = DEFAULT_METHOD, []
@@ -289,7 +294,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     _spread_zscore_options(fits)
     needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
     return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all,
-                   unsampled)
+                   unsampled, left_labels)
 
 
 def numbers_as_text(sample: TextSample | None) -> bool:
