@@ -1147,6 +1147,36 @@ def test_quotes_inside_unquoted_fields_do_not_move_piece_ends(tmp_path, rows, bl
     assert got.to_pylist() == expected.to_pylist()
 
 
+def _start_lines(text: str) -> list[int]:
+    """The file line on which each record after the header starts, by Python's csv module."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    starts, line = [], reader.line_num + 1
+    for _ in reader:
+        starts.append(line)
+        line = reader.line_num + 1
+    return starts[1:]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_bare, _stray, _quoted), min_size=1, max_size=30), st.data(),
+       st.sampled_from(["ragged", "word"]), st.integers(8, 120), st.booleans())
+def test_a_bad_record_after_stray_quotes_is_named_by_its_line(tmp_path, texts, data, bad, block, keep_others):
+    # The line of an error is found by reading quotes as pyarrow does: a quote inside an
+    # unquoted field is text, and does not open a field that swallows the next line end.
+    rows = [f"{t},{i}" for i, t in enumerate(texts)]
+    at = data.draw(st.integers(0, len(rows)))
+    rows.insert(at, "z,1,2" if bad == "ragged" else "z,oops")
+    text = "a,x\n" + "".join(r + "\n" for r in rows)
+    path = tmp_path / "s.csv"
+    path.write_bytes(text.encode())
+    line = _start_lines(text)[at]
+    with open_source(str(path), block_size=block) as src, pytest.raises(DataError) as err:
+        read_all(src, ["x"], keep_others)
+    assert f"line {line}:" in str(err.value) or f"on line {line} " in str(err.value)
+
+
 def test_a_quoted_field_longer_than_many_pieces(tmp_path):
     # The record is searched for its end as more of it is read, not again from its start.
     lines = b"".join(b"%d,line %d\n" % (i, i) for i in range(3000))

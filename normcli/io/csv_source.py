@@ -208,17 +208,23 @@ def _blanks(columns: Sequence[pa.ChunkedArray]) -> list[str]:
     return sorted({v for column in columns for v in column.to_pylist() if v and not v.strip(" \t")})
 
 
-def _record_lines(data: bytes, first_line: int) -> np.ndarray:
+def _record_lines(data: bytes, first_line: int, delimiter: str) -> np.ndarray:
     """File line number of every non-empty record in ``data`` (error path only).
 
-    Mirrors pyarrow, which skips empty lines and numbers only the records it keeps.
+    Mirrors pyarrow, which skips empty lines and numbers only the records it keeps, and reads
+    quotes as it does (see :func:`_quoted_spans`): a quote inside an unquoted field is text.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(arr == ord("\n"))
-    quotes_before = np.cumsum(arr == ord('"'))
-    # Quotes strictly before each newline; a newline is a record end when that count is even.
-    counts = quotes_before[newlines] if len(newlines) else newlines
-    ends = newlines[counts % 2 == 0]
+    ends = newlines
+    if data.find(_QUOTE) >= 0 and len(newlines):
+        spans = np.array(list(_quoted_spans(data, delimiter)), dtype=np.int64).reshape(-1, 2)
+        if len(spans):
+            opens, closes = spans[:, 0], np.where(spans[:, 1] < 0, len(data), spans[:, 1])
+            # a newline ends a record unless it lies inside the last quoted field opened before it
+            last = np.searchsorted(opens, newlines) - 1
+            inside = (last >= 0) & (newlines < closes[np.maximum(last, 0)])
+            ends = newlines[~inside]
     if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
         ends = np.append(ends, len(data))  # a last record without a trailing newline
     starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
@@ -261,6 +267,7 @@ class _Sample:
     data: bytes
     first_line: int
     skipped: tuple[int, ...]  # the records (1-based) the parse left out, ragged ones
+    delimiter: str
     _lines: np.ndarray | None = None
 
     def line(self, row: int) -> str | None:
@@ -269,7 +276,7 @@ class _Sample:
         if self._lines is None:
             if any(n < 1 for n in self.skipped):
                 return None
-            self._lines = np.delete(_record_lines(self.data, self.first_line), [n - 1 for n in self.skipped])
+            self._lines = np.delete(_record_lines(self.data, self.first_line, self.delimiter), [n - 1 for n in self.skipped])
         return f"line {self._lines[row]}" if row < len(self._lines) else None
 
 
@@ -508,7 +515,7 @@ class _CsvSource(Source):
                               if pa.types.is_string(table.schema.field(name).type)])
             if blanks:
                 table = infer(_NULLS + tuple(blanks))
-        return _Sample(table, data, self._first_line, tuple(skipped))
+        return _Sample(table, data, self._first_line, tuple(skipped), self._delimiter)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
         numeric, keep = self._claim(numeric, keep)
@@ -695,7 +702,7 @@ class _CsvSource(Source):
         except pa.ArrowInvalid as exc:
             if bad:
                 row = bad[0]
-                line = _record_lines(piece.data, piece.first_line)[row.number - 1]
+                line = _record_lines(piece.data, piece.first_line, self._delimiter)[row.number - 1]
                 raise DataError(
                     f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
                     f"fields, found {row.actual_columns}"
@@ -772,13 +779,13 @@ class _CsvSource(Source):
             message = str(exc)
             where = re.search(r"Row #(\d+)", message)
             if where:  # pyarrow counts records within the piece; say the file line instead
-                lines = _record_lines(piece.data, piece.first_line)
+                lines = _record_lines(piece.data, piece.first_line, self._delimiter)
                 number = int(where.group(1))
                 if 0 < number <= len(lines):
                     message = message.replace(where.group(0), f"line {lines[number - 1]}")
             return DataError(f"cannot parse {_display(self.path)}: {message}")
         index, name = min(found, key=lambda item: item[0])
-        line = _record_lines(piece.data, piece.first_line)[index]
+        line = _record_lines(piece.data, piece.first_line, self._delimiter)[index]
         value = text.column(name)[index].as_py()
         return DataError(f"column '{name}': value '{value}' on line {line} is not a number")
 
