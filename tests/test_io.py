@@ -1093,6 +1093,25 @@ def test_a_record_longer_than_the_bound_stops_the_read(tmp_path, monkeypatch, bo
                                "(a quoted field not closed?)")
 
 
+@pytest.mark.parametrize("before", [0, 5000])  # the first record (read for the sample), or a later one
+@pytest.mark.parametrize("extra", [0, 1])
+@pytest.mark.parametrize("keep_others", [True, False])
+def test_the_record_bound_is_exact(tmp_path, monkeypatch, before, extra, keep_others):
+    # A record of exactly the bound is read, one a byte longer refused, whatever the block size.
+    from normcli.io import csv_source
+
+    monkeypatch.setattr(csv_source, "MAX_RECORD_BYTES", 1 << 20)
+    long = b"1," + b"y" * ((1 << 20) - 2 + extra)
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"x,y\n" + b"2,a\n" * before + long + b"\n" + b"3,b\n" * 10)
+    with open_source(str(path), block_size=96 << 10) as src:
+        if extra:
+            with pytest.raises(DataError, match=f"line {before + 2}: a record runs on for more than 1 MiB"):
+                read_all(src, ["x"], keep_others)
+        else:
+            assert read_all(src, ["x"], keep_others).num_rows == before + 11
+
+
 @pytest.mark.parametrize("header", [b'a"b,c', b'"x\ny",a"b', b'"q""",c"'])
 def test_a_header_with_quotes_ends_where_pyarrow_ends_it(tmp_path, header):
     path = tmp_path / "h.csv"

@@ -473,7 +473,8 @@ class _CsvSource(Source):
         while cut < 0:  # a first record longer than the block: read on to its end
             if len(self._pending) > MAX_RECORD_BYTES:
                 self._record_too_long(self._pending, len(self._pending), self._first_line)
-            more = self._read(max(self._block_size, len(self._pending)))  # doubling: each search is from the start
+            # doubling (each search is from the start), never past the bound
+            more = self._read(min(max(self._block_size, len(self._pending)), MAX_RECORD_BYTES + 1 - len(self._pending)))
             self._pending = buf = self._pending + more
             if not more:
                 cut = len(buf)  # the whole input: decode() would report a quote left open
@@ -558,8 +559,11 @@ class _CsvSource(Source):
                 if searched:
                     parity = (parity + _count(buf, _QUOTE, scanned, searched)) % 2
                     scanned = searched
-                buf.extend(bytes(self._block_size))
-                n = self._read_into(buf, filled, len(buf))
+                # Read on by a block, but never past the bound: a record one byte longer is refused.
+                room = min(filled + self._block_size, MAX_RECORD_BYTES + 1)
+                if len(buf) < room:
+                    buf.extend(bytes(room - len(buf)))
+                n = self._read_into(buf, filled, room)
                 eof = n == 0
                 filled += n
                 continue
