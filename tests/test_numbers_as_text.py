@@ -261,3 +261,18 @@ def test_a_column_empty_in_the_sample_is_named_and_can_be_fitted(tmp_path, later
     got = pd.read_csv(tmp_path / "o.csv")["b"].to_numpy()
     expected = (b - values.mean()) / values.std() if later else b
     assert np.allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("codes", [["0x1f", "0xab", "0X10"], ["0x1f", "0x20", "0x7fffffff"]])
+def test_a_column_of_hex_codes_is_text(tmp_path, codes):
+    # pyarrow's type guess reads 0x1f as an integer; numbers are parsed as floats, which have no hex
+    # form, and pandas reads such a column as text: it is left out of the default fit, as text is.
+    src, out = tmp_path / "h.csv", tmp_path / "s.json"
+    src.write_text("id,h,x\n" + "".join(f"r{i},{c},{i}.5\n" for i, c in enumerate(codes)))
+    assert not pd.api.types.is_numeric_dtype(pd.read_csv(src)["h"])
+    r = run_cli("fit", src, "-o", out)
+    assert r.code == 0, r.err
+    assert fitted(out) == ["x"]
+    r = run_cli("transform", src, "--stats", out, "-o", tmp_path / "o.csv")
+    assert r.code == 0, r.err
+    assert pd.read_csv(tmp_path / "o.csv", dtype=str)["h"].tolist() == codes

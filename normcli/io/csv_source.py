@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..bitmaps import float64_values, from_values, validity
@@ -491,7 +492,7 @@ class _CsvSource(Source):
             skipped.append(row.number)
             return "skip"
 
-        def infer(null_values: Sequence[str]) -> pa.Table:
+        def infer(null_values: Sequence[str], as_text: Sequence[str] = ()) -> pa.Table:
             skipped.clear()
             try:
                 return pacsv.read_csv(
@@ -504,18 +505,29 @@ class _CsvSource(Source):
                     ),
                     # Bad rows are reported by decode(), with their line numbers.
                     parse_options=self._parse_options(skip),
-                    convert_options=pacsv.ConvertOptions(null_values=list(null_values)),
+                    convert_options=pacsv.ConvertOptions(null_values=list(null_values),
+                                                         column_types={n: pa.string() for n in as_text}),
                 )
             except pa.ArrowInvalid as exc:
                 raise DataError(f"cannot parse {_display(self.path)}: {exc}") from exc
 
-        table = infer(_NULLS)
+        nulls = _NULLS
+        table = infer(nulls)
         # A column of numbers and blank fields is numeric, as decode() reads it: blanks are null.
         if buf.find(b" ", 0, cut) >= 0 or buf.find(b"\t", 0, cut) >= 0:
             blanks = _blanks([table.column(name) for name in self.columns
                               if pa.types.is_string(table.schema.field(name).type)])
             if blanks:
-                table = infer(_NULLS + tuple(blanks))
+                nulls += tuple(blanks)
+                table = infer(nulls)
+        # pyarrow reads 0x1f as the integer 31; decode() reads numbers as floats, which have no hex
+        # form (nor in Polars, pandas or DuckDB): a column of such codes is text.
+        ints = [name for name in self.columns if pa.types.is_integer(table.schema.field(name).type)]
+        if ints and (buf.find(b"x", 0, cut) >= 0 or buf.find(b"X", 0, cut) >= 0):
+            text = infer(nulls, ints)
+            hexed = [name for name in ints if pc.any(pc.match_substring_regex(text.column(name), "[xX]")).as_py()]
+            if hexed:
+                table = infer(nulls, hexed)
         return _Sample(table, data, self._first_line, tuple(skipped), self._delimiter)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
