@@ -295,6 +295,9 @@ ERRORS = [
     ({}, ["fit", "{tmp}/missing.csv"], 5, "Error: cannot read '{tmp}/missing.csv': No such file or directory"),
     ({"r.csv": b"a,b\n1,2\n3,4,5\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 3: expected 2 fields, found 3"),
     ({"r.csv": b"id,a,b\nx,1,2\ny,3,4,5\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 3: expected 3 fields, found 4"),
+    # every record ragged (a trailing separator, as some exports write): the record, not "no numeric columns"
+    ({"r.csv": b"id,x\na,1,\nb,2,\n"}, ["fit", "{tmp}/r.csv"], 3, "Error: '{tmp}/r.csv', line 2: expected 2 fields, found 3"),
+    ({"r.tsv": b"id\tx\na\t1\t\nb\t2\t\n"}, ["fit", "{tmp}/r.tsv"], 3, "Error: '{tmp}/r.tsv', line 2: expected 2 fields, found 3"),
     ({"n.csv": b"a,b\n1,2\n3,x\n"}, ["fit", "{tmp}/n.csv", "--columns", "a"], 0, ""),
     ({"n.csv": b"a,b\n1,2\n3,x\n"}, ["fit", "{tmp}/n.csv"], 3, "Error: column 'b': value 'x' on line 3 is not a number, though 1 of its first 2 values are; fix or empty such values, or leave the column out with --exclude b\n"),
     ({"n.csv": b"a,b\n1,2\n3,4\n" + b"5,6\n" * 3 + b"7,oops\n"}, ["fit", "{tmp}/n.csv", "--columns", "a,b"], 3, "Error: column 'b' is not numeric (its values read as string: 'oops' on line 7 is not a number)\n"),

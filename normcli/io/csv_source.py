@@ -486,10 +486,12 @@ class _CsvSource(Source):
         if not data.strip(b"\r\n"):
             return False
         skipped: list[int] = []
+        first_skipped: list = []
 
         @_row_handler
         def skip(row) -> str:
             skipped.append(row.number)
+            first_skipped[:] = first_skipped or [row]
             return "skip"
 
         def infer(null_values: Sequence[str], as_text: Sequence[str] = ()) -> pa.Table:
@@ -528,6 +530,9 @@ class _CsvSource(Source):
             hexed = [name for name in ints if pc.any(pc.match_substring_regex(text.column(name), "[xX]")).as_py()]
             if hexed:
                 table = infer(nulls, hexed)
+        if table.num_rows == 0 and first_skipped and first_skipped[0].number >= 1:
+            # every record ragged: no column has a type, and "no numeric columns" would hide why
+            raise self._ragged(data, self._first_line, first_skipped[0])
         return _Sample(table, data, self._first_line, tuple(skipped), self._delimiter)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
@@ -717,12 +722,7 @@ class _CsvSource(Source):
             table = self._read_piece(piece, self._convert_options(piece), on_invalid)
         except pa.ArrowInvalid as exc:
             if bad:
-                row = bad[0]
-                line = _record_lines(piece.data, piece.first_line, self._delimiter)[row.number - 1]
-                raise DataError(
-                    f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
-                    f"fields, found {row.actual_columns}"
-                ) from exc
+                raise self._ragged(piece.data, piece.first_line, bad[0]) from exc
             # Numbers blank but for spaces are null, as the Polars path reads them.
             try:
                 blanks = _blanks(self._numbers_as_text(piece, _NULLS).columns)
@@ -743,6 +743,12 @@ class _CsvSource(Source):
         return pa.RecordBatch.from_arrays(
             [_nan_as_null(batch.column(i)) if name in numeric else batch.column(i)
              for i, name in enumerate(batch.schema.names)], names=batch.schema.names)
+
+    def _ragged(self, data: bytes, first_line: int, row) -> DataError:
+        """The error for pyarrow's invalid ``row`` of ``data``: a record with the wrong number of fields."""
+        line = _record_lines(data, first_line, self._delimiter)[row.number - 1]
+        return DataError(f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
+                         f"fields, found {row.actual_columns}")
 
     def _empty_fields(self, piece: Piece, names: Sequence[str]) -> dict[str, pa.Array] | None:
         """Where the text columns ``names`` hold an empty field rather than ``""``; None if nowhere.
