@@ -673,12 +673,14 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     if a.group_by != b.group_by:
         raise StatsFileError(f"cannot merge: the files are grouped by {a.group_by or 'nothing'} "
                              f"and {b.group_by or 'nothing'}")
-    cols = {n: ColumnFit(n, f.method, f.options, f.stats.merge(b.columns[n].stats)) for n, f in a.columns.items()}
+    cols = {n: f.stats.merge(b.columns[n].stats) for n, f in a.columns.items()}
     groups = None if a.groups is None or b.groups is None else a.groups.merge(b.groups)
     inputs = list(a.info.get("inputs", [])) + list(b.info.get("inputs", []))
     info = {**a.info, "inputs": inputs, "rows": a.info.get("rows", 0) + b.info.get("rows", 0)}
     info.pop("created", None)
-    return Stats(cols, list(a.rows), info, list(a.group_by), groups)
+    # finished as a fit of all the data is: moments that overflow together, a constant column
+    # with --constant error, a range too wide for float64
+    return plan_from_stats(a).finish(Partial(cols, groups), info)
 
 
 def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:

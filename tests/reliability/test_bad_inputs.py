@@ -209,6 +209,44 @@ def test_methods_without_moments_fit_values_whose_variance_overflows(tmp_path, m
     np.testing.assert_allclose(csv_column(out.read_bytes(), "a"), want, rtol=1e-15)
 
 
+@pytest.mark.parametrize("method", ["zscore", "minmax", "maxabs", "robust"])
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("how", ["merge", "update"])
+def test_parts_whose_moments_overflow_together_merge_as_one_fit(tmp_path, method, grouped, how):
+    """Each part's variance fits float64, the variance of both does not (NumPy: inf). As in a fit
+    of all the data: zscore, which needs it, is refused (exit 3); the others keep the moments
+    unknown (null) with the exact count, min and max. It was an internal error (exit 1)."""
+    a, b = np.linspace(-9e152, 9e152, 50), np.linspace(1e154, 1.2e154, 50)
+    both = np.concatenate([a, b])
+    assert np.isfinite(a.var()) and np.isfinite(b.var())
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(both.var())
+    grouping = ["--group-by", "g"] if grouped else []
+    parts = []
+    for name, values in (("a", a), ("b", b)):
+        src = tmp_path / f"{name}.csv"
+        src.write_text("g,x\n" + "".join(f"k,{float(v)!r}\n" for v in values))
+        parts.append(src)
+    first, out = tmp_path / "a.json", tmp_path / "ab.json"
+    fit(parts[0], first, "-m", method, "-c", "x", *grouping)
+    if how == "merge":
+        fit(parts[1], tmp_path / "b.json", "-m", method, "-c", "x", *grouping)
+        r = run_cli("merge", first, tmp_path / "b.json", "-o", out)
+    else:
+        r = run_cli("fit", parts[1], "--update", first, "-o", out)
+    if method == "zscore":
+        assert_error(r, 3, "column 'x'", "too large for float64")
+        assert not out.exists()
+        return
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())["columns"]["x"]
+    st = doc["groups"] if grouped else doc["stats"]
+    first_of = (lambda v: v[0]) if grouped else (lambda v: v)
+    assert first_of(st["mean"]) is None and first_of(st["m2"]) is None
+    assert first_of(st["count"]) == len(both)
+    assert (first_of(st["min"]), first_of(st["max"])) == (both.min(), both.max())
+
+
 @pytest.mark.parametrize("method,what", [("minmax", "max - min overflows"), ("robust", "the IQR overflows")])
 @pytest.mark.parametrize("grouped", [False, True])
 def test_a_range_beyond_float64_is_refused_quietly(tmp_path, method, what, grouped):
