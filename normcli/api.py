@@ -420,6 +420,8 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     from normcli import io
 
     log = log or _no_log
+    for message in stats.inverse_losses() if inverse else ():
+        log("warning", {"message": message})
     if engine is not None:
         return engine.transform_paths(stats, paths, output, fmt=fmt, to=to, delimiter=delimiter,
                                       inverse=inverse, progress=progress, overrides=overrides,
@@ -523,6 +525,8 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     output_options = OutputOptions(unseen_group, dtype, decimals)
     if not _is_path(data) and output is not None:
         raise UsageError("output= is for a path: a DataFrame or table is transformed and returned")
+    for message in stats.inverse_losses() if inverse else ():
+        _warn(message)
     if _is_path(data):
         if output is None:
             raise UsageError("transforming a file needs output= (a path)")

@@ -180,15 +180,19 @@ class Affine:
         return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        """Undo :meth:`apply` (clipping and the ``zero`` policy cannot be undone)."""
+        """Undo :meth:`apply`. What it lost comes back as the nearest it can: a clipped value as
+        its bound's original, a filled null as the centre, a value under the ``zero`` policy as
+        the constant fitted (the centre)."""
         x = np.subtract(y, self.offset) if self.offset != 0.0 else np.array(y, dtype=np.float64)
         if self.gain != 1.0:
             x /= self.gain
-        uses_lo, _, uses_keep = self._uses
+        uses_lo, uses_zero, uses_keep = self._uses
         x *= self.scale
         if uses_lo:
             x += self.center_lo
         x += self.center
+        if uses_zero:  # 0 stood for the constant, whatever gain and offset would make of it
+            x = np.where(self.const_zero & ~np.isnan(y), np.add(self.center, self.center_lo), x)
         if uses_keep:
             x = np.where(self.keep, y, x)
         return x

@@ -479,6 +479,29 @@ class Stats:
             return bool(M.degenerate(fit.method, fit.stats, fit.options))
         return fit.stats.is_constant()
 
+    def inverse_losses(self) -> list[str]:
+        """What :meth:`inverse_batch` cannot undo, one message per kind (warned of before an inverse)."""
+        def constant_somewhere(name: str) -> bool:
+            grouped = self.groups is not None and name in self.groups.columns
+            return bool(self.is_constant(name)) or (grouped and bool(np.any(self.is_constant(name, True))))
+
+        def listed(names: list[str]) -> str:
+            return ", ".join(f"'{n}'" for n in names)
+
+        per_column = {n: f.options for n, f in self.columns.items() if f.method in M.PER_COLUMN}
+        clipped = [n for n, o in per_column.items() if o.get("clip") or o.get("clip_sigma")]
+        filled = [n for n, o in per_column.items() if o.get("fill_missing")]
+        zeroed = [n for n, o in per_column.items() if o.get("constant") == "zero" and constant_somewhere(n)]
+        out = []
+        if clipped:
+            out.append(f"inverse cannot undo clipping ({listed(clipped)}): a clipped value comes back as its bound's original")
+        if filled:
+            out.append(f"inverse cannot undo --fill-missing ({listed(filled)}): a filled null comes back as the centre, not null")
+        if zeroed:
+            out.append(f"inverse cannot undo --constant zero ({listed(zeroed)}): a constant column (or group) "
+                       "comes back as the value fitted")
+        return out
+
     def check_columns(self, names: Iterable[str]) -> None:
         """Raise if a fitted column or a group key is missing from ``names`` (the input's columns)."""
         have = set(names)

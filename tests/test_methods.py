@@ -635,3 +635,40 @@ def test_a_frame_column_without_values_left_out_is_warned_about():
     with pytest.warns(UserWarning, match=r"^column 'n' has no values, so its type is unknown: left out"):
         stats = normcli.fit(frame)
     assert list(stats.columns) == ["a"]
+
+
+@pytest.mark.parametrize("method,options", [("minmax", {"range": (-1.0, 1.0)}), ("zscore", {"beta": 2.0}),
+                                            ("zscore", {"gamma": 3.0, "beta": -1.0}), ("robust", {}),
+                                            ("maxabs", {})])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_inverse_of_a_constant_column_under_the_zero_policy_is_its_value(method, options, grouped):
+    """``--constant zero`` writes 0 for a constant column, whatever the range or beta: its inverse
+    is the constant itself, not 0 undone through the offset (which gave 8.0 for 7.5 with range -1,1)."""
+    k = 0.0 if method == "maxabs" else 7.5  # maxabs is degenerate only for a column of zeros
+    frame = pd.DataFrame({"g": ["a", "a", "b", "b", "b"], "k": [k] * 5, "v": [0.0, 1.0, 2.0, 5.0, 9.0]})
+    stats = normcli.fit(frame, [method], constant="zero", group_by="g" if grouped else None, **options)
+    out = stats.transform(frame)
+    np.testing.assert_array_equal(out["k"], 0.0)
+    with pytest.warns(UserWarning, match=r"inverse cannot undo --constant zero \('k'\)"):
+        back = stats.inverse(out)
+    np.testing.assert_array_equal(back["k"], frame["k"])
+    np.testing.assert_allclose(back["v"], frame["v"], rtol=1e-15, atol=1e-15)
+
+
+def test_inverse_warns_of_clipping_and_filling_it_cannot_undo(tmp_path):
+    """Values clipped and nulls filled by transform come back as the bound's original and the
+    centre (by the formula: min + (max - min) * clipped, and the mean); a warning says so."""
+    from tests.conftest import run_cli
+
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    pd.DataFrame({"x": x, "id": list("abcd")}).to_csv(tmp_path / "f.csv", index=False)
+    (tmp_path / "n.csv").write_text("x,id\n10,p\n,q\n-3,r\n2,s\n")
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", tmp_path / "f.csv", "-c", "x", "-m", "minmax", "--clip", "--fill-missing", "-o", stats).code == 0
+    assert run_cli("transform", tmp_path / "n.csv", "--stats", stats, "-o", tmp_path / "t.csv").code == 0
+    r = run_cli("inverse", tmp_path / "t.csv", "--stats", stats, "-o", tmp_path / "b.csv")
+    assert r.code == 0, r.err
+    assert r.err.splitlines() == [
+        "warning: inverse cannot undo clipping ('x'): a clipped value comes back as its bound's original",
+        "warning: inverse cannot undo --fill-missing ('x'): a filled null comes back as the centre, not null"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "b.csv")["x"], [x.max(), x.mean(), x.min(), 2.0], rtol=1e-15)
