@@ -368,6 +368,10 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
     from normcli import io
 
     log = log or _no_log
+    imported = next((n for n, f in stats.columns.items() if f.stats.scale is not None), None)
+    if imported is not None:  # checked before any input is read, as merge would refuse them after
+        raise StatsFileError(f"cannot update: column '{imported}' holds imported fixed center/scale "
+                             "parameters, which cannot be merged")
     expand, fold = _engine(engine)
     seen = absorbed(stats)
     fresh = []

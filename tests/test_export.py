@@ -355,6 +355,24 @@ def test_zscore_sklearn_round_trip_transforms_as_fitted(opts):
             normcli.merge(back, back)
 
 
+@pytest.mark.parametrize("scaler", ["RobustScaler", "MaxAbsScaler"])
+def test_fit_update_of_imported_fixed_parameters_is_a_stats_file_error(tmp_path, scaler):
+    """A scaler imported as fixed center/scale cannot take more data: --update refuses it as
+    merge does (exit 4), not with fit's "robust needs a quantile sketch" (exit 3)."""
+    from conftest import run_cli
+    from reliability.helpers import assert_error
+
+    skp = pytest.importorskip("sklearn.preprocessing")
+    est = getattr(skp, scaler)().fit(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}))
+    imported = normcli.from_sklearn(est)
+    assert imported.columns["x"].stats.scale is not None
+    imported.save(tmp_path / "imp.json")
+    (tmp_path / "m.csv").write_text("x\n1\n2\n")
+    r = run_cli("fit", tmp_path / "m.csv", "--update", tmp_path / "imp.json", "-o", tmp_path / "out.json")
+    assert_error(r, 4, "column 'x'", "imported fixed center/scale parameters, which cannot be merged")
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_cli_import_of_a_zscore_with_eps_transforms_as_sklearn(tmp_path, cli):
     sio = pytest.importorskip("skops.io")
     _small(3).to_csv(tmp_path / "train.csv", index=False)
