@@ -294,6 +294,15 @@ def _validate(doc: Any, source: str) -> None:
     if bad is not None:
         k, why, i = bad
         raise StatsFileError(f"{source}: columns.{names[i]}.stats.{k}: {why}")
+    rows = doc["fitted_on"].get("rows")
+    for name, st in zip(names, stats):
+        where = f"{source}: columns.{name}.stats"
+        if st["nulls"] is not None and rows is not None and st["count"] + st["nulls"] != rows:
+            raise StatsFileError(f"{where}.count: count + nulls is {st['count'] + st['nulls']}, "
+                                 f"but fitted_on.rows is {rows}")
+        sketch = st.get("sketch")
+        if isinstance(sketch, dict) and sketch["n"] != st["count"]:
+            raise StatsFileError(f"{where}.sketch.n: {sketch['n']} values sketched, but count is {st['count']}")
     _validate_groups(doc, source)
 
 
@@ -345,6 +354,12 @@ def _impossible(count: np.ndarray, v: dict[str, np.ndarray]) -> tuple[str, str, 
     filled = count > 0
     # chan_merge rounds the mean a little; a mean further outside [min, max] than this is damage
     slack = 1e-9 * np.maximum(np.abs(v["min"]), np.abs(v["max"]))
+    # the two values min and max alone give M2 = (max - min)^2 / 2: no data gives less (in
+    # square roots, which do not overflow; rounding is far inside the 1e-9), unless the squares
+    # underflow (a spread below 1e-150)
+    with np.errstate(invalid="ignore", over="ignore"):
+        spread = v["max"] - v["min"]
+        narrow = (count >= 2) & (spread >= 1e-150) & (np.sqrt(2.0 * v["m2"]) < spread * (1 - 1e-9))
     checks = [
         *((k, "must be null where count is 0", ~filled & ~np.isnan(v[k])) for k in _FLOATS),
         ("m2", "negative", v["m2"] < 0),
@@ -352,6 +367,7 @@ def _impossible(count: np.ndarray, v: dict[str, np.ndarray]) -> tuple[str, str, 
         ("m2", "must be 0 where count is 1", (count == 1) & (v["m2"] > 0)),
         ("min", "must equal max where count is 1", (count == 1) & (v["min"] < v["max"])),
         ("m2", "must be 0 where min equals max", (v["min"] == v["max"]) & (v["m2"] > 0)),
+        ("m2", "smaller than min and max alone give", narrow),
         ("mean", "outside [min, max]", (v["mean"] < v["min"] - slack) | (v["mean"] > v["max"] + slack)),
         # mean is the nearest double to mean + mean_lo, so mean_lo is within half a unit of its last place
         ("mean_lo", "larger than the last place of mean", np.abs(v["mean_lo"]) > np.spacing(np.abs(v["mean"]))),
@@ -390,6 +406,8 @@ def _validate_group_sketches(sketch: dict[str, Any], count: np.ndarray, needed: 
     for i, (n, data) in enumerate(zip(sketch["n"], sketch["data"])):
         if data is None and (n or (needed and count[i])):
             raise StatsFileError(f"{where}.data: a group with values needs its sketch (group_keys[{i}])")
+        if data is not None and n != count[i]:
+            raise StatsFileError(f"{where}.n: {n} values sketched, but count is {count[i]} (group_keys[{i}])")
 
 
 def _validate_groups(doc: dict[str, Any], source: str) -> None:
@@ -446,3 +464,7 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
         if bad is not None:
             k, why, i = bad
             raise StatsFileError(f"{where}.{k}: {why} (group_keys[{i}])")
+        for k in ("count", "nulls"):
+            overall = c["stats"][k]
+            if overall is not None and sum(g[k]) != overall:  # every row is in one group
+                raise StatsFileError(f"{where}.{k}: the groups' sum is {sum(g[k])}, but stats.{k} is {overall}")

@@ -239,6 +239,11 @@ def test_stats_file_round_trip_and_columnar_groups(tmp_path):
      "columns.x.groups.mean_lo: larger than the last place of mean (group_keys[7])"),
     (lambda d: d["group_keys"].__setitem__(0, ["a", "b"]), "group_keys[0]: expected 1 strings or nulls"),
     (lambda d: d["columns"]["x"].pop("groups"), "columns.x.groups: missing"),
+    # possible for a group alone, not beside the others: every row is in one group
+    (lambda d: d["columns"]["x"]["groups"]["count"].__setitem__(0, d["columns"]["x"]["groups"]["count"][0] * 10),
+     "columns.x.groups.count: the groups' sum is"),
+    (lambda d: d["columns"]["x"]["groups"]["m2"].__setitem__(4, 0.0),
+     "columns.x.groups.m2: smaller than min and max alone give (group_keys[4])"),
 ])
 def test_damaged_groups_are_named(tmp_path, edit, message):
     df = grouped_frame(n=800, groups=30, nan=0.0)
@@ -263,6 +268,11 @@ def test_damaged_groups_are_named(tmp_path, edit, message):
      "columns.x.groups.sketch: Additional properties are not allowed ('bogus' was unexpected)"),
     (lambda d: d["columns"]["x"]["stats"]["sketch"].__setitem__("bogus", 1),
      "columns.x.stats.sketch: Additional properties are not allowed ('bogus' was unexpected)"),
+    # a sketch of other values than the column's (say, swapped with another column's)
+    (lambda d: d["columns"]["x"]["stats"]["sketch"].__setitem__("n", d["columns"]["x"]["stats"]["count"] + 1),
+     "columns.x.stats.sketch.n: 801 values sketched, but count is 800"),
+    (lambda d: d["columns"]["x"]["groups"]["sketch"]["n"].__setitem__(2, d["columns"]["x"]["groups"]["count"][2] - 1),
+     "values sketched, but count is"),
 ])
 def test_damaged_group_sketches_are_named(tmp_path, edit, message):
     # A robust group without its sketch used to be transformed to NaN, with exit 0.

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..bitmaps import float64_values, from_values, validity
@@ -526,6 +525,8 @@ class _CsvSource(Source):
         # form (nor in Polars, pandas or DuckDB): a column of such codes is text.
         ints = [name for name in self.columns if pa.types.is_integer(table.schema.field(name).type)]
         if ints and (buf.find(b"x", 0, cut) >= 0 or buf.find(b"X", 0, cut) >= 0):
+            import pyarrow.compute as pc  # imported where used: it costs a transform's start-up 40 ms
+
             text = infer(nulls, ints)
             hexed = [name for name in ints if pc.any(pc.match_substring_regex(text.column(name), "[xX]")).as_py()]
             if hexed:

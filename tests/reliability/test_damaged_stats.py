@@ -136,6 +136,16 @@ CASES = [
      "the key 'version' appears twice"),
     ("a key twice, deeper", json.dumps(GOOD).replace('"m2": 5.0,', '"m2": 5.0, "m2": 50.0,'),
      "the key 'm2' appears twice"),
+    # Impossible for any data, though each number alone is fine; each was applied silently.
+    # a holds 1, 2, 3, 4: min and max alone give M2 = 4.5 (NumPy: 4 * var = 5.0)
+    ("an M2 below what min and max give", mutated("columns.a.stats.m2", 4.4),
+     "columns.a.stats.m2: smaller than min and max alone give"),
+    ("an M2 of 0 with min < max", mutated("columns.a.stats.m2", 0.0), "columns.a.stats.m2: smaller than"),
+    ("an M2 of 1e-300", mutated("columns.a.stats.m2", 1e-300), "columns.a.stats.m2: smaller than"),
+    ("a count beyond the rows", mutated("columns.a.stats.count", 400),
+     "columns.a.stats.count: count + nulls is 400, but fitted_on.rows is 4"),
+    ("nulls beyond the rows", mutated("columns.b.stats.nulls", 1),
+     "columns.b.stats.count: count + nulls is 5, but fitted_on.rows is 4"),
 ]
 
 
@@ -149,9 +159,9 @@ def test_damaged_file_is_rejected_naming_the_field(tmp_path, capsys, text, field
 
 
 EDGES = [
-    ("one value", ("columns.a.stats.count", 1, "columns.a.stats.m2", 0.0, "columns.a.stats.mean", 1.0,
-                   "columns.a.stats.max", 1.0)),
-    ("one value of a constant column", ("columns.c.stats.count", 1)),
+    ("one value", ("columns.a.stats.count", 1, "columns.a.stats.nulls", 3, "columns.a.stats.m2", 0.0,
+                   "columns.a.stats.mean", 1.0, "columns.a.stats.max", 1.0)),
+    ("one value of a constant column", ("columns.c.stats.count", 1, "columns.c.stats.nulls", 3)),
     ("no values", ("columns.a.stats.count", 0, "columns.a.stats.nulls", 4, "columns.a.stats.mean", None,
                    "columns.a.stats.mean_lo", None, "columns.a.stats.m2", None, "columns.a.stats.min", None,
                    "columns.a.stats.max", None)),
@@ -159,7 +169,7 @@ EDGES = [
     ("imported zscore: fixed scale, unknown extremes", ("columns.a.stats.scale", 2.0, "columns.a.stats.center", None,
                                                         "columns.a.stats.min", None, "columns.a.stats.max", None)),
     ("imported zscore without a count: fixed center and scale", (
-        "columns.a.stats.count", 0, "columns.a.stats.mean", None, "columns.a.stats.mean_lo", None,
+        "columns.a.stats.count", 0, "columns.a.stats.nulls", None, "columns.a.stats.mean", None, "columns.a.stats.mean_lo", None,
         "columns.a.stats.m2", None, "columns.a.stats.min", None, "columns.a.stats.max", None,
         "columns.a.stats.center", 2.5, "columns.a.stats.scale", 2.0)),
 ]
