@@ -408,7 +408,7 @@ def merge(
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
-    """Merge stats files exactly, as if one fit had read all their data."""
+    """Merge stats files as if one fit had read all their data."""
     from normcli import api, io
 
     LOG.configure(log_format, quiet)
@@ -558,7 +558,7 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
         st = col.stats
         ddof = col.options.get("ddof", 0) if col.method == "zscore" else 0
         flags = []
-        if fitted.is_constant(name):
+        if fitted.is_constant(name) and not (st.count == 0 and st.nulls is None):  # not when nothing is known
             flags.append("constant")
         if col.method == "zscore":
             flags += [f"{k}={col.options[k]:g}" for k, d in (("eps", 0.0), ("gamma", 1.0), ("beta", 0.0))

@@ -355,6 +355,25 @@ def test_zscore_sklearn_round_trip_transforms_as_fitted(opts):
             normcli.merge(back, back)
 
 
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_an_imported_normalizer_records_no_statistics(tmp_path, norm):
+    """A Normalizer keeps no statistics: nulls are unknown (null) as for every import, and
+    inspect flags nothing (it said 'constant'); the rows still transform as scikit-learn does."""
+    from conftest import run_cli
+
+    skp = pytest.importorskip("sklearn.preprocessing")
+    frame = pd.DataFrame({"x": [1.0, -2.0, 3.0, 4.0], "y": [1.0, 5.0, -3.0, 4.0]})
+    est = skp.Normalizer(norm=norm).fit(frame)
+    normcli.from_sklearn(est).save(tmp_path / "n.json")
+    doc = json.loads((tmp_path / "n.json").read_text())
+    assert [doc["columns"][c]["stats"]["nulls"] for c in ("x", "y")] == [None, None]
+    r = run_cli("inspect", tmp_path / "n.json")
+    rows = [line for line in r.out.decode().splitlines() if line.startswith(("│ x ", "│ y "))]
+    assert r.code == 0 and len(rows) == 2 and not any("constant" in line for line in rows), r.out.decode()
+    got = normcli.load(str(tmp_path / "n.json")).transform(frame)
+    np.testing.assert_allclose(got[["x", "y"]].to_numpy(), est.transform(frame), rtol=1e-15)
+
+
 @pytest.mark.parametrize("scaler", ["RobustScaler", "MaxAbsScaler"])
 def test_fit_update_of_imported_fixed_parameters_is_a_stats_file_error(tmp_path, scaler):
     """A scaler imported as fixed center/scale cannot take more data: --update refuses it as

@@ -131,7 +131,8 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
         kind = type(est).__name__
         if kind == "Normalizer":
             rows.append(RowFit(est.norm, list(cnames), {}))
-            cols.update({c: ColumnFit(c, est.norm, {}) for c in cnames})
+            # it keeps no statistics: none are known, not even that no value was missing
+            cols.update({c: ColumnFit(c, est.norm, {}, ColumnStats(nulls=None)) for c in cnames})
             continue
         for j, c in enumerate(cnames):
             cols[c] = _column(kind, est, j, c)
