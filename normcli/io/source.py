@@ -56,6 +56,8 @@ def field_separator(fmt: str, delimiter: str | None) -> str:
     """
     if delimiter is None:
         return "\t" if fmt == "tsv" else ","
+    if delimiter == "\\t":  # -d '\t', as a shell passes it: the tab it means
+        delimiter = "\t"
     if len(delimiter) != 1:
         raise UsageError(f"the delimiter must be one character, not '{delimiter}'")
     if not delimiter.isascii() or delimiter in '"\r\n':

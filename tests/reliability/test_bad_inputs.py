@@ -379,6 +379,17 @@ def test_a_small_block_inside_a_quoted_field_is_no_open_quote(tmp_path):
     assert stats["count"] == 1999 and stats["mean"] == pytest.approx(1000.0, rel=1e-15)
 
 
+def test_a_backslash_t_delimiter_is_the_tab(tmp_path):
+    # -d '\t' reaches the program as a backslash and a t, as DuckDB and csvkit take it: the tab
+    src = tmp_path / "d.txt"
+    src.write_bytes(b"a\tb\n1\t10\n2\t20\n4\t20\n")
+    r = run_cli("fit-transform", src, "-d", "\\t", "--stats-out", tmp_path / "s.json", "-o", tmp_path / "o.txt")
+    assert r.code == 0, r.err
+    got = pd.read_csv(tmp_path / "o.txt", sep="\t")
+    a = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(got["a"], (a - a.mean()) / a.std(), rtol=1e-15)
+
+
 @pytest.mark.parametrize("delimiter", ["é", "\n", "\r", '"', "||"])
 def test_a_delimiter_no_parser_takes_is_a_usage_error(tmp_path, ab_stats, delimiter):
     src = tmp_path / "d.csv"
