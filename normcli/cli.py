@@ -132,7 +132,9 @@ def _warn(message: str, quiet: bool) -> None:
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
-    return [v for v in value.split(",") if v] if value else None
+    from normcli.model import split_names
+
+    return split_names(value) if value else None
 
 
 def _floats(value: Optional[str], name: str, count: Optional[int] = None) -> Optional[list[float]]:

@@ -195,6 +195,20 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
     return a.merge(b, reuse=True)
 
 
+def split_names(text: str) -> list[str]:
+    """The column names of a comma-separated list (``--columns a,b``, ``zscore:a,b``), empty ones
+    left out. A name that holds a comma or a quote, or no character, is quoted as in CSV:
+    ``"a,b",c`` names ``a,b`` and ``c``; ``""`` the column without a name."""
+    if '"' not in text:
+        return [v for v in text.split(",") if v]
+    import csv
+
+    try:
+        return next(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        raise UsageError(f"cannot read the column list {text!r}: {exc}") from None
+
+
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
              options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
@@ -225,10 +239,10 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         if name not in types:
             raise DataError(f"column '{name}' is not in the input")
     for name in group_by:
-        if name in (columns or ()) or any(name in m.partition(":")[2].split(",") for m in methods if ":" in m):
+        if name in (columns or ()) or any(name in split_names(m.partition(":")[2]) for m in methods if ":" in m):
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
     text = text or {}
-    named = {c for m in methods if ":" in m for c in m.partition(":")[2].split(",")}
+    named = {c for m in methods if ":" in m for c in split_names(m.partition(":")[2])}
     unsampled, left_labels = [], []
     if columns:
         for name in columns:
@@ -256,7 +270,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     for spec in methods:
         if ":" in spec:
             name, _, cols = spec.partition(":")
-            named.append((name, [c for c in cols.split(",") if c]))
+            named.append((name, split_names(cols)))
     for name in [default, *(n for n, _ in named)]:
         if name not in M.METHODS:
             raise UsageError(f"unknown method '{name}' (choose from {', '.join(M.METHODS)})")

@@ -1002,3 +1002,27 @@ def test_a_pandas_note_that_is_not_pandas_own_is_kept_as_it_is(tmp_path, note):
     r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", out)
     assert r.code == 0, r.err
     assert pq.read_schema(out).metadata == {b"pandas": note}
+
+
+def test_names_with_commas_and_quotes_are_quoted_as_in_csv(tmp_path):
+    """A header name holding a comma or a quote (read by pandas as it is) can be named in
+    --columns, --exclude and a method's list, quoted as in CSV; "" names the empty name."""
+    src = tmp_path / "n.csv"
+    src.write_bytes(b'"c,omma",x,"",y,"q""t"\n1,2,3,4,5\n5,6,7,9,1\n2,2,2,2,8\n')
+    frame = pd.read_csv(src)
+    assert list(frame.columns)[0] == "c,omma" and list(frame.columns)[4] == 'q"t'
+    out = tmp_path / "s.json"
+
+    def fitted(*args):
+        r = run_cli("fit", src, "-o", out, *args)
+        assert r.code == 0, r.err
+        return {k: v["method"] for k, v in json.loads(out.read_text())["columns"].items()}
+
+    assert fitted("--columns", '"c,omma",x') == {"c,omma": "zscore", "x": "zscore"}
+    assert fitted("--exclude", '"",y,"q""t"') == {"c,omma": "zscore", "x": "zscore"}
+    got = fitted("-m", 'minmax:"c,omma","q""t"', "--columns", '"c,omma","q""t"')
+    assert got == {"c,omma": "minmax", 'q"t': "minmax"}
+    doc = json.loads(out.read_text())["columns"]["c,omma"]["stats"]
+    assert (doc["min"], doc["max"]) == (frame["c,omma"].min(), frame["c,omma"].max())
+    r = run_cli("fit", src, "--columns", '"c,omma')
+    assert r.code == 2 and r.err.startswith("Error: cannot read the column list")
