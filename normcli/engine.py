@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVa
 
 import pyarrow as pa
 
+from normcli.errors import RowError
+
 T = TypeVar("T")
 R = TypeVar("R")
 _DONE = object()
@@ -153,7 +155,11 @@ def fold(source: Source, numeric: Sequence[str], partial: Callable[[pa.RecordBat
 
     def work(piece: Any) -> tuple[T, int, int]:
         batch = source.decode(piece)
-        return partial(batch), batch.num_rows, piece.nbytes
+        try:
+            return partial(batch), batch.num_rows, piece.nbytes
+        except RowError as exc:  # the batch's row, named by its place in the input
+            where = getattr(source, "where", None)
+            raise exc.located(where(piece, exc.row) if where else None) from None
 
     acc = start
     for value, rows, nbytes in ordered_map(source.pieces(numeric, False, keep), work, workers):

@@ -38,6 +38,20 @@ class DataError(NormcliError):
     exit_code = EXIT_DATA
 
 
+class RowError(DataError):
+    """A DataError about one row of a batch, ``row`` its index there: the engine, which knows the
+    batch's place in the input, names the line (``located``). ``message`` holds ``{at}`` where
+    the place goes."""
+
+    def __init__(self, message: str, row: int) -> None:
+        super().__init__(message.format(at=""))
+        self.message, self.row = message, row
+
+    def located(self, where: str | None) -> DataError:
+        """The error with the row's place in the input (``"line 7"``), when known."""
+        return DataError(self.message.format(at=f" on {where}" if where else ""))
+
+
 class StatsFileError(NormcliError):
     """The stats file is not valid JSON, of another version, damaged, or does not fit the data."""
 

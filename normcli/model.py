@@ -20,7 +20,7 @@ import pyarrow as pa
 from normcli import methods as M
 from normcli.bitmaps import float64_values, from_values, numbers_as_float64, validity
 from normcli import sketch as _sketch
-from normcli.errors import DataError, StatsFileError, UsageError
+from normcli.errors import DataError, RowError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
 from normcli.stats import ColumnStats
 
@@ -114,7 +114,8 @@ class FitPlan:
             k = self._sketch_k(col, overall=True)
             st = ColumnStats.of(x, None if k is None else _sketch.new(k))
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
-                raise DataError(f"column '{name}' holds an infinite value; fit takes finite numbers only")
+                raise RowError(f"column '{name}' holds an infinite value{{at}}; fit takes finite numbers only",
+                               int(np.flatnonzero(np.isinf(x))[0]))
             out[name] = st
         if not self.group_by:
             return Partial(out)

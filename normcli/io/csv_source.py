@@ -745,6 +745,9 @@ class _CsvSource(Source):
             [_nan_as_null(batch.column(i)) if name in numeric else batch.column(i)
              for i, name in enumerate(batch.schema.names)], names=batch.schema.names)
 
+    def where(self, piece: Piece, row: int) -> str:
+        return f"line {_record_lines(piece.data, piece.first_line, self._delimiter)[row]}"
+
     def _ragged(self, data: bytes, first_line: int, row) -> DataError:
         """The error for pyarrow's invalid ``row`` of ``data``: a record with the wrong number of fields."""
         line = _record_lines(data, first_line, self._delimiter)[row.number - 1]

@@ -132,6 +132,9 @@ class _ParquetSource(Source):
             arrays.append(column)
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
+    def where(self, piece: Piece, row: int) -> str:
+        return f"row {piece.first_line + row}"
+
     def _to_float(self, name: str, column: pa.Array, first_row: int) -> pa.Array:
         if pa.types.is_integer(column.type) or column.type == pa.float32():
             return numbers_as_float64(column)  # a large int64 rounds to the nearest double

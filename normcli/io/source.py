@@ -249,6 +249,10 @@ class Source:
         """
         raise NotImplementedError
 
+    def where(self, piece: Piece, row: int) -> str | None:
+        """Where row ``row`` of ``piece``'s batch is in the input (``"line 7"``), for an error."""
+        return None
+
     def close(self) -> None:
         """Release the underlying file or stream."""
 

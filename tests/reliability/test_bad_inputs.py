@@ -165,6 +165,33 @@ def test_all_null_column(tmp_path, ab_stats):
     assert got.decode().splitlines()[1].endswith(",,")
 
 
+@pytest.mark.parametrize("block", ["16", None])
+@pytest.mark.parametrize("value", [b"inf", b"-1e400", b"Infinity"])
+def test_an_infinite_value_refused_by_fit_is_named_by_its_line(tmp_path, block, value):
+    # line numbers from Python's csv module: a quoted newline makes a record two lines
+    rows = [b"u%d,%d" % (i, i) for i in range(40)] + [b'"q\nr",1'] + [b"v%d,%d" % (i, i) for i in range(30)]
+    at = 55
+    rows[at] = b"w," + value
+    text = b"id,x\n" + b"\n".join(rows) + b"\n"
+    import csv
+
+    reader = csv.reader(io.StringIO(text.decode(), newline=""))
+    line = next(reader) and 2
+    for i, _ in enumerate(reader):
+        if i == at:
+            break
+        line = reader.line_num + 1
+    src = tmp_path / "i.csv"
+    src.write_bytes(text)
+    env = {"NORMCLI_BLOCK_SIZE": block} if block else None
+    assert_error(run_cli("fit", src, env=env), 3, f"column 'x' holds an infinite value on line {line};")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1.0] * 9 + [float("inf")]}), tmp_path / "i.parquet")
+    assert_error(run_cli("fit", tmp_path / "i.parquet"), 3, "column 'x' holds an infinite value on row 10;")
+
+
 def test_inf_rejected_by_fit_and_mapped_by_transform(tmp_path, ab_stats):
     src = tmp_path / "i.csv"
     src.write_bytes(b"a,b\n1,inf\n2,-inf\n3,30\n4,-Infinity\n")
