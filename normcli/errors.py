@@ -40,16 +40,15 @@ class DataError(NormcliError):
 
 class RowError(DataError):
     """A DataError about one row of a batch, ``row`` its index there: the engine, which knows the
-    batch's place in the input, names the line (``located``). ``message`` holds ``{at}`` where
-    the place goes."""
+    batch's place in the input, names the line (``located``), between ``head`` and ``tail``."""
 
-    def __init__(self, message: str, row: int) -> None:
-        super().__init__(message.format(at=""))
-        self.message, self.row = message, row
+    def __init__(self, head: str, tail: str, row: int) -> None:
+        super().__init__(head + tail)
+        self.head, self.tail, self.row = head, tail, row
 
     def located(self, where: str | None) -> DataError:
         """The error with the row's place in the input (``"line 7"``), when known."""
-        return DataError(self.message.format(at=f" on {where}" if where else ""))
+        return DataError(f"{self.head} on {where}{self.tail}" if where else self.head + self.tail)
 
 
 class StatsFileError(NormcliError):

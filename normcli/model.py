@@ -114,7 +114,7 @@ class FitPlan:
             k = self._sketch_k(col, overall=True)
             st = ColumnStats.of(x, None if k is None else _sketch.new(k))
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
-                raise RowError(f"column '{name}' holds an infinite value{{at}}; fit takes finite numbers only",
+                raise RowError(f"column '{name}' holds an infinite value", "; fit takes finite numbers only",
                                int(np.flatnonzero(np.isinf(x))[0]))
             out[name] = st
         if not self.group_by:
