@@ -17,7 +17,7 @@ import pyarrow as pa
 from normcli import engine, statsfile
 from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, naming_input
 from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit,
-                           pandas_index_columns, plan_from_stats, with_pandas_types)
+                           named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # warnings point past its frames
@@ -102,9 +102,7 @@ def _is_path(data: Any) -> bool:
 def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclude: list[str],
             group_by: list[str]) -> set[str]:
     """The columns of a frame that a fit with these arguments does not read."""
-    named = set(group_by) | set(columns or ())
-    for spec in methods:  # "minmax:a,b" names its columns
-        named.update(spec.partition(":")[2].split(","))
+    named = set(group_by) | set(columns or ()) | {c for _, cols in named_specs(methods) for c in cols}
     labels = {str(c) for c in getattr(data, "columns", ())}
     left_out = set(exclude) | (set() if columns is None else labels - set(columns))
     # Complex numbers are not among the numeric columns a fit reads (integers and floats).

@@ -210,6 +210,11 @@ def split_names(text: str) -> list[str]:
         raise UsageError(f"cannot read the column list {text!r}: {exc}") from None
 
 
+def named_specs(methods: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The ``NAME:col1,col2`` specs among ``methods`` as (method, columns), in order."""
+    return [(m.partition(":")[0], split_names(m.partition(":")[2])) for m in methods if ":" in m]
+
+
 def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
              columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
              options: Mapping[str, Any] | None = None, sketch_k: int | None = None,
@@ -239,11 +244,12 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     for name in [*(columns or ()), *exclude, *group_by]:
         if name not in types:
             raise DataError(f"column '{name}' is not in the input")
+    specs = named_specs(methods)
+    in_specs = {c for _, cols in specs for c in cols}
     for name in group_by:
-        if name in (columns or ()) or any(name in split_names(m.partition(":")[2]) for m in methods if ":" in m):
+        if name in (columns or ()) or name in in_specs:
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
     text = text or {}
-    named = {c for m in methods if ":" in m for c in split_names(m.partition(":")[2])}
     unsampled, left_labels = [], []
     if columns:
         for name in columns:
@@ -253,7 +259,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
         selected = [c for c in types if c in wanted]
     else:
         selected = [c for c, t in types.items() if is_numeric_type(t)]
-        left_out = {*exclude, *group_by, *named}
+        left_out = {*exclude, *group_by, *in_specs}
         suspects = [c for c in types if c not in left_out and numbers_as_text(text.get(c))]
         if suspects:
             raise _numbers_as_text_error(suspects, text)
@@ -262,23 +268,19 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     dropped = {*exclude, *group_by, *left_labels}
     selected = [c for c in selected if c not in dropped]
 
-    default, named = DEFAULT_METHOD, []
+    default = DEFAULT_METHOD
     bare = [m for m in methods if ":" not in m]
     if len(bare) > 1:
         raise UsageError(f"only one default method may be given, got {', '.join(bare)}")
     if bare:
         default = bare[0]
-    for spec in methods:
-        if ":" in spec:
-            name, _, cols = spec.partition(":")
-            named.append((name, split_names(cols)))
-    for name in [default, *(n for n, _ in named)]:
+    for name in [default, *(n for n, _ in specs)]:
         if name not in M.METHODS:
             raise UsageError(f"unknown method '{name}' (choose from {', '.join(M.METHODS)})")
 
     claimed: dict[str, str] = {}
     rows: list[RowFit] = []
-    for method, cols in named:
+    for method, cols in specs:
         if not cols:
             raise UsageError(f"--method {method}: names no columns")
         for c in cols:

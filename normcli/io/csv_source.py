@@ -745,14 +745,17 @@ class _CsvSource(Source):
             [_nan_as_null(batch.column(i)) if name in numeric else batch.column(i)
              for i, name in enumerate(batch.schema.names)], names=batch.schema.names)
 
+    def _line(self, data: bytes, first_line: int, record: int) -> int:
+        """The file line of record ``record`` (0-based, empty lines skipped) of ``data``."""
+        return int(_record_lines(data, first_line, self._delimiter)[record])
+
     def where(self, piece: Piece, row: int) -> str:
-        return f"line {_record_lines(piece.data, piece.first_line, self._delimiter)[row]}"
+        return f"line {self._line(piece.data, piece.first_line, row)}"
 
     def _ragged(self, data: bytes, first_line: int, row) -> DataError:
         """The error for pyarrow's invalid ``row`` of ``data``: a record with the wrong number of fields."""
-        line = _record_lines(data, first_line, self._delimiter)[row.number - 1]
-        return DataError(f"{_display(self.path)}, line {line}: expected {row.expected_columns} "
-                         f"fields, found {row.actual_columns}")
+        return DataError(f"{_display(self.path)}, line {self._line(data, first_line, row.number - 1)}: "
+                         f"expected {row.expected_columns} fields, found {row.actual_columns}")
 
     def _empty_fields(self, piece: Piece, names: Sequence[str]) -> dict[str, pa.Array] | None:
         """Where the text columns ``names`` hold an empty field rather than ``""``; None if nowhere.
@@ -811,7 +814,7 @@ class _CsvSource(Source):
                     message = message.replace(where.group(0), f"line {lines[number - 1]}")
             return DataError(f"cannot parse {_display(self.path)}: {message}")
         index, name = min(found, key=lambda item: item[0])
-        line = _record_lines(piece.data, piece.first_line, self._delimiter)[index]
+        line = self._line(piece.data, piece.first_line, index)
         value = text.column(name)[index].as_py()
         return DataError(f"column '{name}': value '{value}' on line {line} is not a number")
 
