@@ -698,8 +698,7 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     for name, fa in a.columns.items():
         fb = b.columns[name]
         if (fa.method, fa.options) != (fb.method, fb.options):
-            raise StatsFileError(f"cannot merge: column '{name}' is fitted as {fa.method} {fa.options} "
-                                 f"in one file and {fb.method} {fb.options} in the other")
+            raise StatsFileError(f"cannot merge: column '{name}' {_fit_difference(fa, fb)}")
         if (fa.stats.sketch is None) != (fb.stats.sketch is None):
             # the merged sketch would describe one file's values only (and check would see drift)
             raise StatsFileError(f"cannot merge: column '{name}' has a quantile sketch in one file only "
@@ -721,6 +720,20 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     # finished as a fit of all the data is: moments that overflow together, a constant column
     # with --constant error, a range too wide for float64
     return plan_from_stats(a).finish(Partial(cols, groups), info)
+
+
+def _fit_difference(a: ColumnFit, b: ColumnFit) -> str:
+    """How two fits of one column differ, in the stats file's terms: the method, or each option."""
+    import json
+
+    if a.method != b.method:
+        return f"is fitted as {a.method} in one file and {b.method} in the other"
+    keys = [k for k in {**a.options, **b.options} if a.options.get(k) != b.options.get(k)]
+
+    def shown(options: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} {json.dumps(options.get(k))}" for k in keys)
+
+    return f"is fitted with options {shown(a.options)} in one file and {shown(b.options)} in the other"
 
 
 def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:

@@ -418,6 +418,9 @@ def _validate_groups(doc: dict[str, Any], source: str) -> None:
         return
     if keys is None:
         raise StatsFileError(f"{source}: group_keys: missing (the file is grouped by {group_by})")
+    if len(set(group_by)) != len(group_by):
+        twice = next(k for k in group_by if group_by.count(k) > 1)
+        raise StatsFileError(f"{source}: group_by: '{twice}' appears twice")
     for key in group_by:
         if key in doc["columns"]:
             raise StatsFileError(f"{source}: group_by: '{key}' is a fitted column; a key is never normalized")

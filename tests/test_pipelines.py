@@ -283,7 +283,13 @@ def test_merge_mismatch_and_overlap_are_stats_errors(tmp_path):
     assert run_cli("fit", tmp_path / "d1.csv", "-o", tmp_path / "z.json").code == 0
     assert run_cli("fit", tmp_path / "d2.csv", "-m", "minmax", "-o", tmp_path / "m.json").code == 0
     r = run_cli("merge", tmp_path / "z.json", tmp_path / "m.json", "-o", tmp_path / "bad.json")
-    assert r.code == errors.EXIT_STATS and "cannot merge" in r.err
+    assert r.code == errors.EXIT_STATS
+    assert "cannot merge: column 'x' is fitted as zscore in one file and minmax in the other" in r.err, r.err
+    # options that differ are named in the stats file's terms, the rest left out
+    assert run_cli("fit", tmp_path / "d2.csv", "--ddof", "1", "-o", tmp_path / "z1.json").code == 0
+    r = run_cli("merge", tmp_path / "z.json", tmp_path / "z1.json", "-o", tmp_path / "bad.json")
+    assert r.code == errors.EXIT_STATS
+    assert "column 'x' is fitted with options ddof 0 in one file and ddof 1 in the other" in r.err, r.err
     r = run_cli("merge", tmp_path / "z.json", tmp_path / "z.json", "-o", tmp_path / "bad.json")
     assert r.code == errors.EXIT_STATS and "disjoint" in r.err
     # a quantile sketch in one file only would describe that file's values alone

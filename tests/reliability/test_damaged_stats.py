@@ -126,6 +126,8 @@ CASES = [
      "columns.a.stats.sketch: a robust column with values needs its quantile sketch"),
     ("a key that is a fitted column", mutated("group_by", ["a"], "group_keys", [["x"]]),
      "group_by: 'a' is a fitted column"),
+    ("a key named twice", mutated("group_by", ["k", "k"], "group_keys", [["x", "x"]]),
+     "group_by: 'k' appears twice"),
     ("no columns", mutated("columns", {}), "columns"),
     ("columns as a list", mutated("columns", []), "columns"),
     ("deep nesting", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
