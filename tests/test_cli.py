@@ -751,7 +751,7 @@ def test_fit_and_transform_agree_on_blank_numbers_and_bytes_that_are_not_utf8(tm
     r = run_cli("transform", blank, "--stats", stats)
     assert (r.code, r.out) == (0, b"x,y\n-1.0,a\n,b\n1.0,c\n")
     bad = _write(tmp_path, "u.csv", b"a,b\n1,\xff\xfe\n3,x\n")
-    message = f"Error: cannot parse '{bad}': In CSV column #1: line 2: CSV conversion error to string: invalid UTF8 data\n"
+    message = f"Error: '{bad}', line 2: column 'b' holds bytes that are not UTF-8\n"
     fit = run_cli("fit", bad, "-o", tmp_path / "u.json")
     assert run_cli("fit", _write(tmp_path, "ok.csv", b"a,b\n1,y\n3,x\n"), "-o", tmp_path / "u.json").code == 0
     transform = run_cli("transform", bad, "--stats", tmp_path / "u.json")

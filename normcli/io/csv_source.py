@@ -812,6 +812,12 @@ class _CsvSource(Source):
                 number = int(where.group(1))
                 if 0 < number <= len(lines):
                     message = message.replace(where.group(0), f"line {lines[number - 1]}")
+            text = re.fullmatch(r"In CSV column #(\d+): (line \d+): CSV conversion error to string: invalid UTF8 data",
+                                message)
+            if text and int(text.group(1)) < len(self.columns):  # pyarrow counts the file's columns
+                name = self.columns[int(text.group(1))]
+                return DataError(f"{_display(self.path)}, {text.group(2)}: column '{name}' holds bytes "
+                                 "that are not UTF-8")
             return DataError(f"cannot parse {_display(self.path)}: {message}")
         index, name = min(found, key=lambda item: item[0])
         line = self._line(piece.data, piece.first_line, index)

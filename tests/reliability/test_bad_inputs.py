@@ -111,7 +111,7 @@ def test_bytes_that_are_not_utf8(tmp_path, ab_stats):
     assert_error(run_cli("fit", header), 3, "h.csv'", "the header is not utf8 text")
     body = tmp_path / "t.csv"
     body.write_bytes(b"a,b,t\n1,10,ok\n2,20,caf\xe9\n")
-    assert_error(transform(body, ab_stats, tmp_path / "o.csv"), 3, "invalid UTF8", "line 3")
+    assert_error(transform(body, ab_stats, tmp_path / "o.csv"), 3, "t.csv', line 3: column 't' holds bytes that are not UTF-8")
     no_leftovers(tmp_path, "h.csv", "t.csv", "s.json")
 
 
