@@ -1,7 +1,8 @@
 """normcli: learn normalization statistics from tabular data and apply them, streaming.
 
 The public API (``fit``, ``load``, ``merge``, ``transform``, ``export``, ``to_sklearn``,
-``from_sklearn``, ``Stats``, ``NormcliError``) is imported on first use, so that ``import
+``from_sklearn``, ``Stats``, ``NormcliError`` and its kinds ``UsageError``, ``DataError``,
+``StatsFileError``, ``IOFailure``) is imported on first use, so that ``import
 normcli`` stays cheap and the command line can set up Arrow before pyarrow is loaded.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ __version__ = "0.1.0"
 
 _API = {
     "fit": "normcli.api", "load": "normcli.api", "merge": "normcli.api", "transform": "normcli.api",
-    "export": "normcli.export", "to_sklearn": "normcli.export.sklearn",
-    "from_sklearn": "normcli.export.sklearn", "Stats": "normcli.model", "NormcliError": "normcli.errors",
+    "export": "normcli.exports", "to_sklearn": "normcli.exports.sklearn",
+    "from_sklearn": "normcli.exports.sklearn", "Stats": "normcli.model", "NormcliError": "normcli.errors",
+    "UsageError": "normcli.errors", "DataError": "normcli.errors", "StatsFileError": "normcli.errors",
+    "IOFailure": "normcli.errors",
 }
 __all__ = [*_API, "__version__"]
 

@@ -15,9 +15,10 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import pyarrow as pa
 
 from normcli import engine, statsfile
-from normcli.errors import DataError, NormcliError, StatsFileError, UsageError, naming_input
-from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, merge_partials, plan_fit,
-                           named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
+from normcli import methods as M
+from normcli.errors import DataError, NormcliError, RowError, StatsFileError, UsageError, naming_input
+from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, as_names, merge_partials,
+                           plan_fit, named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # warnings point past its frames
@@ -27,8 +28,9 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# what pyarrow raises for a frame it cannot hold (a TypeError for sparse columns)
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError)
+# what pyarrow raises for a frame it cannot hold (a TypeError for sparse columns, an
+# OverflowError for a Python int beyond 64 bits in an object column)
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError)
 
 
 def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = ()) -> pa.Table:
@@ -72,13 +74,15 @@ def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
         try:
             arrays.append(pa.Array.from_pandas(column))
         except _ARROW_ERRORS as exc:
-            if str(name) in unread:
-                arrays.append(pa.nulls(len(column)))
+            if str(name) in unread:  # text, so that no fit takes it for a column without values
+                arrays.append(pa.nulls(len(column), pa.string()))
                 continue
             if column.dtype != object or not (mixed_as_text is True or str(name) in mixed_as_text):
                 reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
                 if getattr(column.dtype, "kind", "") == "c":
                     reason = "complex numbers are not supported"
+                elif isinstance(exc, OverflowError):
+                    reason = "an integer beyond the 64-bit range"
                 elif str(column.dtype).startswith("Sparse"):
                     reason = f"a sparse column ({column.dtype}) is not supported: make it dense first"
                 raise DataError(f"cannot read column '{name}' of the DataFrame: {reason}") from None
@@ -110,16 +114,6 @@ def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclud
     if hasattr(dtypes, "items"):  # a pandas DataFrame's (not a Series', not another library's)
         left_out |= {str(c) for c, kind in dtypes.items() if getattr(kind, "kind", "") == "c"}
     return left_out - named
-
-
-def _names(value: Any) -> list[str]:
-    """Column names given as one label or a list of them, as text (a frame's labels become text:
-    0 names the column labelled 0). A string is one name, not a sequence of one-letter names."""
-    if value is None:  # group_by=None, exclude=None: none
-        return []
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        return [str(value)]
-    return [str(c) for c in value]
 
 
 def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[str] | None = None,
@@ -166,9 +160,9 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     if methods is None or not all(isinstance(m, str) for m in methods):
         raise UsageError(f"method must be a method spec or a list of them (e.g. 'zscore', 'minmax:a,b'), "
                          f"got {method!r}")
-    columns = None if columns is None else _names(columns)
-    exclude = _names(exclude)
-    group_by = _names(group_by)
+    columns = None if columns is None else as_names(columns)
+    exclude = as_names(exclude)
+    group_by = as_names(group_by)
     if _is_path(data) or (isinstance(data, (list, tuple)) and data and all(_is_path(p) for p in data)):
         paths = [os.fspath(data)] if _is_path(data) else [os.fspath(p) for p in data]
         stats = fit_paths(paths, methods, columns=columns, exclude=exclude, group_by=group_by, fmt=fmt,
@@ -194,9 +188,13 @@ def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude
                     labels=pandas_index_columns(table.schema.metadata))
     for name in plan.unsampled:  # as the command line says it of a file
         _warn(f"column '{name}' has no values, so its type is unknown: left out (columns=[..., '{name}'] fits it)")
-    acc = plan.empty()
+    acc, start = plan.empty(), 0
     for batch in table.select(plan.numeric + plan.group_by).to_batches(max_chunksize=BATCH_ROWS):
-        acc = merge_partials(acc, plan.partial(batch))
+        try:
+            acc = merge_partials(acc, plan.partial(batch))
+        except RowError as exc:  # named by its position in the whole frame, as df.iloc takes it
+            raise exc.located(f"row {start + exc.row} (counting from 0)") from None
+        start += batch.num_rows
     return plan.finish(acc, {"created": _now(), "inputs": [{"path": "<memory>", "rows": table.num_rows,
                                                              "bytes": None}], "rows": table.num_rows})
 
@@ -524,6 +522,8 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     if unknown:
         raise UsageError(f"transform takes no option '{unknown[0]}' (it overrides {', '.join(_OVERRIDES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    M.check_options(overrides)  # before any data is read (and before they key a cache)
+    overrides = {k: M.plain(v) for k, v in overrides.items()}
     output_options = OutputOptions(unseen_group, dtype, decimals)
     if not _is_path(data) and output is not None:
         raise UsageError("output= is for a path: a DataFrame or table is transformed and returned")

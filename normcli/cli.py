@@ -603,7 +603,7 @@ def export(
 ) -> None:
     """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
     from normcli import api, io
-    from normcli.export import export_bytes
+    from normcli.exports import export_bytes
 
     io.check_outputs([(output, None)], [stats], read_as="the stats file")
     opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns),
@@ -621,7 +621,7 @@ def import_(
 ) -> None:
     """Turn a fitted scikit-learn scaler (.skops) into a stats file."""
     from normcli import io, statsfile
-    from normcli.export.sklearn import from_sklearn, load_skops
+    from normcli.exports.sklearn import from_sklearn, load_skops
 
     io.check_outputs([(output, None)], [model], read_as="the model file")
     _write(output, statsfile.dumps(from_sklearn(load_skops(model), _split(columns))).encode("utf-8"), text=True)

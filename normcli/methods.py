@@ -38,6 +38,7 @@ COMMON_DEFAULTS: dict[str, Any] = {"constant": "scale1", "fill_missing": False}
 OPTIONS = tuple(sorted({key for d in (*DEFAULTS.values(), COMMON_DEFAULTS) for key in d}))
 _CHOICES = {"constant": CONSTANT_POLICIES, "eps_mode": EPS_MODES}  # the options that are not numbers
 _SWITCHES = ("clip", "fill_missing")
+_ONE_NUMBER = ("eps", "clip_sigma")  # gamma and beta may be lists (layer: one per column)
 
 
 def check_options(given: Mapping[str, Any]) -> None:
@@ -55,6 +56,10 @@ def check_options(given: Mapping[str, Any]) -> None:
     for key in given:
         if key not in OPTIONS:
             raise UsageError(f"unknown option '{key}' (options: {', '.join(OPTIONS)})")
+    given = {k: plain(v) for k, v in given.items()}  # a 0-d NumPy array is its number
+    for key in _ONE_NUMBER:
+        if isinstance(given.get(key), list):
+            raise UsageError(f"{flag(key)} takes one number, got '{','.join(map(str, given[key]))}'")
     ddof = given.get("ddof")
     if ddof is not None and (isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, Integral) or ddof not in (0, 1)):
         raise UsageError("--ddof must be 0 or 1")
@@ -115,16 +120,18 @@ def options_for(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(DEFAULTS[method])
     if method in PER_COLUMN:
         out.update(COMMON_DEFAULTS)
-    out.update({k: _plain(v) for k, v in given.items() if k in out and v is not None})
+    out.update({k: plain(v) for k, v in given.items() if k in out and v is not None})
     return out
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` with NumPy scalars as Python ones and tuples as lists, as the stats file holds it."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Integral):
         return int(value)
     if isinstance(value, Real):

@@ -196,6 +196,16 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
     return a.merge(b, reuse=True)
 
 
+def as_names(value: Any) -> list[str]:
+    """Column names given as one label or a list of them, as text (a frame's labels become text:
+    0 names the column labelled 0). A string is one name, not a sequence of one-letter names."""
+    if value is None:  # group_by=None, exclude=None: none
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [str(value)]
+    return [str(c) for c in value]
+
+
 def split_names(text: str) -> list[str]:
     """The column names of a comma-separated list (``--columns a,b``, ``zscore:a,b``), empty ones
     left out. A name that holds a comma or a quote, or no character, is quoted as in CSV:
@@ -310,6 +320,10 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
             for c in types if c in claimed}
     _spread_zscore_options(fits)
     needs_sketch = sketch_all or any(f.method == "robust" for f in fits.values())
+    if sketch_k is not None and not needs_sketch:  # ignored, it would read as kept
+        methods_used = ", ".join(dict.fromkeys([*claimed.values(), *(r.method for r in rows)]))
+        raise UsageError(f"--sketch-k sizes the quantile sketches of robust and --sketch, neither of which "
+                         f"this fit uses (methods: {methods_used})")
     return FitPlan(fits, rows, (sketch_k or _sketch.DEFAULT_K) if needs_sketch else None, group_by, sketch_all,
                    unsampled, left_labels)
 
@@ -569,9 +583,9 @@ class Stats:
     def export(self, target: str, **options: Any) -> Any:
         """This model as SQL text, a scikit-learn estimator, safetensors bytes or an ONNX model.
 
-        See :func:`normcli.export.export`; e.g. ``stats.export("sql", dialect="sqlite", columns=[...])``.
+        See :func:`normcli.exports.export`; e.g. ``stats.export("sql", dialect="sqlite", columns=[...])``.
         """
-        from normcli.export import export
+        from normcli.exports import export
 
         return export(self, target, **options)
 

@@ -690,3 +690,60 @@ def test_export_and_import_refuse_to_write_over_the_file_they_read(tmp_path, cli
     r = cli("import", model, "-o", model)
     assert r.code == 2 and r.err == f"Error: the output '{model}' is the model file; choose another output path\n"
     assert model.read_bytes() == saved
+
+
+def test_from_sklearn_names_columns_by_their_labels_text():
+    """columns= takes a frame's labels (pd.DataFrame(X) has 0, 1, ...) as text, as fit does."""
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    df = pd.DataFrame(x)
+    est = StandardScaler().fit(x)
+    stats = normcli.from_sklearn(est, columns=list(df.columns))
+    assert list(stats.columns) == ["0", "1"]
+    np.testing.assert_allclose(stats.transform(df).to_numpy(), est.transform(x), rtol=TOL, atol=TOL)
+    assert list(normcli.merge(stats, normcli.fit(df)).columns) == ["0", "1"]
+    assert '"0"' in stats.export("sql")
+
+
+def test_a_string_of_columns_is_one_name_in_every_export():
+    from sklearn.preprocessing import StandardScaler
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 5.0]})
+    stats = normcli.fit(df[["a"]])
+    assert list(normcli.to_sklearn(stats, columns="a").feature_names_in_) == ["a"]
+    with pytest.raises(UsageError, match="lacks the fitted column 'a'"):
+        normcli.to_sklearn(stats, columns="a,b")
+    with pytest.raises(UsageError, match="lacks the fitted column 'a'"):
+        stats.export("sql", dialect="sqlite", columns="ab")
+    assert list(normcli.from_sklearn(StandardScaler().fit(df[["a"]].to_numpy()), columns="a").columns) == ["a"]
+
+
+def test_exports_refuse_what_is_not_stats_or_a_table_name():
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
+    with pytest.raises(UsageError, match="takes fitted Stats"):
+        normcli.to_sklearn(df)
+    with pytest.raises(UsageError, match="takes fitted Stats"):
+        normcli.export(df, "sql")
+    with pytest.raises(UsageError, match="--table takes a table name"):
+        normcli.fit(df).export("sql", table=None)
+
+
+def test_export_stays_the_function_once_the_export_modules_are_imported():
+    import normcli.exports.sklearn  # noqa: F401  (what to_sklearn imports)
+
+    assert normcli.export is normcli.exports.export
+    assert "SELECT" in normcli.export(normcli.fit(pd.DataFrame({"a": [1.0, 2.0]})), "sql")
+
+
+@pytest.mark.parametrize("values", [[1e-16, 2e-16, 3e-16], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0], [1e-16, 5e-16, 1.0]])
+@pytest.mark.parametrize("kind", ["MinMaxScaler", "MinMaxScaler(-1, 1)", "MaxAbsScaler"])
+def test_a_range_scikit_learn_takes_as_constant_imports_as_it_transforms(values, kind):
+    """Below 10 eps scikit-learn divides by 1, not by the range or max-abs (_handle_zeros_in_scale)."""
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler
+
+    df = pd.DataFrame({"a": values})
+    est = (MaxAbsScaler() if kind == "MaxAbsScaler" else
+           MinMaxScaler(feature_range=(-1, 1) if "(" in kind else (0, 1))).fit(df)
+    got = normcli.from_sklearn(est).transform(df)["a"].to_numpy()
+    np.testing.assert_allclose(got, est.transform(df).ravel(), rtol=TOL, atol=TOL)

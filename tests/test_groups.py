@@ -79,7 +79,8 @@ def test_instance_norm_with_eps_like_torch():
 ])
 def test_every_per_column_method_per_group(method, ref):
     df = grouped_frame()
-    stats = normcli.fit(df, method, group_by="key", sketch_k=4096)  # exact sketches at this size
+    sketch = {"sketch_k": 4096} if method == "robust" else {}  # exact sketches at this size
+    stats = normcli.fit(df, method, group_by="key", **sketch)
     y = stats.transform(df)[["x"]].to_numpy(np.float64)
     expected = df.groupby("key")[["x"]].transform(ref).to_numpy(np.float64)
     np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)

@@ -672,3 +672,67 @@ def test_inverse_warns_of_clipping_and_filling_it_cannot_undo(tmp_path):
         "warning: inverse cannot undo clipping ('x'): a clipped value comes back as its bound's original",
         "warning: inverse cannot undo --fill-missing ('x'): a filled null comes back as the centre, not null"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "b.csv")["x"], [x.max(), x.mean(), x.min(), 2.0], rtol=1e-15)
+
+
+def test_a_column_left_out_that_arrow_cannot_hold_is_not_called_empty():
+    """A complex column, or Python ints beyond 64 bits, left out of the fit: nothing to say of it
+    (it is not a column without values); named, each is a DataError naming the column."""
+    import warnings
+
+    x = np.array([1.0, 2.0, 4.0])
+    frames = [pd.DataFrame({"z": x * 1j, "x": x}),
+              pd.DataFrame({"id": pd.Series([2**64 - 1, 5, -3], dtype=object), "x": x})]
+    for df, left_out in zip(frames, ({}, {"exclude": "id"})):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats = normcli.fit(df, **left_out)
+        assert [str(w.message) for w in caught] == []
+        assert list(stats.columns) == ["x"]
+        np.testing.assert_allclose(stats.transform(df)["x"], (x - x.mean()) / x.std(), rtol=TOL)
+    assert list(normcli.fit(frames[1], columns="x").columns) == ["x"]
+    with pytest.raises(DataError, match=r"^cannot read column 'x' of the DataFrame: an integer beyond the 64-bit range$"):
+        normcli.fit(frames[1][["x"]]).transform(pd.DataFrame({"x": pd.Series([2**64, 1, 2], dtype=object)}))
+
+
+def test_an_infinite_value_in_a_frame_is_named_by_its_position_in_the_frame():
+    x = np.zeros(70000)
+    x[69999] = np.inf  # in the frame's second batch of rows
+    with pytest.raises(DataError, match=r"^column 'a' holds an infinite value on row 69999 \(counting from 0\); "):
+        normcli.fit(pd.DataFrame({"a": x}))
+
+
+@pytest.mark.parametrize("options", [{"eps": [0.1]}, {"clip_sigma": [3.0]}, {"clip_sigma": (1.0, 2.0)}])
+def test_an_option_of_one_number_given_a_list_is_a_usage_error(options):
+    df = pd.DataFrame({"a": [1.0, 2.0, 10.0]})
+    with pytest.raises(UsageError, match=r"takes one number"):
+        normcli.fit(df, **options)
+    if "clip_sigma" in options:
+        with pytest.raises(UsageError, match=r"^--clip-sigma takes one number"):
+            normcli.fit(df).transform(df, **options)
+
+
+def test_a_zero_dimensional_array_is_its_number_as_an_option():
+    x = np.array([1.0, 2.0, 10.0, -4.0])
+    df = pd.DataFrame({"a": x})
+    stats = normcli.fit(df, clip_sigma=np.array(1.0), eps=np.array(0.5))
+    ref = np.clip((x - x.mean()) / np.sqrt(x.var() + 0.5), -1.0, 1.0)
+    np.testing.assert_allclose(stats.transform(df)["a"], ref, rtol=TOL)
+    plain = normcli.fit(df)
+    np.testing.assert_allclose(plain.transform(df, clip_sigma=np.array(1.0))["a"],
+                               np.clip((x - x.mean()) / x.std(), -1.0, 1.0), rtol=TOL)
+
+
+def test_sketch_k_without_a_sketch_to_size_is_refused(tmp_path):
+    df = pd.DataFrame({"a": [1.0, 2.0, 10.0]})
+    with pytest.raises(UsageError, match=r"^--sketch-k sizes the quantile sketches of robust and --sketch, "
+                                         r"neither of which this fit uses \(methods: zscore\)$"):
+        normcli.fit(df, sketch_k=100)
+    assert normcli.fit(df, "robust", sketch_k=100).columns["a"].stats.sketch.k == 100
+    assert normcli.fit(df, sketch=True, sketch_k=100).columns["a"].stats.sketch.k == 100
+
+
+def test_the_error_kinds_are_part_of_the_public_api():
+    from normcli import errors
+
+    assert (normcli.UsageError, normcli.DataError, normcli.StatsFileError, normcli.IOFailure) == (
+        errors.UsageError, errors.DataError, errors.StatsFileError, errors.IOFailure)

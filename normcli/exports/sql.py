@@ -18,8 +18,8 @@ from typing import Sequence
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import options_checked
-from normcli.model import RowFit, Stats
+from normcli.exports import options_checked
+from normcli.model import RowFit, Stats, as_names
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
     d = DIALECTS[dialect]
     if columns is None and not d.star_replace:
         raise UsageError(f"{dialect} has no SELECT * REPLACE: pass --columns with every input column in order")
+    if not isinstance(table, str) or not table:
+        raise UsageError(f"--table takes a table name, got {table!r}")
     if columns is not None:
+        columns = as_names(columns)
         known = set(columns)
         missing = [c for c in stats.columns if c not in known]
         if missing:

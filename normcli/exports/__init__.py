@@ -44,6 +44,12 @@ def require(module: str) -> Any:
         raise UsageError(f"this needs the '{module}' package: pip install 'normcli[{extra}]'") from None
 
 
+def require_stats(stats: Any, what: str) -> None:
+    """Raise a UsageError when ``stats`` is not a fitted :class:`Stats` (a DataFrame, say)."""
+    if not isinstance(stats, Stats):
+        raise UsageError(f"{what} takes fitted Stats (normcli.fit or normcli.load), not a {type(stats).__name__}")
+
+
 def check_ungrouped(stats: Stats, target: str) -> None:
     """Raise a UsageError when ``stats`` holds per-group statistics the ``target`` cannot express yet."""
     if stats.groups is not None:
@@ -53,13 +59,14 @@ def check_ungrouped(stats: Stats, target: str) -> None:
 def export(stats: Stats, target: str, **options: Any) -> Any:
     """The ``target`` form of ``stats``: SQL text, a scikit-learn estimator, safetensors bytes or an ONNX model.
 
-    ``options`` go to the target's function: :func:`normcli.export.sql.to_sql`,
-    :func:`normcli.export.sklearn.to_sklearn`, :func:`normcli.export.torch.to_torch`,
-    :func:`normcli.export.onnx.to_onnx`.
+    ``options`` go to the target's function: :func:`normcli.exports.sql.to_sql`,
+    :func:`normcli.exports.sklearn.to_sklearn`, :func:`normcli.exports.torch.to_torch`,
+    :func:`normcli.exports.onnx.to_onnx`.
     """
     if target not in TARGETS:
         raise UsageError(f"unknown export target '{target}' (choose from {', '.join(TARGETS)})")
-    module = importlib.import_module(f"normcli.export.{target}")
+    require_stats(stats, "export")
+    module = importlib.import_module(f"normcli.exports.{target}")
     return getattr(module, f"to_{target}")(stats, **options)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped, options_checked, require
+from normcli.exports import check_ungrouped, options_checked, require
 from normcli.model import Stats
 
 FORMAT = "normcli-torch"

@@ -18,8 +18,8 @@ import numpy as np
 
 from normcli import methods as M
 from normcli.errors import UsageError
-from normcli.export import check_ungrouped, options_checked, require
-from normcli.model import ColumnFit, RowFit, Stats
+from normcli.exports import check_ungrouped, options_checked, require, require_stats
+from normcli.model import ColumnFit, RowFit, Stats, as_names
 from normcli.stats import ColumnStats
 
 NORMS = ("l1", "l2", "max")
@@ -36,8 +36,9 @@ def to_sklearn(stats: Stats, columns: Sequence[str] | None = None) -> Any:
     import pandas as pd
     from sklearn.compose import ColumnTransformer
 
+    require_stats(stats, "to_sklearn")
     check_ungrouped(stats, "sklearn")
-    names = list(columns) if columns is not None else list(stats.columns)
+    names = as_names(columns) if columns is not None else list(stats.columns)
     known = set(names)
     missing = [c for c in stats.columns if c not in known]
     if missing:
@@ -119,7 +120,7 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Stats:
     except (NotFittedError, TypeError) as exc:  # TypeError: not an estimator at all
         raise UsageError(f"the {type(estimator).__name__} is not a fitted scikit-learn estimator: "
                          "fit it first") from exc
-    names = list(columns) if columns is not None else _feature_names(estimator)
+    names = as_names(columns) if columns is not None else _feature_names(estimator)
     twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
     if twice is not None:  # one name for two of the estimator's columns: which statistics are its?
         raise UsageError(f"column '{twice}' is named twice in --columns")
@@ -187,6 +188,10 @@ def _check_width(est: Any, k: int) -> None:
         raise UsageError(f"the estimator takes {n} columns but {k} names were given")
 
 
+# Below this a scikit-learn scaler divides by 1 instead (_handle_zeros_in_scale).
+_NEAR_ZERO = 10 * float(np.finfo(np.float64).eps)
+
+
 def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
     """One column of a fitted scaler as a ColumnFit."""
     seen = getattr(est, "n_samples_seen_", 0)
@@ -207,11 +212,17 @@ def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
             return ColumnFit(name, "zscore", M.options_for("zscore", {}), st)
         return _zscore(name, ColumnStats(n, None, mean, 0.0, var * n, nan, nan), scale)
     if kind == "MinMaxScaler":
-        st = ColumnStats(n, None, nan, nan, nan, float(est.data_min_[j]), float(est.data_max_[j]))
+        lo, hi = float(est.data_min_[j]), float(est.data_max_[j])
+        if hi - lo < _NEAR_ZERO:
+            # scikit-learn took the range as 1, treating the column as constant
+            # (_handle_zeros_in_scale): as one here, it maps by the same x - min.
+            hi = lo
+        st = ColumnStats(n, None, nan, nan, nan, lo, hi)
         opts = {"range": [float(v) for v in est.feature_range], "clip": bool(est.clip)}
         return ColumnFit(name, "minmax", M.options_for("minmax", opts), st)
     if kind == "MaxAbsScaler":
-        st = ColumnStats(n, None, nan, nan, nan, nan, nan, scale=float(est.max_abs_[j]))
+        # scale_, not max_abs_: scikit-learn divides by 1 where max_abs_ is below 10 eps
+        st = ColumnStats(n, None, nan, nan, nan, nan, nan, scale=float(est.scale_[j]))
         return ColumnFit(name, "maxabs", M.options_for("maxabs", {}), st)
     if kind == "RobustScaler":
         center = float(est.center_[j]) if est.with_centering else 0.0
