@@ -22,7 +22,7 @@ from normcli.bitmaps import float64_values, from_values, numbers_as_float64, val
 from normcli import sketch as _sketch
 from normcli.errors import DataError, RowError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
-from normcli.stats import ColumnStats
+from normcli.stats import TINY_VAR, ColumnStats, variance
 
 if TYPE_CHECKING:
     from normcli.io import TextSample
@@ -158,10 +158,12 @@ class FitPlan:
                                 f"({'max - min' if col.method == 'minmax' else 'the IQR'} overflows)")
             if col.method == "zscore":  # the one method that normalizes with the moments
                 _require_finite(name, st.mean, st.mean_lo, st.m2)
+                _require_resolved(name, col.options, st)
                 if grouped:
                     gs = part.groups.columns[name]
                     filled = gs.count > 0
                     _require_finite(name, gs.mean[filled], gs.mean_lo[filled], gs.m2[filled])
+                    _require_resolved(name, col.options, gs, self.group_by, part.groups.keys)
             else:  # moments that overflowed (values near +-1.8e308) are unknown: null in the file
                 st = _unknown_if_overflowed(st)
                 if grouped:
@@ -175,6 +177,22 @@ def _require_finite(name: str, *moments: Any) -> None:
     if not all(m is None or np.isfinite(m).all() for m in moments):
         raise DataError(f"column '{name}': its values are too large for float64 statistics "
                         "(the mean or variance overflows)")
+
+
+def _require_resolved(name: str, options: Mapping[str, Any], st: Any, group_by: Sequence[str] = (),
+                      keys: Sequence[Any] = ()) -> None:
+    """DataError when zscore's scale would come from a variance too small for float64 (values
+    apart by less than about 1e-146): its square root would be far off, or 0. An ``eps`` added
+    to the variance is what scales it then, and is exact enough."""
+    if options.get("eps"):
+        return
+    with np.errstate(invalid="ignore"):
+        lost = np.atleast_1d((variance(st.count, st.m2) < TINY_VAR) & (np.asarray(st.max) > np.asarray(st.min)))
+    if lost.any():
+        where = f" in group {describe(group_by, keys[int(np.flatnonzero(lost)[0])])}" if group_by else ""
+        raise DataError(f"column '{name}'{where}: its values lie too close together for float64 statistics "
+                        "(a standard deviation below about 1e-146, whose square underflows); "
+                        "minmax and maxabs scale it, or give zscore an --eps")
 
 
 def _unknown_if_overflowed(st: Any) -> Any:

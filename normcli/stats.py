@@ -20,6 +20,9 @@ import numpy as np
 from normcli import sketch as _sketch
 
 _EPS = float(np.finfo(np.float64).eps)
+# Below this variance (a std of about 1e-146) the squares of deviations near the std are
+# subnormal: M2 loses precision, and from a std of about 1e-162 it is 0.
+TINY_VAR = 2.0 ** -970
 
 
 def two_sum(a: float, b: float) -> tuple[float, float]:
@@ -57,14 +60,16 @@ def is_constant(count: Any, mean: Any, mean_lo: Any, m2: Any, lo: Any, hi: Any) 
 
     scikit-learn's bound ``var <= n*eps*var + (n*mean*eps)**2`` covers the rounding of an
     unshifted accumulation; ours is shifted, so the mean term is measured from the minimum.
-    For an exactly constant column M2 is exactly 0.
+    For an exactly constant column M2 is exactly 0. Values that differ with a variance below
+    ``TINY_VAR`` are not constant: the bound holds of the exact variance, which M2 can no longer
+    give (the values are that small themselves: no rounding of larger ones spreads so little).
     """
     count = np.asarray(count)
     var = variance(count, m2)
     with np.errstate(invalid="ignore", over="ignore"):
         spread = (mean - np.where(count > 0, lo, 0.0)) + mean_lo
         bound = count * _EPS * var + (count * spread * _EPS) ** 2
-        return (count == 0) | (hi == lo) | (var <= bound)
+        return (count == 0) | (hi == lo) | ((var <= bound) & ~(var < TINY_VAR))
 
 
 @dataclass(frozen=True)

@@ -736,3 +736,33 @@ def test_the_error_kinds_are_part_of_the_public_api():
 
     assert (normcli.UsageError, normcli.DataError, normcli.StatsFileError, normcli.IOFailure) == (
         errors.UsageError, errors.DataError, errors.StatsFileError, errors.IOFailure)
+
+
+def test_values_too_close_together_for_a_float64_variance():
+    """Apart by about 1e-200, values have a variance float64 cannot hold (their squares
+    underflow): minmax and maxabs scale them exactly, zscore refuses them unless an eps scales
+    them instead, and they are not a constant column."""
+    import warnings
+    from fractions import Fraction
+
+    x = np.array([1e-200, 2e-200, 3e-200, 7e-201])
+    df = pd.DataFrame({"x": x, "g": ["a", "a", "b", "b"]})
+    lo, hi = Fraction(x.min()), Fraction(x.max())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        minmax = normcli.fit(df, "minmax", columns="x").transform(df)["x"].tolist()
+        maxabs = normcli.fit(df, "maxabs", columns="x").transform(df)["x"].tolist()
+    assert [str(w.message) for w in caught] == []
+    # (x - min) / (max - min) rounds twice: within 2 ulps of the exact value
+    np.testing.assert_allclose(minmax, [float((Fraction(v) - lo) / (hi - lo)) for v in x], rtol=4.5e-16, atol=0)
+    assert maxabs == [float(Fraction(v) / hi) for v in x]
+    with pytest.raises(DataError, match=r"^column 'x': its values lie too close together for float64 statistics"):
+        normcli.fit(df, "zscore", columns="x")
+    with pytest.raises(DataError, match=r"^column 'x' in group g='b': its values lie too close together"):
+        normcli.fit(df.assign(x=[1.0, 2.0, 3e-200, 7e-201]), "zscore", columns="x", group_by="g")
+    eps = 1e-300
+    got = normcli.fit(df, "zscore", columns="x", eps=eps).transform(df)["x"].to_numpy()
+    np.testing.assert_allclose(got, (x - x.mean()) / np.sqrt(eps), rtol=1e-12)  # the variance is nothing beside eps
+    same = pd.DataFrame({"x": [1e-200, 1e-200]})
+    with pytest.warns(UserWarning, match="is constant"):
+        assert normcli.fit(same).transform(same)["x"].tolist() == [0.0, 0.0]
