@@ -805,7 +805,11 @@ def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOpt
     if isinstance(like, pa.ChunkedArray):
         like = like.combine_chunks()
     if output.decimals is not None:
-        y = np.round(y, output.decimals)
+        rounded = np.round(y, output.decimals)
+        if output.decimals > 0:
+            # from 2^52 a double holds no fraction to round, and y * 10^N could overflow to inf
+            rounded = np.where(np.abs(y) < 2.0 ** 52, rounded, y)
+        y = rounded
     if output.dtype == "float32":
         y = y.astype(np.float32)
     kind = output.arrow_type

@@ -155,6 +155,21 @@ def test_float32_output_equals_float64_cast():
     np.testing.assert_allclose(y32.to_numpy(), ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("decimals", [2, 15])
+def test_decimals_leave_values_with_no_fraction_as_they_are(decimals):
+    """From 2^52 a double has no fraction: rounding keeps it, and must not overflow x * 10^N."""
+    from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+    stats = normcli.fit(pd.DataFrame({"x": [-1.0, 1.0]}))  # mean 0, std 1: x maps to itself
+    x = [1e300, 3e306, -1.7976931348623157e308, 2.0 ** 52 + 1, 0.5, 1.23456, -7.0625]
+    got = stats.transform(pd.DataFrame({"x": x}), decimals=decimals)["x"].tolist()
+    # the reference: Python's decimal, rounding the double's exact value half to even
+    with localcontext() as ctx:
+        ctx.prec = 400
+        ref = [float(Decimal(v).quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_EVEN)) for v in x]
+    assert got == ref
+
+
 def test_cli_float32_and_decimals(tmp_path):
     import io
 
