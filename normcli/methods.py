@@ -158,6 +158,10 @@ class Affine:
     fill: Any = None
     const_zero: Any = False
     keep: Any = False
+    #: minmax's range end b, for ``gain = b - a`` and ``offset = a``: then the map is taken from
+    #: the nearer end, so that the fitted min and max map to a and b exactly and the values
+    #: between them stay within [a, b] (a + 1 * (b - a) can round past b)
+    upper: float | None = None
 
     @cached_property
     def _uses(self) -> tuple[bool, bool, bool]:
@@ -171,10 +175,14 @@ class Affine:
         if uses_lo:
             y -= self.center_lo
         y /= self.scale
-        if self.gain != 1.0:
-            y *= self.gain
-        if self.offset != 0.0:
-            y += self.offset
+        if self.upper is not None:
+            with np.errstate(invalid="ignore"):  # NaN compares false either way
+                y = np.where(y < 0.5, y * self.gain + self.offset, self.upper - (1.0 - y) * self.gain)
+        else:
+            if self.gain != 1.0:
+                y *= self.gain
+            if self.offset != 0.0:
+                y += self.offset
         if uses_zero:
             y = np.where(np.isnan(x), np.nan, np.where(self.const_zero, 0.0, y))
         if self.clip is not None:
@@ -295,6 +303,9 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
     scale = np.where(degenerate, 1.0, scale)
     keep = degenerate & (policy == "passthrough")
     const_zero = degenerate & (policy == "zero")
+    upper = None
+    if method == "minmax" and (gain, offset) != (1.0, 0.0):  # in [0, 1] the ends are exact as they are
+        upper = float(options["range"][1])
     fill = None
     if options.get("fill_missing"):
         # the normalized centre: the mean for minmax and maxabs, else the map's own centre (so 0,
@@ -304,12 +315,12 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
         else:
             hi, lo = center, center_lo
         deviation = np.atleast_1d(np.subtract(hi, center) + np.subtract(lo, center_lo))
-        fill = Affine(0.0, 0.0, scale, gain, offset, clip).apply(deviation).reshape(np.shape(hi))
+        fill = Affine(0.0, 0.0, scale, gain, offset, clip, upper=upper).apply(deviation).reshape(np.shape(hi))
         fill = _scalar(np.where(const_zero, 0.0, np.where(keep, hi, fill)))
     if np.ndim(keep) == 0 and keep:  # one column left as it is: the identity, plainly
         return Affine(fill=fill)
     return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,
-                  _scalar(const_zero), _scalar(keep))
+                  _scalar(const_zero), _scalar(keep), upper)
 
 
 def _quantiles(stats: Any, qs: Sequence[float]) -> Any:

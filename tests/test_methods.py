@@ -781,3 +781,20 @@ def test_values_too_close_together_for_a_float64_variance():
     same = pd.DataFrame({"x": [1e-200, 1e-200]})
     with pytest.warns(UserWarning, match="is constant"):
         assert normcli.fit(same).transform(same)["x"].tolist() == [0.0, 0.0]
+
+
+def test_minmax_maps_onto_its_range_exactly_for_every_range():
+    """The fitted min and max map to a and b exactly and every fitted value lies within [a, b],
+    for ranges whose b - a + a does not round back to b (about one in six of these)."""
+    x = np.linspace(0.0, 10.0, 41)
+    df = pd.DataFrame({"x": x})
+    for a10 in range(-100, 101, 13):
+        for width10 in range(1, 120, 17):
+            a, b = a10 / 10, (a10 + width10) / 10
+            for group_by in ((), "g"):
+                frame = df.assign(g="k")
+                y = normcli.fit(frame, "minmax", columns="x", range=(a, b), group_by=group_by).transform(frame)["x"]
+                assert (y.iloc[0], y.iloc[-1]) == (a, b), (a, b)
+                assert ((y >= a) & (y <= b)).all(), (a, b)
+                # and the map is the formula's, to rounding
+                np.testing.assert_allclose(y, a + (x - x.min()) / np.ptp(x) * (b - a), rtol=0, atol=4 * np.spacing(max(abs(a), abs(b))))
