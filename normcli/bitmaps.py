@@ -43,6 +43,16 @@ def numbers_as_float64(arr: pa.Array) -> pa.Array:
     return from_values(values, pa.float64(), validity(arr) if arr.null_count else None)
 
 
+def decimals_as_float64(arr: pa.Array) -> pa.Array:
+    """A decimal ``arr`` as float64, each value the double nearest it, nulls kept.
+
+    Arrow's decimal cast divides by a power of ten in floating point, which can land an ulp
+    off (8.761 as 8.761000000000001); the decimal's exact text, parsed, is correctly rounded,
+    as the CSV readers and ``float(Decimal)`` give it.
+    """
+    return arr.cast(pa.string()).cast(pa.float64())
+
+
 def from_values(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
     """``y`` (float32 or float64) as an Arrow array of ``kind``, null where ``valid`` is False."""
     y = np.ascontiguousarray(y)

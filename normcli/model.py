@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from normcli import methods as M
-from normcli.bitmaps import float64_values, from_values, numbers_as_float64, validity
+from normcli.bitmaps import decimals_as_float64, float64_values, from_values, numbers_as_float64, validity
 from normcli import sketch as _sketch
 from normcli.errors import DataError, RowError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -779,6 +779,8 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     if pa.types.is_integer(arr.type) or arr.type == pa.float32():
         # integers beyond 2**53 round to the nearest double, as the file readers do (a safe cast refuses them)
         arr = numbers_as_float64(arr)
+    elif pa.types.is_decimal(arr.type):
+        arr = decimals_as_float64(arr)
     elif pa.types.is_boolean(arr.type) or isinstance(arr.type, pa.ExtensionType):
         # castable (True is 1.0, a pandas Period its ordinal), but not numbers: fit refuses them too
         raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values")

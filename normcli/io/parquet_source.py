@@ -1,13 +1,15 @@
 """Parquet input: one file (or stdin, spooled to a file), or one file of a hive-partitioned directory."""
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from ..bitmaps import numbers_as_float64
+from ..bitmaps import decimals_as_float64, numbers_as_float64
 from ..errors import DataError, IOFailure
 from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_float, _pq, _read_failure, copy_stdin,
                      spool_failure, stdin_stream)
@@ -37,20 +39,23 @@ class _ParquetSource(Source):
     def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS, label: str | None = None):
         self._setup(label or path, batch_rows)
         try:
-            if path == "-":
-                # Parquet needs random access: spool stdin to an anonymous temp file.
-                stdin_stream()  # refused first if there is none
-                try:
-                    self._spool = tempfile.TemporaryFile(prefix="normcli-stdin-")
-                except OSError as exc:
-                    raise spool_failure(exc) from exc
-                copy_stdin(self._spool)
+            stream = None if path == "-" else open(path, "rb")
+            if stream is None or not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                # Parquet needs random access: spool stdin, or a pipe (<(...), a FIFO), to an
+                # anonymous temp file.
+                with stream or contextlib.nullcontext():
+                    if stream is None:
+                        stdin_stream()  # refused first if there is none
+                    try:
+                        self._spool = tempfile.TemporaryFile(prefix="normcli-stdin-")
+                    except OSError as exc:
+                        raise spool_failure(exc, path) from exc
+                    copy_stdin(self._spool, stream, path)
                 self._spool.seek(0)
                 self.size = None
                 target = self._spool
             else:
-                with open(path, "rb"):
-                    pass
+                stream.close()
                 self.size = os.path.getsize(path)
                 target = path
             if self.size == 0 or (self._spool is not None and not self._spool_size()):
@@ -63,10 +68,13 @@ class _ParquetSource(Source):
                                                buffer_size=max(64 << 10, _BUFFERS // columns))
         except OSError as exc:
             self._close_spool()
-            raise _read_failure(self.path, exc) from exc
+            raise self._failure(exc) from exc
         except pa.ArrowInvalid as exc:
             self._close_spool()
             raise DataError(f"{_display(self.path)} is not a Parquet file: {exc}") from exc
+        except pa.ArrowNotImplementedError as exc:  # a type Arrow has not (Polars' Int128, say)
+            self._close_spool()
+            raise DataError(f"{_display(self.path)} holds a type Arrow cannot read: {exc}") from exc
         except (DataError, IOFailure):
             self._close_spool()
             raise
@@ -82,6 +90,7 @@ class _ParquetSource(Source):
         self._batch_rows = batch_rows
         self.path = path
         self.format = "parquet"
+        self.size = None
         self._spool = None
         self._used = False
 
@@ -116,9 +125,26 @@ class _ParquetSource(Source):
                 yield Piece(batch, size * batch.num_rows // total_rows, row, numeric, keep_others, keep)
                 row += batch.num_rows
         except OSError as exc:
-            raise _read_failure(self.path, exc) from exc
+            raise self._failure(exc) from exc
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+
+    def _failure(self, exc: OSError) -> DataError | IOFailure:
+        """What an OSError of the Parquet reader means: the system's error (it carries an errno),
+        or the file changing under the reader, is an I/O failure; else the file is damaged (a
+        corrupt page or footer), bad input like any other."""
+        if exc.errno is None and not self._changed():
+            return DataError(f"{_display(self.path)} is damaged: {exc}")
+        return _read_failure(self.path, exc)
+
+    def _changed(self) -> bool:
+        """Whether the input's size is no longer the one it had when opened."""
+        if self.size is None:  # a spool of stdin, this process's own
+            return False
+        try:
+            return os.path.getsize(self.path) != self.size
+        except OSError:
+            return True
 
     def decode(self, piece: Piece) -> pa.RecordBatch:
         batch = piece.data
@@ -138,6 +164,8 @@ class _ParquetSource(Source):
     def _to_float(self, name: str, column: pa.Array, first_row: int) -> pa.Array:
         if pa.types.is_integer(column.type) or column.type == pa.float32():
             return numbers_as_float64(column)  # a large int64 rounds to the nearest double
+        if pa.types.is_decimal(column.type):
+            return decimals_as_float64(column)
         if pa.types.is_boolean(column.type):  # castable (True is 1.0), but not numbers: fit refuses it too
             raise DataError(f"column '{name}' of type {column.type} is not numeric")
         try:
@@ -182,15 +210,20 @@ class _DatasetSource(_ParquetSource):
             if self.size == 0:
                 raise DataError(f"{_display(path)} is empty")
             keys = [part.split("=", 1)[0] for part in _hive_parts(os.path.relpath(os.path.dirname(path), base))]
+            # A key the file holds itself (Polars writes them so) is the file's column, as read
+            own = set(_pq().read_schema(path).names)
+            keys = [k for k in keys if k not in own]
             import pyarrow.dataset as pads  # only here: it pulls in pandas, ~0.2 s and 40 MB
 
             partitioning = pads.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
             self._dataset = pads.dataset([path], format="parquet", partitioning=partitioning,
                                          partition_base_dir=base)
         except OSError as exc:
-            raise _read_failure(path, exc) from exc
+            raise self._failure(exc) from exc
         except pa.ArrowInvalid as exc:
             raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
+        except pa.ArrowNotImplementedError as exc:
+            raise DataError(f"{_display(path)} holds a type Arrow cannot read: {exc}") from exc
         self._schema = self._dataset.schema
         self.columns = list(self._schema.names)
         self.partition_keys = tuple(keys)

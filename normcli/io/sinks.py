@@ -166,6 +166,40 @@ def _polars_cannot_write(kind: pa.DataType) -> bool:
                                              and kind.tz[:1] in ("+", "-"))
 
 
+# The days Polars' CSV writer can show (chrono's dates: the years -262143 to 262142); beyond
+# them it panics, and Rust prints the panic on stderr before Python sees an error.
+_FIRST_DAY, _LAST_DAY = -96465292, 95026236
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000}
+
+
+def _day_bounds(kind: pa.DataType) -> tuple[int, int] | None:
+    """The smallest and largest stored value of a date or timestamp type that Polars can write
+    as text; None for a type whose every value it can (timestamps in ns) or that is no date."""
+    if pa.types.is_date32(kind):
+        return _FIRST_DAY, _LAST_DAY
+    per_day = 86_400_000 if pa.types.is_date64(kind) else None
+    if pa.types.is_timestamp(kind):
+        per_day = _PER_DAY.get(kind.unit)
+    if per_day is None:
+        return None
+    margin = 1 if pa.types.is_timestamp(kind) and kind.tz else 0  # a day for the zone's offset
+    return (_FIRST_DAY + margin) * per_day, (_LAST_DAY + 1 - margin) * per_day - 1
+
+
+def _check_days(batch: pa.RecordBatch, bounds: dict[int, tuple[int, int]]) -> None:
+    """DataError for a date or time beyond what the CSV writer can show."""
+    import pyarrow.compute as pc
+
+    for i, (first, last) in bounds.items():
+        column = batch.column(i)
+        storage = column.view(pa.int32() if pa.types.is_date32(column.type) else pa.int64())
+        ends = pc.min_max(storage)
+        if ends["min"].is_valid and (ends["min"].as_py() < first or ends["max"].as_py() > last):
+            raise DataError(f"cannot write column '{batch.schema.field(i).name}' as CSV: it holds a "
+                            "date beyond the years -262143 to 262142, which CSV text does not show "
+                            "(Parquet output holds it)")
+
+
 def _arrow_text(column: pa.Array) -> pa.Array:
     """``column`` as Arrow's text, a timestamp in the form Polars writes (``T`` between date and time)."""
     import pyarrow.compute as pc
@@ -185,12 +219,15 @@ class _CsvSink(Sink):
         ).encode()
         self._header_written = False
         self._as_text = [i for i, field in enumerate(schema) if _polars_cannot_write(field.type)]
+        self._days = {i: b for i, field in enumerate(schema) if (b := _day_bounds(field.type)) is not None}
 
     def encode(self, batch: pa.RecordBatch) -> list[bytes]:
         """CSV bytes of the rows, in the parts the writer made, no header: null as an empty
         field, "" as `""`."""
         import polars as pl
 
+        if self._days:
+            _check_days(batch, self._days)
         for i in self._as_text:
             batch = batch.set_column(i, batch.schema.field(i).name, _arrow_text(batch.column(i)))
         frame = pl.from_arrow(batch)

@@ -91,27 +91,29 @@ def stdin_stream():
     return sys.stdin.buffer
 
 
-def spool_failure(exc: OSError) -> IOFailure:
-    """The error for a temporary copy of standard input that cannot be made (a full disk, say)."""
-    return IOFailure(f"cannot write a temporary copy of standard input in '{tempfile.gettempdir()}': "
+def spool_failure(exc: OSError, path: str = "-") -> IOFailure:
+    """The error for a temporary copy of standard input (or of the pipe ``path``) that cannot
+    be made (a full disk, say)."""
+    what = "standard input" if path == "-" else _display(path)
+    return IOFailure(f"cannot write a temporary copy of {what} in '{tempfile.gettempdir()}': "
                      f"{exc.strerror or exc}")
 
 
-def copy_stdin(out: BinaryIO) -> None:
-    """Copy standard input into the temporary file ``out``, 1 MiB at a time: a failure to read
-    is standard input's error, one to write is :func:`spool_failure`."""
-    stdin = stdin_stream()
+def copy_stdin(out: BinaryIO, stream: BinaryIO | None = None, path: str = "-") -> None:
+    """Copy standard input (or ``stream``, the opened ``path``) into the temporary file ``out``,
+    1 MiB at a time: a failure to read is the input's error, one to write is :func:`spool_failure`."""
+    stdin = stdin_stream() if stream is None else stream
     while True:
         try:
             chunk = stdin.read(1 << 20)
         except OSError as exc:
-            raise _read_failure("-", exc) from exc
+            raise _read_failure(path, exc) from exc
         if not chunk:
             return
         try:
             out.write(chunk)
         except OSError as exc:
-            raise spool_failure(exc) from exc
+            raise spool_failure(exc, path) from exc
 
 
 def _read_failure(path: str, exc: OSError) -> IOFailure:

@@ -424,3 +424,50 @@ def test_a_delimiter_no_parser_takes_is_a_usage_error(tmp_path, ab_stats, delimi
     assert_error(run_cli("fit", src, "-d", delimiter, "-o", tmp_path / "x.json"), 2, "the delimiter must be")
     assert_error(transform(src, ab_stats, tmp_path / "o.csv", "-d", delimiter), 2, "the delimiter must be")
     no_leftovers(tmp_path, "d.csv", "s.json")
+
+
+def test_parquet_that_arrow_cannot_read_or_that_is_damaged_is_bad_input(tmp_path, ab_stats):
+    """A Polars Int128 column, a corrupt page header: exit 3 with one line, nothing left."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wide = tmp_path / "i128.parquet"
+    pl.DataFrame({"a": [1.0, 2.0], "i": pl.Series([1, 2], dtype=pl.Int128)}).write_parquet(wide)
+    assert_error(run_cli("fit", wide), 3, "i128.parquet' holds a type Arrow cannot read")
+    assert_error(transform(wide, ab_stats, tmp_path / "o.parquet"), 3, "holds a type Arrow cannot read")
+    damaged = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]}), damaged)
+    data = bytearray(damaged.read_bytes())
+    data[4:40] = bytes(36)  # the first page's header
+    damaged.write_bytes(bytes(data))
+    assert_error(transform(damaged, ab_stats, tmp_path / "o.parquet"), 3, "c.parquet' is damaged")
+    no_leftovers(tmp_path, "i128.parquet", "c.parquet", "s.json")
+
+
+@pytest.mark.parametrize("kind", ["date32", "timestamp[ms]", "timestamp[us, tz]"])
+def test_a_date_beyond_what_csv_text_shows_is_one_error_line(tmp_path, ab_stats, kind):
+    """Polars' CSV writer shows the years -262143 to 262142 and panics beyond them (the panic
+    printed on stderr by Rust): the last day is written, the next refused in one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    last = (np.datetime64("262142-12-31", "D") - np.datetime64("1970-01-01", "D")).astype(int)
+    if kind == "date32":
+        ok, over = (pa.array([v], pa.int32()).cast(pa.date32()) for v in (last, last + 1))
+    else:
+        unit = pa.timestamp("ms") if kind == "timestamp[ms]" else pa.timestamp("us", tz="UTC")
+        per_day = 86_400_000 if kind == "timestamp[ms]" else 86_400_000_000
+        last -= kind != "timestamp[ms]"  # in a time zone, a day short of it (the zone's offset may need it)
+        ok, over = (pa.array([v], pa.int64()).cast(unit) for v in (last * per_day, (last + 2) * per_day))
+    for arr, good in ((ok, True), (over, False)):
+        src = tmp_path / "d.parquet"
+        pq.write_table(pa.table({"a": [2.0], "b": [20.0], "d": arr}), src)
+        r = transform(src, ab_stats, tmp_path / "o.csv", env={"RUST_BACKTRACE": "1"})
+        if good:
+            assert (r.code, r.err) == (0, ""), r.err
+            day = str(np.datetime64("1970-01-01", "D") + last)
+            assert (tmp_path / "o.csv").read_text().splitlines()[1].split(",")[2].startswith("+" + day), day
+        else:
+            assert_error(r, 3, "cannot write column 'd' as CSV: it holds a date beyond the years -262143 to 262142")
+    no_leftovers(tmp_path, "d.parquet", "o.csv", "s.json")
