@@ -420,6 +420,7 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     from normcli import io
 
     log = log or _no_log
+    stats.check_overrides(overrides or {})
     for message in stats.inverse_losses() if inverse else ():
         log("warning", {"message": message})
     if engine is not None:
@@ -522,7 +523,9 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     if unknown:
         raise UsageError(f"transform takes no option '{unknown[0]}' (it overrides {', '.join(_OVERRIDES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    M.check_options(overrides)  # before any data is read (and before they key a cache)
+    if inverse and overrides:  # the inverse undoes the fitted map: an override changes nothing
+        raise UsageError(f"the inverse takes no option '{next(iter(overrides))}' (it undoes the map fitted)")
+    stats.check_overrides(overrides)  # before any data is read (and before they key a cache)
     overrides = {k: M.plain(v) for k, v in overrides.items()}
     output_options = OutputOptions(unseen_group, dtype, decimals)
     if not _is_path(data) and output is not None:

@@ -99,15 +99,16 @@ def takes(method: str) -> set[str]:
     return set(DEFAULTS[method]) | (set(COMMON_DEFAULTS) if method in PER_COLUMN else set())
 
 
-def check_used(methods: Sequence[str], given: Mapping[str, Any]) -> None:
+def check_used(methods: Sequence[str], given: Mapping[str, Any], user: str = "this fit") -> None:
     """Refuse a given option (not None) that none of ``methods`` reads: ignored, ``--ddof 1``
-    with ``layer`` would quietly fit something other than what was asked."""
+    with ``layer`` would quietly fit something other than what was asked (and ``--clip`` at the
+    transform of zscore statistics apply something else). ``user`` names who uses ``methods``."""
     for key, value in given.items():
         if value is None or any(key in takes(m) for m in methods):
             continue
         users = [m for m in METHODS if key in takes(m)]
-        which = (f"{users[0]}, which this fit does not use" if len(users) == 1
-                 else ", ".join(users[:-1]) + f" and {users[-1]}, none of which this fit uses")
+        which = (f"{users[0]}, which {user} does not use" if len(users) == 1
+                 else ", ".join(users[:-1]) + f" and {users[-1]}, none of which {user} uses")
         raise UsageError(f"--{key.replace('_', '-')} is an option of {which} (methods: {', '.join(dict.fromkeys(methods))})")
 
 

@@ -494,6 +494,13 @@ class Stats:
         self.__dict__.update(state)
         self._params_lock = threading.Lock()
 
+    def check_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """Refuse transform options (``clip``, ``clip_sigma``, ``fill_missing``; None is not
+        given) of a bad value, or that no per-column method of these statistics reads."""
+        M.check_options(overrides)
+        M.check_used([f.method for f in self.columns.values() if f.method in M.PER_COLUMN], overrides,
+                     "the fitted model")
+
     @property
     def needed_columns(self) -> list[str]:
         """Every column the stats file normalizes, in fitted order."""

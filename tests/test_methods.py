@@ -1,6 +1,8 @@
 """Every method against the reference users would otherwise reach for (scikit-learn, a NumPy formula)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -798,3 +800,27 @@ def test_minmax_maps_onto_its_range_exactly_for_every_range():
                 assert ((y >= a) & (y <= b)).all(), (a, b)
                 # and the map is the formula's, to rounding
                 np.testing.assert_allclose(y, a + (x - x.min()) / np.ptp(x) * (b - a), rtol=0, atol=4 * np.spacing(max(abs(a), abs(b))))
+
+
+@pytest.mark.parametrize("method, override, message", [
+    ("zscore", {"clip": True}, r"^--clip is an option of minmax, which the fitted model does not use \(methods: zscore\)$"),
+    ("minmax", {"clip_sigma": 2.0}, r"^--clip-sigma is an option of zscore and robust, none of which the fitted model uses"),
+    ("layer", {"fill_missing": True}, r"^--fill-missing is an option of zscore, minmax, maxabs and robust, none of which"),
+])
+def test_a_transform_option_no_fitted_method_reads_is_refused(tmp_path, method, override, message):
+    """As fit refuses it: ignored, it would apply something other than what was asked."""
+    from tests.conftest import run_cli
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 10.0], "b": [3.0, 5.0, 6.0]})
+    stats = normcli.fit(df, method)
+    with pytest.raises(UsageError, match=message):
+        stats.transform(df, **override)
+    src, path = tmp_path / "d.csv", tmp_path / "s.json"
+    df.to_csv(src, index=False)
+    stats.save(str(path))
+    flag = "--" + next(iter(override)).replace("_", "-")
+    r = run_cli("transform", src, "--stats", path, flag, *([] if flag != "--clip-sigma" else ["2"]))
+    assert r.code == 2 and r.out == b"", r.err
+    assert re.match(message.replace("^", "^Error: "), r.err), r.err
+    with pytest.raises(UsageError, match=r"^the inverse takes no option"):
+        normcli.fit(df).transform(df, inverse=True, clip_sigma=1.0)
