@@ -627,7 +627,8 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
     stats.check_columns(source.columns)
     if inverse and stats.rows:
         stats.inverse_batch(pa.RecordBatch.from_pylist([]))  # raises the row-wise error early
-    out_fmt = io.detect_format(output, to) if output not in (None, "-") else (to or source.format)
+    # An output named without a known extension (/dev/stdout, out) is in the input's format, as stdout is
+    out_fmt = io.detect_format("-", to) if to else (output not in (None, "-") and io.format_of(output)) or source.format
     schema = _output_schema(source, stats, out_fmt, out_options.arrow_type, drop)
     if inverse:
         def apply(b: pa.RecordBatch) -> pa.RecordBatch:
@@ -637,8 +638,9 @@ def transform_source(stats: Stats, source: Any, output: str | None, *, to: str |
             return stats.transform_batch(b, overrides, out_options, unseen)
     fn = apply if not drop else lambda b: apply(b).drop_columns(list(drop))
     # The input's separator carries over to output of its own format, unless --to names the
-    # format: then the output is that format's standard text (",", or a tab).
-    same = to is None and out_fmt == source.format
+    # format: then the output is that format's standard text (",", or a tab). A Parquet input
+    # has none: the separator given is the text output's.
+    same = (to is None and out_fmt == source.format) or (source.format == "parquet" and out_fmt != "parquet")
     with io.open_sink(output, out_fmt, schema, delimiter=delimiter if same else None,
                       input_path=source.path) as sink:
         summary = engine.pipe(source, sink, stats.needed_columns, fn, progress, workers)

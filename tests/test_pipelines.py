@@ -999,3 +999,28 @@ def test_decimal_parquet_columns_read_as_the_nearest_double(tmp_path):
     got = pd.read_csv(io.BytesIO(r.out))["x"].to_numpy()
     lo, hi = np.nanmin(exact), np.nanmax(exact)
     np.testing.assert_array_equal(got, (exact - lo) / (hi - lo))
+
+
+def test_parquet_input_sets_the_format_and_separator_of_outputs_that_name_none(tmp_path):
+    """Parquet on stdin is recognised by its first bytes; an output without a known extension is
+    in the input's format, as stdout is; a separator given with a Parquet input is the output's."""
+    stats = tmp_path / "s.json"
+    (tmp_path / "fit.csv").write_text("x\n1\n3\n")
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", stats).code == 0
+    src = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0, 3.0], "t": ["a;b", "c"], "bin": [b"\x00", b"\x01"]}), src)
+    r = run_cli("transform", "-", "--stats", stats, stdin=src.read_bytes())
+    assert r.code == 0, r.err
+    assert pq.read_table(io.BytesIO(r.out)).to_pydict() == {"x": [-1.0, 1.0], "t": ["a;b", "c"], "bin": [b"\x00", b"\x01"]}
+    for target in (tmp_path / "out", "/dev/null"):
+        r = run_cli("transform", src, "--stats", stats, "-o", target)
+        assert r.code == 0, r.err  # Parquet holds the binary column CSV would refuse
+    assert pq.read_table(tmp_path / "out").column("bin").to_pylist() == [b"\x00", b"\x01"]
+    (tmp_path / "t.csv").write_text("x,t\n1,a\n")
+    assert run_cli("transform", tmp_path / "t.csv", "--stats", stats, "-o", tmp_path / "out2").code == 0
+    assert (tmp_path / "out2").read_text() == "x,t\n-1.0,a\n"
+    pq.write_table(pa.table({"x": [1.0, 3.0], "t": ["a;b", "c"]}), src)
+    for extra in ((), ("--to", "csv")):
+        r = run_cli("transform", src, "--stats", stats, "-d", ";", "-o", tmp_path / "o.csv", *extra)
+        assert r.code == 0, r.err
+        assert (tmp_path / "o.csv").read_text() == 'x;t\n-1.0;"a;b"\n1.0;c\n'

@@ -10,8 +10,8 @@ from .inputs import (InputFile, discard, expand_inputs, fingerprint, input_entry
 from .outfile import exclusive, parent_directories
 from .sample import TextSample, text_samples
 from .sinks import Sink, check_outputs, open_sink
-from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator
+from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator, format_of
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
-           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "input_entry", "open_input",
+           "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "format_of", "input_entry", "open_input",
            "open_sink", "open_source", "output_path", "parent_directories", "path_text", "spool_stdin", "text_samples"]

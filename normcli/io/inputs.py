@@ -214,6 +214,9 @@ def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
     return os.path.join(directory, name)
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
 def open_source(
     path: str,
     fmt: str | None = None,
@@ -230,6 +233,8 @@ def open_source(
     batch (rows); by default 2 MiB and 32,768 rows (peak memory against speed, measured), or ``NORMCLI_BLOCK_SIZE`` from the environment.
     Messages name ``label`` instead of ``path`` when it is given (a copy read for another name).
     """
+    if path == "-" and fmt is None and _peek(stdin_stream(), 4) == PARQUET_MAGIC:
+        fmt = "parquet"  # recognised by its first bytes, as gzip is
     fmt = detect_format(path, fmt)
     if block_size is None:
         env = os.environ.get("NORMCLI_BLOCK_SIZE", "")

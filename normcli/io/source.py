@@ -39,13 +39,18 @@ def detect_format(path: str, fmt: str | None) -> str:
         if name not in FORMATS:
             raise UsageError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})")
         return name
+    return format_of(path) or "csv"
+
+
+def format_of(path: str) -> str | None:
+    """The format ``path``'s extension names (see :func:`detect_format`), None when it names none."""
     lower = path.lower()
     if lower.endswith((".parquet.gz", ".pq.gz")):
         raise no_gzip_parquet(path)
     for ext, name in _EXTENSIONS.items():
         if lower.endswith(ext):
             return name
-    return "csv"
+    return None
 
 
 def field_separator(fmt: str, delimiter: str | None) -> str:
