@@ -678,6 +678,9 @@ def merge(*parts: Stats | str) -> Stats:
     bad = next((p for p in parts if not (_is_path(p) or isinstance(p, Stats))), None)
     if bad is not None:
         raise UsageError(f"merge takes fitted statistics or stats file paths, not {type(bad).__name__}")
+    twice = next((p for i, p in enumerate(parts) if isinstance(p, Stats) and any(p is q for q in parts[:i])), None)
+    if twice is not None:  # in memory there is no fingerprint to tell: the same object is
+        raise StatsFileError("cannot merge: the same statistics are given twice (the data must be disjoint)")
     parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:

@@ -134,7 +134,7 @@ def _warn(message: str, quiet: bool) -> None:
 def _split(value: Optional[str]) -> Optional[list[str]]:
     from normcli.model import split_names
 
-    return split_names(value) if value else None
+    return split_names(value) if value is not None else None
 
 
 def _floats(value: Optional[str], name: str, count: Optional[int] = None) -> Optional[list[float]]:

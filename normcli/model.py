@@ -268,6 +268,8 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     if sketch_k is not None and (isinstance(sketch_k, bool) or not isinstance(sketch_k, Integral)
                                  or not 8 <= sketch_k <= 65535):
         raise UsageError("--sketch-k must be between 8 and 65535")
+    if columns is not None and not columns:  # an empty list computed by a caller is no selection
+        raise UsageError("--columns names no column (leave it out to fit every numeric column)")
     group_by = list(dict.fromkeys(group_by))
     for name in [*(columns or ()), *exclude, *group_by]:
         if name not in types:

@@ -824,3 +824,20 @@ def test_a_transform_option_no_fitted_method_reads_is_refused(tmp_path, method, 
     assert re.match(message.replace("^", "^Error: "), r.err), r.err
     with pytest.raises(UsageError, match=r"^the inverse takes no option"):
         normcli.fit(df).transform(df, inverse=True, clip_sigma=1.0)
+
+
+def test_an_empty_selection_and_the_same_statistics_twice_are_refused(tmp_path):
+    from tests.conftest import run_cli
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 5.0, 6.0]})
+    with pytest.raises(UsageError, match=r"^--columns names no column"):
+        normcli.fit(df, columns=[])
+    df.to_csv(tmp_path / "d.csv", index=False)
+    r = run_cli("fit", tmp_path / "d.csv", "--columns", "")
+    assert r.code == 2 and r.err.startswith("Error: --columns names no column"), r.err
+    stats = normcli.fit(df)
+    from normcli.errors import StatsFileError
+    with pytest.raises(StatsFileError, match=r"the same statistics are given twice"):
+        normcli.merge(stats, stats)
+    np.testing.assert_allclose(normcli.merge(stats, normcli.fit(df)).columns["a"].stats.m2,
+                               ((np.r_[df.a, df.a] - np.r_[df.a, df.a].mean()) ** 2).sum(), rtol=1e-15)
