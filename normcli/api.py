@@ -665,6 +665,18 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
     return pa.schema(fields, metadata=with_pandas_types(declared.metadata, {n: kind for n in stats.columns}))
 
 
+def distinct_files(paths: Sequence[str]) -> None:
+    """StatsFileError when two of ``paths`` are one stats file (a link included): merged with
+    itself, a file fitted on stdin or imported has no input fingerprints to tell."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise StatsFileError(f"cannot merge: '{seen[real]}' and '{path}' are the same stats file "
+                                 "(the data must be disjoint)")
+        seen[real] = path
+
+
 def merge(*parts: Stats | str) -> Stats:
     """Exact merge of statistics (or stats files) fitted on disjoint data with the same columns and methods.
 
@@ -681,6 +693,7 @@ def merge(*parts: Stats | str) -> Stats:
     twice = next((p for i, p in enumerate(parts) if isinstance(p, Stats) and any(p is q for q in parts[:i])), None)
     if twice is not None:  # in memory there is no fingerprint to tell: the same object is
         raise StatsFileError("cannot merge: the same statistics are given twice (the data must be disjoint)")
+    distinct_files([p for p in parts if _is_path(p)])
     parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:

@@ -48,6 +48,7 @@ import functools  # noqa: E402
 import gc  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -70,13 +71,13 @@ app = typer.Typer(
 
 # Options spelled the same in every command.
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format: csv, tsv or parquet (default: from the extension).")]
-DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input and output.")]
+DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of the text output where there is one.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
-LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, rows, warning, end).")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, skip, rows, note, warning, drift, end, error).")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli\\[dask]').")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: address of a running Dask scheduler (default: start a local cluster).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Input files (CSV, TSV, Parquet), directories, globs, or - for stdin.")]
@@ -415,6 +416,7 @@ def merge(
 
     LOG.configure(log_format, quiet)
     io.check_outputs([(output, None)], parts, read_as="one of the stats files merged")
+    api.distinct_files(parts)
     loaded = []
     for path in parts:
         loaded.append(api.load(path))
@@ -485,7 +487,8 @@ def _print_drift(report: dict) -> None:
         table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", shift, num(c["std_ratio"]),
                       num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
                       num(c["ks"]), ", ".join(c["drift"]) or "ok")
-    Console(highlight=False, markup=False, width=120).print(table)
+    # as inspect's: not a terminal (a pipe, a file), no width limit, so no name is cut off
+    Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 1000).print(table)
 
 
 def fit_transform(input: str, stats_out: Optional[str], output: Optional[str], to: Optional[str],
@@ -576,7 +579,8 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
             from normcli import sketch
 
             flags.append(f"sketch k={st.sketch.k} err={sketch.rank_error(st.sketch):.2g}")
-        num = (lambda v: f"{v:.6g}") if st.count else (lambda v: "")
+        # blank when unknown (null in the file: an import's missing moments or extremes)
+        num = (lambda v: "" if math.isnan(v) else f"{v:.6g}") if st.count else (lambda v: "")
         nulls = "" if st.nulls is None else f"{st.nulls:,}"  # unknown for imported statistics
         table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", nulls,
                       num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
@@ -594,11 +598,11 @@ def export(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
     to: Annotated[str, typer.Option("--to", help="Target: sql, sklearn (skops file), torch (safetensors) or onnx.")],
     output: OutputOpt = None,
-    dialect: Annotated[str, typer.Option("--dialect", help="sql: duckdb, postgres, sqlite or spark.")] = "duckdb",
-    table: Annotated[str, typer.Option("--table", help="sql: the table to select from.")] = "data",
+    dialect: Annotated[Optional[str], typer.Option("--dialect", help="sql: duckdb (default), postgres, sqlite or spark.")] = None,
+    table: Annotated[Optional[str], typer.Option("--table", help="sql: the table to select from (default data).")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="sql, sklearn: every input column in order, to pass the unfitted ones through.")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="onnx: float64 or float32.")] = "float64",
-    unseen_group: Annotated[str, typer.Option("--unseen-group", help="sql with --group-by statistics: rows of a key not seen in fit: global (default), passthrough or null.")] = "global",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="onnx: float64 (default) or float32.")] = None,
+    unseen_group: Annotated[Optional[str], typer.Option("--unseen-group", help="sql with --group-by statistics: rows of a key not seen in fit: global (default), passthrough or null.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
@@ -606,10 +610,19 @@ def export(
     from normcli.exports import export_bytes
 
     io.check_outputs([(output, None)], [stats], read_as="the stats file")
-    opts: dict[str, Any] = {"sql": {"dialect": dialect, "table": table, "columns": _split(columns),
-                                    "unseen_group": unseen_group},
-                            "sklearn": {"columns": _split(columns)}, "onnx": {"dtype": dtype}}.get(to, {})
-    _write(output, export_bytes(api.load(stats), to, **opts), text=to == "sql")
+    given = {k: v for k, v in {"dialect": dialect, "table": table, "columns": _split(columns), "dtype": dtype,
+                               "unseen_group": unseen_group}.items() if v is not None}
+    reads = _EXPORT_OPTIONS.get(to)
+    for key in given if reads is not None else ():  # an unknown target: export names the choices
+        if key not in reads:  # ignored, it would seem to have been applied
+            users = [f"--to {t}" for t, keys in _EXPORT_OPTIONS.items() if key in keys]
+            raise UsageError(f"--{key.replace('_', '-')} is an option of {' and '.join(users)}, not of --to {to}")
+    _write(output, export_bytes(api.load(stats), to, **given), text=to == "sql")
+
+
+# The options of export each target reads.
+_EXPORT_OPTIONS = {"sql": ("dialect", "table", "columns", "unseen_group"), "sklearn": ("columns",),
+                   "torch": (), "onnx": ("dtype",)}
 
 
 @app.command(name="import")

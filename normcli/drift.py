@@ -107,7 +107,9 @@ class DriftPlan:
             reasons = _reasons(metrics, limits)
             columns.append({"column": name, **{k: _finite(v) for k, v in metrics.items()}, "drift": reasons})
         rows = max((p.stats.count + p.stats.nulls for p in acc.values()), default=0)
-        return {"rows": rows, "thresholds": limits, "drift": any(c["drift"] for c in columns),
+        # a limit of inf (none) is null in strict JSON
+        return {"rows": rows, "thresholds": {k: _finite(v) for k, v in limits.items()},
+                "drift": any(c["drift"] for c in columns),
                 "columns": columns}
 
     def _metrics(self, name: str, fitted: ColumnStats, part: ColumnPartial) -> dict[str, Any]:

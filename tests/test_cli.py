@@ -1026,3 +1026,54 @@ def test_names_with_commas_and_quotes_are_quoted_as_in_csv(tmp_path):
     assert (doc["min"], doc["max"]) == (frame["c,omma"].min(), frame["c,omma"].max())
     r = run_cli("fit", src, "--columns", '"c,omma')
     assert r.code == 2 and r.err.startswith("Error: cannot read the column list")
+
+
+def test_check_json_with_no_limit_and_a_wide_table_in_a_pipe(tmp_path):
+    """A threshold of inf (no limit) is null in the strict JSON report; piped, the table cuts no
+    long column name (as inspect's)."""
+    name = "a_column_name_long_enough_to_be_cut_at_the_width_of_a_terminal_" * 2
+    src = tmp_path / "d.csv"
+    src.write_text(f"{name},b\n1,5\n2,6\n3,8\n")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", src, "--stats", tmp_path / "s.json", "--max-psi", "inf", "--max-shift", "1e400", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["thresholds"] == {"max_shift": None, "max_null_rate_change": 0.1, "max_psi": None}
+    assert [c["drift"] for c in report["columns"]] == [[], []]
+    r = run_cli("check", src, "--stats", tmp_path / "s.json")
+    assert r.code == 0 and name in r.text, r.text
+
+
+def test_export_refuses_an_option_its_target_does_not_read(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("a,b\n1,5\n2,6\n3,8\n")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    for target, extra, message in (("sql", ("--dtype", "float32"), "--dtype is an option of --to onnx, not of --to sql"),
+                                   ("onnx", ("--columns", "a,b"), "--columns is an option of --to sql and --to sklearn"),
+                                   ("torch", ("--table", "t"), "--table is an option of --to sql, not of --to torch")):
+        assert_error(run_cli("export", tmp_path / "s.json", "--to", target, *extra, "-o", tmp_path / "x"), 2, message)
+    r = run_cli("export", tmp_path / "s.json", "--to", "sql", "--table", "t", "--dialect", "sqlite", "--columns", "a,b")
+    assert r.code == 0 and 'FROM "t"' in r.text, r.err
+
+
+def test_inspect_leaves_unknown_statistics_blank(tmp_path):
+    """An imported StandardScaler has no min and max, a MaxAbsScaler no mean: null in the file,
+    blank in the table (not nan)."""
+    from sklearn.preprocessing import MaxAbsScaler
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, -5.0, 6.0]})
+    for est in (StandardScaler().fit(frame), MaxAbsScaler().fit(frame)):
+        normcli.from_sklearn(est).save(str(tmp_path / "s.json"))
+        r = run_cli("inspect", tmp_path / "s.json")
+        assert r.code == 0 and "nan" not in r.text, r.text
+
+
+def test_merge_refuses_one_stats_file_named_twice(tmp_path):
+    """Fitted on stdin, the file has no input fingerprints: the path itself (or a link to it) tells."""
+    r = run_cli("fit", "-", "-o", tmp_path / "s.json", stdin=b"x\n1\n2\n")
+    assert r.code == 0, r.err
+    (tmp_path / "link.json").symlink_to(tmp_path / "s.json")
+    for other in ("s.json", "link.json"):
+        assert_error(run_cli("merge", tmp_path / "s.json", tmp_path / other), 4, "are the same stats file")
+        with pytest.raises(normcli.NormcliError, match="are the same stats file"):
+            normcli.merge(str(tmp_path / "s.json"), str(tmp_path / other))

@@ -42,7 +42,7 @@ def to_sklearn(stats: Stats, columns: Sequence[str] | None = None) -> Any:
     known = set(names)
     missing = [c for c in stats.columns if c not in known]
     if missing:
-        raise UsageError(f"columns lacks the fitted column '{missing[0]}'")
+        raise UsageError(f"--columns lacks the fitted column '{missing[0]}'")
     steps, fitted = [], {}
     for i, (name, fit) in enumerate(stats.columns.items()):
         if fit.method in M.PER_COLUMN:

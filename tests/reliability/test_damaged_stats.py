@@ -213,9 +213,10 @@ def test_files_normcli_writes_at_the_edges_load(tmp_path):
 def test_damaged_file_through_the_real_process(tmp_path):
     stats = tmp_path / "s.json"
     stats.write_text(mutated("columns.a.stats.m2", -1.0))
+    (tmp_path / "copy.json").write_text(stats.read_text())
     (tmp_path / "d.csv").write_bytes(DATA)
     for args in (["transform", tmp_path / "d.csv", "--stats", stats], ["inspect", stats],
-                 ["fit", tmp_path / "d.csv", "--update", stats], ["merge", stats, stats]):
+                 ["fit", tmp_path / "d.csv", "--update", stats], ["merge", stats, tmp_path / "copy.json"]):
         assert_error(run_cli(*args), 4, "columns.a.stats.m2")
 
 
