@@ -593,6 +593,11 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
         console.print(f"{row.method} over {', '.join(row.columns)} ({opts})")
 
 
+# The options of export each target reads.
+_EXPORT_OPTIONS = {"sql": ("dialect", "table", "columns", "unseen_group"), "sklearn": ("columns",),
+                   "torch": (), "onnx": ("dtype",)}
+
+
 @app.command()
 def export(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
@@ -612,17 +617,11 @@ def export(
     io.check_outputs([(output, None)], [stats], read_as="the stats file")
     given = {k: v for k, v in {"dialect": dialect, "table": table, "columns": _split(columns), "dtype": dtype,
                                "unseen_group": unseen_group}.items() if v is not None}
-    reads = _EXPORT_OPTIONS.get(to)
-    for key in given if reads is not None else ():  # an unknown target: export names the choices
-        if key not in reads:  # ignored, it would seem to have been applied
-            users = [f"--to {t}" for t, keys in _EXPORT_OPTIONS.items() if key in keys]
-            raise UsageError(f"--{key.replace('_', '-')} is an option of {' and '.join(users)}, not of --to {to}")
+    unread = [key for key in given if key not in _EXPORT_OPTIONS.get(to, given)]  # (an unknown target: export names the choices)
+    if unread:  # ignored, the option would seem to have been applied
+        users = [f"--to {t}" for t, keys in _EXPORT_OPTIONS.items() if unread[0] in keys]
+        raise UsageError(f"--{unread[0].replace('_', '-')} is an option of {' and '.join(users)}, not of --to {to}")
     _write(output, export_bytes(api.load(stats), to, **given), text=to == "sql")
-
-
-# The options of export each target reads.
-_EXPORT_OPTIONS = {"sql": ("dialect", "table", "columns", "unseen_group"), "sklearn": ("columns",),
-                   "torch": (), "onnx": ("dtype",)}
 
 
 @app.command(name="import")
@@ -810,6 +809,11 @@ def _run(args: list[str], debug: bool) -> int:
         return 0
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         return _report(f"internal error: {type(exc).__name__}: {exc}", debug, EXIT_INTERNAL)
+    finally:
+        # a temporary file that a signal stopped before its output took charge of it
+        outfile = sys.modules.get("normcli.io.outfile")
+        if outfile is not None:
+            outfile.discard_pending()
 
 
 def _silence_stdout() -> None:

@@ -165,7 +165,7 @@ def staged(path: str, text: bytes) -> Iterator[None]:
     """:func:`write_atomic` in two steps: ``text`` is written (and synced) to the temporary file
     on entry, which is renamed into place on a normal exit and removed on an exception. Another
     output written inside then lands first, and neither is left alone by a failure before it."""
-    from normcli.io.outfile import open_output  # here: commands that only read stats skip normcli.io
+    from normcli.io.outfile import open_output, settled  # here: commands that only read stats skip normcli.io
 
     if os.fspath(path).lower().endswith(".gz"):  # as for data outputs: level 6, no name or time stored
         text = gzip.compress(text, compresslevel=6, mtime=0)
@@ -179,12 +179,14 @@ def staged(path: str, text: bytes) -> Iterator[None]:
         yield
         if tmp is not None:
             os.replace(tmp, target)
+            settled(tmp)
     except BaseException as exc:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            settled(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise IOFailure(f"cannot write '{path}': {exc.strerror}") from None
         raise

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -56,11 +56,17 @@ def open_output(path: str) -> tuple[BinaryIO, str | None, str]:
     return os.fdopen(fd, "wb", buffering=1 << 20), tmp, target
 
 
+# Temporary files made and not yet renamed into place or removed. A signal can stop the run
+# between a file's creation and the moment its output takes charge of it: the command line
+# removes what is left here as it exits (discard_pending).
+_PENDING: set[str] = set()
+
+
 def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
     """Create a temporary file ``.NAME.*.normcli-tmp`` in the directory of ``path``, to be
-    renamed over it; return its descriptor and path.
+    renamed over it; return its descriptor and path (pending until :func:`settled`).
 
-    mkstemp creates the file 0600; it gets the mode a plain create would give instead, so that
+    It is created 0600, as by mkstemp, then given the mode a plain create would give, so that
     the output does not depend on how it was written. IOFailure naming ``shown`` (default
     ``path``) when the file cannot be created.
     """
@@ -68,15 +74,37 @@ def temp_beside(path: str, shown: str | None = None) -> tuple[int, str]:
     # at most 200 bytes of the name, so that any name the file system takes (255 bytes) leaves
     # room for the dot, the random part and the suffix
     name = os.fsdecode(os.fsencode(name)[:200])
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".normcli-tmp", dir=directory)
-    except OSError as exc:
-        raise IOFailure(f"cannot write '{shown or path}': {exc.strerror or exc}") from exc
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.normcli-tmp")
+        _PENDING.add(tmp)  # before it exists: from here on, an interruption leaves nothing behind
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            break
+        except FileExistsError:  # another file's name (a chance of 2^-64): not ours to remove
+            _PENDING.discard(tmp)
+        except OSError as exc:
+            _PENDING.discard(tmp)
+            raise IOFailure(f"cannot write '{shown or path}': {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, default_mode())
     except OSError:
         pass
     return fd, tmp
+
+
+def settled(tmp: str) -> None:
+    """``tmp`` (from :func:`temp_beside`) has been renamed into place or removed."""
+    _PENDING.discard(tmp)
+
+
+def discard_pending() -> None:
+    """Remove the temporary files that no output renamed or removed (the run was interrupted)."""
+    while _PENDING:
+        try:
+            os.unlink(_PENDING.pop())
+        except OSError:  # never made, or already renamed
+            pass
 
 
 @contextlib.contextmanager

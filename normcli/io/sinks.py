@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
-from .outfile import Writeback, is_special, open_output
+from .outfile import Writeback, is_special, open_output, settled
 from .source import _pq, detect_format, field_separator, no_gzip_parquet
 
 
@@ -143,6 +143,7 @@ class Sink:
                 os.unlink(self._tmp)
             except FileNotFoundError:
                 pass
+            settled(self._tmp)
             self._tmp = None
 
     def _install(self) -> None:
@@ -150,6 +151,7 @@ class Sink:
         writeback, self._writeback = self._writeback or Writeback(self._tmp), None
         writeback.finish()
         os.replace(self._tmp, self._target)
+        settled(self._tmp)
         self._tmp = None
 
 

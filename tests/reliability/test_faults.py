@@ -191,3 +191,29 @@ def test_full_stdout_is_exit_5_with_one_line(tmp_path, args):
                            cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 5, p.stderr
     assert p.stderr.decode() == "Error: cannot write standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("where", ["sink", "stats"])
+def test_a_signal_between_a_temporary_files_creation_and_its_output_leaves_nothing(tmp_path, monkeypatch, capsys, where):
+    """SIGTERM just after the temporary file is made, before the output that renames or removes
+    it has taken charge of it: the run still exits 143 and leaves no file behind."""
+    from normcli import cli, errors
+    from normcli.io import outfile
+
+    src = tmp_path / "d.csv"
+    src.write_text("x\n1\n2\n")
+    fit(src, tmp_path / "s.json")
+    made = outfile.temp_beside
+
+    def interrupted(*args, **kwargs):
+        made(*args, **kwargs)
+        raise errors.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(outfile, "temp_beside", interrupted)
+    if where == "sink":
+        args = ["transform", str(src), "--stats", str(tmp_path / "s.json"), "-o", str(tmp_path / "o.csv")]
+    else:
+        args = ["fit", str(src), "-o", str(tmp_path / "t.json")]
+    assert cli.main(args) == errors.EXIT_SIGTERM
+    assert capsys.readouterr().err.count("\n") == 1
+    no_leftovers(tmp_path, "d.csv", "s.json")
