@@ -216,6 +216,22 @@ def test_transform_equals_local(data, eng, tmp_path, methods, kw, out):
             assert joined.equals(pq.read_table(local))
 
 
+def test_the_parts_of_a_hive_directory_hold_its_keys_as_one_local_output_does(eng, tmp_path):
+    """The flat part-* files have no key=value directories: the key is written into them as a
+    column, as into one local output file (the README's Scaling out)."""
+    for day, xs in (("a", [1.0, 2.0]), ("b", [3.0, 5.0])):
+        (tmp_path / "h" / f"day={day}").mkdir(parents=True)
+        pq.write_table(pa.table({"x": xs}), tmp_path / "h" / f"day={day}" / "p.parquet")
+    stats = api.fit_paths([str(tmp_path / "h")], ["zscore"], group_by=["day"])
+    api.transform_paths(stats, [str(tmp_path / "h")], str(tmp_path / "dk"), engine=eng)
+    joined = pa.concat_tables([pq.read_table(p) for p in _parts(tmp_path / "dk", ".parquet")])
+    # each day's x has its mean in the middle and a std of half the gap: -1 and 1
+    assert joined.to_pydict() == {"x": [-1.0, 1.0, -1.0, 1.0], "day": ["a", "a", "b", "b"]}
+    api.transform_paths(stats, [str(tmp_path / "h")], str(tmp_path / "lo") + "/")
+    for day in ("a", "b"):  # locally the key stays in the directory names
+        assert pq.read_table(tmp_path / "lo" / f"day={day}" / "p.parquet").column_names == ["x"]
+
+
 def test_transform_replaces_earlier_parts(data, eng, tmp_path):
     stats = api.fit_paths([data["csv"]], ["zscore"])
     api.transform_paths(stats, [data["csv"]], str(tmp_path), engine=eng)
