@@ -524,7 +524,8 @@ class _CsvSource(Source):
         # pyarrow reads 0x1f as the integer 31; decode() reads numbers as floats, which have no hex
         # form (nor in Polars, pandas or DuckDB): a column of such codes is text.
         ints = [name for name in self.columns if pa.types.is_integer(table.schema.field(name).type)]
-        if ints and (buf.find(b"x", 0, cut) >= 0 or buf.find(b"X", 0, cut) >= 0):
+        # (only "0x..." reads as hex: a text that merely holds an "x" costs no second look)
+        if ints and (buf.find(b"0x", 0, cut) >= 0 or buf.find(b"0X", 0, cut) >= 0):
             import pyarrow.compute as pc  # imported where used: it costs a transform's start-up 40 ms
 
             text = infer(nulls, ints)

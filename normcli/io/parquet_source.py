@@ -25,6 +25,11 @@ _COLUMN_BUFFER = 1 << 20
 _BUFFERS = 16 << 20
 
 
+def _unreadable_type(path: str, exc: Exception) -> DataError:
+    """The error for a file with a column type Arrow has not (Polars' Int128, say)."""
+    return DataError(f"{_display(path)} holds a type Arrow cannot read: {exc}")
+
+
 def _rows_per_batch(probe: pa.Table | pa.RecordBatch | None, most: int) -> int:
     """Rows per batch: as many as fit in _BATCH_BYTES at the decoded size per row of ``probe``
     (the input's first rows), between _MIN_BATCH_ROWS and ``most``. The file's metadata cannot
@@ -74,7 +79,7 @@ class _ParquetSource(Source):
             raise DataError(f"{_display(self.path)} is not a Parquet file: {exc}") from exc
         except pa.ArrowNotImplementedError as exc:  # a type Arrow has not (Polars' Int128, say)
             self._close_spool()
-            raise DataError(f"{_display(self.path)} holds a type Arrow cannot read: {exc}") from exc
+            raise _unreadable_type(self.path, exc) from exc
         except (DataError, IOFailure):
             self._close_spool()
             raise
@@ -223,7 +228,7 @@ class _DatasetSource(_ParquetSource):
         except pa.ArrowInvalid as exc:
             raise DataError(f"{_display(path)} is not a Parquet file: {exc}") from exc
         except pa.ArrowNotImplementedError as exc:
-            raise DataError(f"{_display(path)} holds a type Arrow cannot read: {exc}") from exc
+            raise _unreadable_type(path, exc) from exc
         self._schema = self._dataset.schema
         self.columns = list(self._schema.names)
         self.partition_keys = tuple(keys)
