@@ -733,8 +733,8 @@ def _pandas_note(metadata: Mapping[bytes, bytes] | None) -> dict | None:
 
 def merge_stats(a: Stats, b: Stats) -> Stats:
     """``a`` and ``b`` merged column by column (and group by group); both must fit the same way."""
-    if list(a.columns) != list(b.columns):
-        only = sorted(set(a.columns) ^ set(b.columns)) or ["(column order)"]
+    if set(a.columns) != set(b.columns):  # in any order: the merged file keeps a's
+        only = sorted(set(a.columns) ^ set(b.columns))
         raise StatsFileError(f"cannot merge: the files fit different columns ({', '.join(only)})")
     for name, fa in a.columns.items():
         fb = b.columns[name]

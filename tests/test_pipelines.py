@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -296,6 +297,36 @@ def test_merge_equals_one_fit_over_all_data(tmp_path):
     # to stdout, strict JSON
     r = run_cli("merge", tmp_path / "d1.json", tmp_path / "d2.json")
     assert r.code == 0 and json.loads(r.text)["fitted_on"]["rows"] == 800
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_merge_of_files_whose_columns_come_in_another_order(tmp_path, grouped):
+    # Shards written by different systems order their columns differently: merge, as fit over
+    # both files and fit --update do, gives one fit over all the data, in the first file's order.
+    d1, d2 = day_frame(1), day_frame(2)
+    d2["g"] = d1["g"] = np.arange(len(d1)) % 3
+    write_csv(d1[["g", "x", "y"]], tmp_path / "d1.csv")
+    write_csv(d2[["y", "g", "x"]], tmp_path / "d2.csv")
+    by = ["--group-by", "g"] if grouped else ["-c", "x,y"]
+    for d in ("d1", "d2"):
+        assert run_cli("fit", tmp_path / f"{d}.csv", *by, "-o", tmp_path / f"{d}.json").code == 0
+    assert list(load_stats(tmp_path / "d2.json")["columns"]) == ["y", "x"]
+    r = run_cli("merge", tmp_path / "d1.json", tmp_path / "d2.json", "-o", tmp_path / "all.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "all.json")
+    assert list(doc["columns"]) == ["x", "y"]
+    both = pd.concat([d1, d2])
+    for col in ("x", "y"):
+        assert_moments(doc["columns"][col], both[col].to_numpy())
+    if grouped:
+        for key, part in both.groupby("g"):
+            i = doc["group_keys"].index([str(key)])
+            for col in ("x", "y"):
+                stats, v = doc["columns"][col]["groups"], part[col].dropna().to_numpy()
+                assert stats["count"][i] == len(v)
+                # within float64's error of a sum of these values, against the exact mean
+                assert abs(stats["mean"][i] + stats["mean_lo"][i] - math.fsum(v) / len(v)) <= 1e-14 * np.abs(v).mean()
+                np.testing.assert_allclose(stats["m2"][i], ((v - v.mean()) ** 2).sum(), rtol=1e-11)
 
 
 def test_merge_mismatch_and_overlap_are_stats_errors(tmp_path):
