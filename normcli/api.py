@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import sys
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -212,19 +213,24 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
               options: Mapping[str, Any] | None = None, sketch_all: bool = False,
               log: Log | None = None, engine: Any = None) -> Stats:
     """Fit over files, directories, globs (or ``-`` for stdin), streaming; the plan comes from the
-    first file. Every input file is recorded in ``fitted_on.inputs`` with its fingerprint.
+    first file, and a column without values in its first block takes its type from the first
+    block of the next file that has some. Every input file is recorded in ``fitted_on.inputs``
+    with its fingerprint.
 
     ``engine`` runs the work elsewhere: a :class:`normcli.engine_dask.DaskEngine` (default: the
     local streaming engine)."""
 
-    def make_plan(source: Any) -> FitPlan:
-        plan = plan_fit(source.sample_types(), methods, columns=columns, exclude=exclude,
+    def make_plan(source: Any, later: Sequence[Callable[[], Any]] = ()) -> FitPlan:
+        # later: what opens each later input, for the types the first leaves unknown
+        types, text = sampled_types(source, later_samples(later))
+        plan = plan_fit(types, methods, columns=columns, exclude=exclude,
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
-                        text=source.sample_text(), labels=pandas_index_columns(source.fields().metadata))
+                        text=text, labels=pandas_index_columns(source.fields().metadata))
         for name in plan.labels:
             warn("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {name} fits it)"})
+        where = "the first block of any input" if later else "the input's first block"
         for name in plan.unsampled:
-            warn("warning", {"message": f"column '{name}' has no values in the input's first block, "
+            warn("warning", {"message": f"column '{name}' has no values in {where}, "
                              f"so its type is unknown: left out (--columns {name} fits it)"})
         return plan
 
@@ -297,10 +303,48 @@ def _engine(engine: Any) -> tuple[Callable, Callable]:
     return engine.expand_inputs, engine.fold_inputs
 
 
-def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: Callable[[Any, Any], Any],
+def sampled_types(source: Any, later: Iterable[tuple[Mapping, Mapping]] = ()) -> tuple[dict, dict]:
+    """The column types and text samples of ``source``'s first block, where a column without
+    values there (null type) takes them from the first of the ``later`` samples (types, text)
+    that has some.
+
+    ``later`` is consumed only while such a column is left: an input whose first file is
+    empty, or has a column empty so far, is typed as if that file came later.
+    """
+    types, text = dict(source.sample_types()), dict(source.sample_text())
+    for more, more_text in later:
+        untyped = [c for c, t in types.items() if pa.types.is_null(t)]
+        if not untyped:
+            break
+        for name in untyped:
+            if name in more and not pa.types.is_null(more[name]):
+                types[name] = more[name]
+                text.pop(name, None)
+                if name in more_text:
+                    text[name] = more_text[name]
+    return types, text
+
+
+def later_samples(sources: Iterable[Callable[[], Any]]) -> Iterator[tuple[Mapping, Mapping]]:
+    """The samples (types, text) of the sources each of ``sources`` opens, one at a time.
+
+    An input whose sample cannot be read is passed over: the fold reports it when it reaches
+    it, named and at its line.
+    """
+    for open_source in sources:
+        try:
+            with contextlib.closing(open_source()) as source:
+                sample = source.sample_types(), source.sample_text()
+        except NormcliError:
+            continue
+        yield sample
+
+
+def _fold_inputs(items: Sequence[Any], make_plan: Callable[..., Any], merge: Callable[[Any, Any], Any],
                  require: Callable[[Sequence[str], Sequence[str], str], None], fmt: str | None,
                  delimiter: str | None, progress: engine.Progress | None, log: Log | None) -> tuple[Any, Any, list]:
-    """Fold every input file with the plan ``make_plan`` returns for the first one.
+    """Fold every input file with the plan ``make_plan`` returns for the first one (and the
+    samples of the later ones, which it opens only as it needs them).
 
     The plan has ``numeric``, ``empty()`` and ``partial(batch)``; ``require`` checks each file has
     the plan's columns. Returns the plan, the merged partials and one ``fitted_on.inputs`` entry
@@ -310,13 +354,15 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[[Any], Any], merge: C
 
     log = log or _no_log
     plan, acc, inputs = None, None, []
-    for item in items:
+    for index, item in enumerate(items):
         entry = io.input_entry(item.path)  # fingerprinted before the file is read
         source = io.open_input(item, fmt=fmt, delimiter=delimiter)
         try:
             with naming_input(item.path, len(items) > 1):
                 if plan is None:
-                    plan = make_plan(source)
+                    later = [functools.partial(io.open_input, it, fmt=fmt, delimiter=delimiter)
+                             for it in items[index + 1:]]
+                    plan = make_plan(source, later)
                     acc = plan.empty()
                 keys = list(getattr(plan, "group_by", []))
                 require(plan.numeric + keys, source.columns, item.path)
@@ -379,7 +425,7 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
     if not fresh:
         return stats, 0
     plan = plan_from_stats(stats)
-    _, acc, inputs = fold(fresh, lambda source: plan, merge_partials, _require_fitted,
+    _, acc, inputs = fold(fresh, lambda source, later: plan, merge_partials, _require_fitted,
                           fmt, delimiter, progress, log)
     new = plan.finish(acc, {"inputs": inputs, "rows": sum(i["rows"] for i in inputs)})
     merged = merge(stats, new)
@@ -399,7 +445,7 @@ def check(stats: Stats, paths: Sequence[str], *, thresholds: Mapping[str, float 
 
     plan = drift.DriftPlan(stats)
     expand, fold = _engine(engine)
-    _, acc, inputs = fold(expand(paths), lambda source: plan, drift.merge, _require_fitted,
+    _, acc, inputs = fold(expand(paths), lambda source, later: plan, drift.merge, _require_fitted,
                           fmt, delimiter, progress, log)
     report = plan.report(acc, thresholds)
     report["inputs"] = [{"path": i["path"], "rows": i["rows"]} for i in inputs]

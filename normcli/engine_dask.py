@@ -461,7 +461,9 @@ class DaskEngine:
         parts = self.partitions(items, fmt, delimiter)
         first = PartSource(parts[0], fmt, delimiter)
         try:
-            plan = make_plan(first)
+            # the first partition of each later file, where the first leaves a type unknown
+            later = {p.index: p for p in reversed(parts) if p.index != parts[0].index}
+            plan = make_plan(first, [functools.partial(PartSource, p, fmt, delimiter) for _, p in sorted(later.items())])
         finally:
             first.close()
         plan_f = self.client.scatter(plan, broadcast=True, hash=False)

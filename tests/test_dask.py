@@ -185,6 +185,19 @@ def test_fit_many_inputs_and_update(data, eng, tmp_path):
     _same_stats(json.loads(api.fit_paths(inputs, ["zscore"]).to_json()), json.loads(updated.to_json()))
 
 
+def test_a_first_input_without_values_takes_its_types_from_the_next(eng, tmp_path):
+    (tmp_path / "a.csv").write_text("k,x,y\n")
+    rows = [(f"r{i}", i * 0.5, (-1.0) ** i * i) for i in range(5000)]
+    (tmp_path / "b.csv").write_text("k,x,y\n" + "".join(f"{k},{x!r},{y!r}\n" for k, x, y in rows))
+    dask = api.fit_paths([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], ["zscore"], engine=eng)
+    assert list(dask.columns) == ["x", "y"]
+    for j, name in enumerate(("x", "y"), start=1):
+        v = np.array([r[j] for r in rows])
+        st = dask.columns[name].stats
+        assert st.count == len(v) and abs(st.mean - v.mean()) <= 1e-14 * np.abs(v).mean()
+        assert abs(st.m2 - ((v - v.mean()) ** 2).sum()) <= 1e-12 * ((v - v.mean()) ** 2).sum()
+
+
 def _parts(directory, ext):
     names = sorted(n for n in os.listdir(directory) if n.endswith(ext))
     assert names == [f"part-{i:05d}{ext}" for i in range(len(names))]

@@ -279,6 +279,35 @@ def test_an_error_in_one_of_several_inputs_names_that_input(tmp_path):
     assert r.code == 4 and r.err == f"Error: '{bad}': column 'x' of the stats file is not in the input\n", r.err
 
 
+@pytest.mark.parametrize("first", ["header only", "empty column"])
+def test_a_fit_of_several_inputs_does_not_depend_on_which_comes_first(tmp_path, first):
+    # A day with no rows (or no values of a column so far) that sorts first: the types come from
+    # the inputs that have values, as they would in the other order.
+    day = day_frame(2)
+    (tmp_path / "in").mkdir()
+    head = "id,x,y\n" if first == "header only" else "id,x,y\n01-1,,5\n01-2,,6\n"
+    (tmp_path / "in" / "2024-01-01.csv").write_text(head)
+    write_csv(day, tmp_path / "in" / "2024-01-02.csv")
+    r = run_cli("fit", tmp_path / "in", "-o", tmp_path / "s.json")
+    assert r.code == 0 and "warning" not in r.err, r.err
+    files = sorted((tmp_path / "in").iterdir())
+    r = run_cli("fit", files[1], files[0], "-o", tmp_path / "r.json")
+    assert r.code == 0, r.err
+    doc, other = load_stats(tmp_path / "s.json"), load_stats(tmp_path / "r.json")
+    assert list(doc["columns"]) == list(other["columns"]) == ["x", "y"]
+    both = pd.concat([pd.read_csv(f) for f in files])
+    for col in ("x", "y"):
+        for fitted in (doc, other):
+            assert_moments(fitted["columns"][col], both[col].to_numpy(dtype=np.float64))
+    # no input with values: the column is left out, with a warning that says so
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "a.csv").write_text("id,x,y\na,,2\n")
+    (tmp_path / "none" / "b.csv").write_text("id,x,y\nb,,4\n")
+    r = run_cli("fit", tmp_path / "none", "-o", tmp_path / "n.json")
+    assert r.code == 0 and "column 'x' has no values in the first block of any input" in r.err, r.err
+    assert list(load_stats(tmp_path / "n.json")["columns"]) == ["y"]
+
+
 # -- merge -------------------------------------------------------------------------------------
 
 
