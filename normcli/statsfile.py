@@ -362,6 +362,8 @@ def _impossible(count: np.ndarray, v: dict[str, np.ndarray]) -> tuple[str, str, 
     with np.errstate(invalid="ignore", over="ignore"):
         spread = v["max"] - v["min"]
         narrow = (count >= 2) & (spread >= 1e-150) & (np.sqrt(2.0 * v["m2"]) < spread * (1 - 1e-9))
+        # min - slack may overflow to -inf near -DBL_MAX: the comparison still holds
+        below, above = v["min"] - slack, v["max"] + slack
     checks = [
         *((k, "must be null where count is 0", ~filled & ~np.isnan(v[k])) for k in _FLOATS),
         ("m2", "negative", v["m2"] < 0),
@@ -370,7 +372,7 @@ def _impossible(count: np.ndarray, v: dict[str, np.ndarray]) -> tuple[str, str, 
         ("min", "must equal max where count is 1", (count == 1) & (v["min"] < v["max"])),
         ("m2", "must be 0 where min equals max", (v["min"] == v["max"]) & (v["m2"] > 0)),
         ("m2", "smaller than min and max alone give", narrow),
-        ("mean", "outside [min, max]", (v["mean"] < v["min"] - slack) | (v["mean"] > v["max"] + slack)),
+        ("mean", "outside [min, max]", (v["mean"] < below) | (v["mean"] > above)),
         # mean is the nearest double to mean + mean_lo, so mean_lo is within half a unit of its last place
         ("mean_lo", "larger than the last place of mean", np.abs(v["mean_lo"]) > np.spacing(np.abs(v["mean"]))),
     ]

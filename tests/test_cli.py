@@ -1077,3 +1077,18 @@ def test_merge_refuses_one_stats_file_named_twice(tmp_path):
         assert_error(run_cli("merge", tmp_path / "s.json", tmp_path / other), 4, "are the same stats file")
         with pytest.raises(normcli.NormcliError, match="are the same stats file"):
             normcli.merge(str(tmp_path / "s.json"), str(tmp_path / other))
+
+
+@pytest.mark.parametrize("low", ["-1.7976931348623157e308", "0"])
+def test_statistics_at_the_largest_double_load_without_numpy_warnings(tmp_path, low):
+    # The loader's check of the mean against [min, max] widens them a little: at +-DBL_MAX that
+    # overflows to inf, which is still a right bound, and must not print NumPy's warning.
+    path = tmp_path / "w.csv"
+    path.write_text(f"x\n1.7976931348623157e308\n{low}\n")
+    assert run_cli("fit", path, "-m", "maxabs", "-o", tmp_path / "s.json").code == 0
+    for args in (["transform", path], ["inverse", path], ["inspect", "--json"]):
+        r = run_cli(*args, "--stats", tmp_path / "s.json") if args[0] != "inspect" else \
+            run_cli("inspect", tmp_path / "s.json", "--json")
+        assert r.code == 0 and r.err == "", (args, r.err)
+    values = [float(v) for v in run_cli("transform", path, "--stats", tmp_path / "s.json").text.split()[1:]]
+    assert values == [1.0, float(low) / 1.7976931348623157e308]
