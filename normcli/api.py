@@ -18,7 +18,7 @@ import pyarrow as pa
 from normcli import engine, statsfile
 from normcli import methods as M
 from normcli.errors import DataError, NormcliError, RowError, StatsFileError, UsageError, naming_input
-from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, as_names, merge_partials,
+from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, as_names, is_numeric_type, merge_partials,
                            plan_fit, named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
@@ -176,6 +176,14 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
     return stats
 
 
+def _value_type(kind: pa.DataType) -> pa.DataType:
+    """The type a column's values have: a categorical of numbers (Arrow dictionary) is numbers,
+    as it is once written to a file."""
+    if pa.types.is_dictionary(kind) and is_numeric_type(kind.value_type):
+        return kind.value_type
+    return kind
+
+
 def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude: list[str],
                group_by: list[str], sketch_k: int | None, sketch: bool, options: dict[str, Any]) -> Stats:
     """:func:`fit` of a DataFrame, Table or RecordBatch."""
@@ -183,9 +191,10 @@ def _fit_table(data: Any, methods: list[str], columns: list[str] | None, exclude
 
     table = _as_table(data, mixed_as_text=True, unread=_unread(data, methods, columns, exclude, group_by))
     # Text columns are judged on the first rows, as a file on its first block.
-    plan = plan_fit({f.name: f.type for f in table.schema}, methods, columns=columns, exclude=exclude,
+    plan = plan_fit({f.name: _value_type(f.type) for f in table.schema}, methods, columns=columns, exclude=exclude,
                     options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch,
-                    text=io.text_samples(table.slice(0, BATCH_ROWS)),
+                    # a place in the frame as df.iloc takes it, as the errors of its values say it
+                    text=io.text_samples(table.slice(0, BATCH_ROWS), locate=lambda row: f"row {row} (counting from 0)"),
                     labels=pandas_index_columns(table.schema.metadata))
     for name in plan.unsampled:  # as the command line says it of a file
         _warn(f"column '{name}' has no values, so its type is unknown: left out (columns=[..., '{name}'] fits it)")

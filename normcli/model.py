@@ -8,6 +8,7 @@ stats file's dict form. Nothing here reads or writes files.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -620,6 +621,9 @@ class Stats:
         """Write the stats file to ``path`` atomically."""
         from normcli import statsfile
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"save takes the path of a stats file, not {type(path).__name__}")
+
         statsfile.save(self, path)
 
     def to_json(self) -> str:
@@ -785,6 +789,8 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):  # a pandas Categorical: its values, as a file holds them
+        arr = arr.dictionary_decode()
     if pa.types.is_integer(arr.type) or arr.type == pa.float32():
         # integers beyond 2**53 round to the nearest double, as the file readers do (a safe cast refuses them)
         arr = numbers_as_float64(arr)

@@ -748,3 +748,20 @@ def test_a_range_scikit_learn_takes_as_constant_imports_as_it_transforms(values,
            MinMaxScaler(feature_range=(-1, 1) if "(" in kind else (0, 1))).fit(df)
     got = normcli.from_sklearn(est).transform(df)["a"].to_numpy()
     np.testing.assert_allclose(got, est.transform(df).ravel(), rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("scaler", ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler"])
+def test_a_scaler_that_saw_no_values_of_a_column_is_refused(scaler, tmp_path):
+    # Its parameters for that column are NaN: no stats file can hold them.
+    import sklearn.preprocessing as skp
+
+    df = pd.DataFrame({"a": [np.nan] * 5, "b": [1.0, 2, 3, np.nan, 5]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = getattr(skp, scaler)().fit(df)
+    with pytest.raises(UsageError, match=rf"^column 'a': the {scaler}'s \w+ is nan, so there is nothing to import"):
+        normcli.from_sklearn(est)
+    # a scaler that saw values of every column imports and saves
+    est = getattr(skp, scaler)().fit(df[["b"]])
+    normcli.from_sklearn(est).save(str(tmp_path / "s.json"))
+    assert list(normcli.load(str(tmp_path / "s.json")).columns) == ["b"]

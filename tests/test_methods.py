@@ -718,6 +718,31 @@ def test_an_infinite_value_in_a_frame_is_named_by_its_position_in_the_frame():
         normcli.fit(pd.DataFrame({"a": x}))
 
 
+def test_a_value_that_is_not_a_number_is_named_by_its_position_in_the_frame():
+    df = pd.DataFrame({"x": pd.Series([1, 2, "oops", 4, 5], dtype=object)})
+    assert df["x"].iloc[2] == "oops"
+    with pytest.raises(DataError, match=r"^column 'x': value 'oops' on row 2 \(counting from 0\) is not a number"):
+        normcli.fit(df)
+
+
+def test_a_categorical_of_numbers_is_fitted_as_its_numbers():
+    # As a Parquet file holds it (and the command line fits it): the categories' values.
+    df = pd.DataFrame({"a": [1.0, 2, 3, 4], "c": pd.Categorical([1.0, 2, 2, 5]),
+                       "i": pd.Categorical([2**60, 3, 3, 2**60 + 1]), "t": pd.Categorical(["u", "v", "u", "v"])})
+    stats = normcli.fit(df)
+    assert list(stats.columns) == ["a", "c", "i"]
+    out = stats.transform(df)
+    want = StandardScaler().fit_transform(df[["a", "c", "i"]].astype(np.float64))
+    np.testing.assert_allclose(out[["a", "c", "i"]].to_numpy(), want, rtol=TOL, atol=TOL)
+    assert out["t"].equals(df["t"])
+    assert list(normcli.fit(df, columns=["c"]).columns) == ["c"]
+
+
+def test_save_of_something_not_a_path_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"^save takes the path of a stats file, not int$"):
+        normcli.fit(pd.DataFrame({"a": [1.0, 2.0]})).save(3)
+
+
 @pytest.mark.parametrize("options", [{"eps": [0.1]}, {"clip_sigma": [3.0]}, {"clip_sigma": (1.0, 2.0)}])
 def test_an_option_of_one_number_given_a_list_is_a_usage_error(options):
     df = pd.DataFrame({"a": [1.0, 2.0, 10.0]})

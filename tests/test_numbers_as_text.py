@@ -153,7 +153,7 @@ def test_parquet_text_keeps_its_type(tmp_path):
 @pytest.mark.parametrize("x", [[1.0, 2.0, "abc", 4.0], ["1", "2", "abc", "4"]])
 def test_api_refuses_a_frame_column_of_numbers_and_text(x):
     df = pd.DataFrame({"x": x, "y": [1.0, 2.0, 3.0, 5.0]})
-    with pytest.raises(DataError, match=r"^column 'x': value 'abc' on row 3 is not a number, though 3 of its "
+    with pytest.raises(DataError, match=r"^column 'x': value 'abc' on row 2 \(counting from 0\) is not a number, though 3 of its "
                                         r"first 4 values are; .* --exclude x$"):
         normcli.fit(df)
     stats = normcli.fit(df, exclude=["x"])
@@ -163,7 +163,7 @@ def test_api_refuses_a_frame_column_of_numbers_and_text(x):
 
 def test_api_reads_a_csv_as_the_cli_does(tmp_path):
     src = table(tmp_path, b"abc")
-    with pytest.raises(DataError, match=r"column 'x': value 'abc' on row 4 is not a number"):
+    with pytest.raises(DataError, match=r"column 'x': value 'abc' on row 3 \(counting from 0\) is not a number"):
         normcli.fit(pd.read_csv(src))
     with pytest.raises(DataError, match=r"column 'x': value 'abc' on line 5 is not a number"):
         normcli.fit(str(src))

@@ -192,8 +192,19 @@ def _check_width(est: Any, k: int) -> None:
 _NEAR_ZERO = 10 * float(np.finfo(np.float64).eps)
 
 
+# The parameters a scaler keeps per column, which normcli imports.
+_PARAMETERS = ("mean_", "var_", "scale_", "data_min_", "data_max_", "center_")
+
+
 def _column(kind: str, est: Any, j: int, name: str) -> ColumnFit:
     """One column of a fitted scaler as a ColumnFit."""
+    for attr in _PARAMETERS:
+        values = getattr(est, attr, None)
+        if values is not None and np.ndim(values) and not math.isfinite(float(values[j])):
+            # a column the scaler saw no values of (NaN) or whose values overflowed: a stats file
+            # holds only finite numbers
+            raise UsageError(f"column '{name}': the {kind}'s {attr} is {float(values[j])}, "
+                             "so there is nothing to import (fit the column with normcli)")
     seen = getattr(est, "n_samples_seen_", 0)
     seen = float(seen[j] if np.ndim(seen) else seen)  # scikit-learn may keep a count as a float
     n = int(seen)
