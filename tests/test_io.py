@@ -1325,6 +1325,25 @@ def test_every_kind_of_bad_utf8_is_refused_where_fit_reads_around_it(tmp_path, b
             read_all(src, ["a", "x"], keep_others=False)
 
 
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"1\xc0\xaf", b"\xed\xa0\x80"], ids=["ff", "overlong", "surrogate"])
+@pytest.mark.parametrize("keep_others", [True, False])  # transform, fit
+def test_bytes_that_are_not_utf8_in_a_column_of_numbers(tmp_path, bad, keep_others):
+    # Named as in a text column, not as pyarrow's conversion error with replacement characters.
+    data = b"x,y\n1,2\n" + bad + b",4\n"
+    with pytest.raises(UnicodeDecodeError):  # the reference: Python's strict UTF-8 decoder
+        data.decode()
+    path = tmp_path / "u.csv"
+    path.write_bytes(data)
+    with open_source(str(path)) as src, pytest.raises(DataError) as info:
+        read_all(src, ["x", "y"], keep_others)
+    assert str(info.value).endswith("u.csv', line 3: column 'x' holds bytes that are not UTF-8"), str(info.value)
+    # U+FFFD written as UTF-8 is text: a value that is not a number
+    path.write_bytes(b"x,y\n1,2\n\xef\xbf\xbd,4\n")
+    with open_source(str(path)) as src, pytest.raises(DataError) as info:
+        read_all(src, ["x", "y"], keep_others)
+    assert str(info.value) == "column 'x': value '\ufffd' on line 3 is not a number"
+
+
 def test_an_output_whose_temporary_file_is_removed_fails_as_an_output_error(tmp_path):
     # The directory cleaned by another job before the first write: an I/O error (exit 5),
     # not an internal error from the write-back's own opening of the file

@@ -813,8 +813,12 @@ class _CsvSource(Source):
                 number = int(where.group(1))
                 if 0 < number <= len(lines):
                     message = message.replace(where.group(0), f"line {lines[number - 1]}")
-            text = re.fullmatch(r"In CSV column #(\d+): (line \d+): CSV conversion error to string: invalid UTF8 data",
-                                message)
+            # pyarrow names bytes that are not UTF-8 in a text column as such, and in a number
+            # column as a value that is no number, shown with replacement characters
+            text = re.fullmatch(r"In CSV column #(\d+): (line \d+): CSV conversion error to "
+                                r"(?:string: invalid UTF8 data|double: invalid value '.*\ufffd.*')", message, re.S)
+            if text and text.group(0).endswith("'") and _is_utf8(piece.data):
+                text = None  # a value that holds U+FFFD itself
             if text and int(text.group(1)) < len(self.columns):  # pyarrow counts the file's columns
                 name = self.columns[int(text.group(1))]
                 return DataError(f"{_display(self.path)}, {text.group(2)}: column '{name}' holds bytes "
@@ -832,6 +836,14 @@ class _CsvSource(Source):
             self._stream.close()
         if self._raw is not None:
             self._raw.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _nan_as_null(column: pa.Array) -> pa.Array:
