@@ -253,15 +253,16 @@ def fit(
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
         target = output or update
+        in_place = target == update or _same_file(target, update)
         # Updates of one file in place take turns: each reads what the one before wrote.
         turn = (io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
-                if target == update else contextlib.nullcontext())
+                if in_place else contextlib.nullcontext())
         with turn:
             with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
                 api.check_output(inputs, target, engine=eng)
                 stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
                                              progress=progress, log=LOG, engine=eng)
-            if absorbed == 0 and target == update:
+            if absorbed == 0 and in_place:
                 return
             _write_stats(stats, target)
         return
@@ -269,6 +270,14 @@ def fit(
         api.check_output(inputs, output, engine=eng)
         stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one existing file (through links or another spelling)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 _FIT_ONLY = ("method", "columns", "exclude", "group_by", "ddof", "range_", "eps", "eps_mode", "gamma", "beta", "clip",

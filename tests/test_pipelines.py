@@ -860,15 +860,19 @@ def test_fit_transform_whose_transform_fails_leaves_the_stats_file_as_it_was(tmp
     assert r.code == 0 and load_stats(tmp_path / "s.json")["fitted_on"]["rows"] == len(day_frame(1))
 
 
-def test_updates_of_one_stats_file_at_once_take_turns(tmp_path):
-    # two cron jobs folding new days into one file: each must read what the other wrote
+@pytest.mark.parametrize("output", ["", "s.json", "./s.json"])
+def test_updates_of_one_stats_file_at_once_take_turns(tmp_path, output):
+    # two cron jobs folding new days into one file: each must read what the other wrote, also
+    # when one names the file again as its output, however spelled
     rng = np.random.default_rng(3)
     parts = [rng.normal(i, 1 + i, size=300_000) for i in range(3)]
     for i, x in enumerate(parts):
         pd.DataFrame({"x": x}).to_csv(tmp_path / f"d{i}.csv", index=False)
     assert run_cli("fit", tmp_path / "d0.csv", "-o", tmp_path / "s.json").code == 0
+    again = ["-o", f"{tmp_path}/{output}"] if output else []
     runs = [subprocess.Popen([sys.executable, "-m", "normcli", "fit", tmp_path / f"d{i}.csv", "--update",
-                              tmp_path / "s.json"], cwd=ROOT, stderr=subprocess.PIPE) for i in (1, 2)]
+                              tmp_path / "s.json", *(again if i == 2 else [])], cwd=ROOT, stderr=subprocess.PIPE)
+            for i in (1, 2)]
     for p in runs:
         p.communicate(timeout=120)
         assert p.returncode == 0
