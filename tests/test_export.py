@@ -765,3 +765,36 @@ def test_a_scaler_that_saw_no_values_of_a_column_is_refused(scaler, tmp_path):
     est = getattr(skp, scaler)().fit(df[["b"]])
     normcli.from_sklearn(est).save(str(tmp_path / "s.json"))
     assert list(normcli.load(str(tmp_path / "s.json")).columns) == ["b"]
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+def test_onnx_maps_infinite_values_of_a_constant_column_to_zero_as_transform_does(method):
+    # --constant zero: every value is 0, nulls stay null; x * 0 would be NaN at +-inf
+    ort = pytest.importorskip("onnxruntime")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stats = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0], "k": [3.0, 3.0, 3.0]}), [method], constant="zero")
+    new = pd.DataFrame({"a": [1.0, 2.0, 3.0, 5.0], "k": [np.inf, -np.inf, np.nan, 1e300]})
+    ref = stats.transform(new)
+    assert ref["k"].iloc[[0, 1, 3]].tolist() == [0.0, 0.0, 0.0] and np.isnan(ref["k"].iloc[2])
+    for dtype in ("float64", "float32"):
+        sess = ort.InferenceSession(stats.export("onnx", dtype=dtype).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"X": new[["a", "k"]].to_numpy(dtype)})[0]
+        np.testing.assert_array_equal(got[:, 1].astype(np.float64), ref["k"].to_numpy())
+
+
+def test_sklearn_refuses_a_constant_column_passed_through_unless_its_mean_is_zero():
+    # A StandardScaler passes x through only with mean_ 0 and scale_ 1: for a constant 7 that
+    # mean_ would be merged by partial_fit (and imported) as the column's mean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stats = normcli.fit(pd.DataFrame({"a": np.arange(100.0), "k": np.full(100, 7.0)}), constant="passthrough")
+        zero = normcli.fit(pd.DataFrame({"a": np.arange(100.0), "k": np.zeros(100)}), constant="passthrough")
+    with pytest.raises(UsageError, match=r"^column 'k': --constant passthrough of a constant column has no"):
+        normcli.to_sklearn(stats)
+    est = normcli.to_sklearn(zero)
+    new = pd.DataFrame({"a": [1.0, 50.0], "k": [2.5, -1.0]})
+    np.testing.assert_allclose(est.transform(new)["k"].to_numpy(), zero.transform(new)["k"].to_numpy(), rtol=0, atol=0)
+    scaler = [t for _, t, cols in est.transformers_ if "k" in list(cols)][0]
+    assert scaler.mean_[list(scaler.feature_names_in_).index("k")] == 0.0  # the column's true mean

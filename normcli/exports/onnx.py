@@ -97,7 +97,7 @@ def _per_column(g: _Graph, x: str, ps: list[M.Affine]) -> str:
     y = g.op("Mul", g.op("Div", y, vec("scale")), vec("gain"))
     y = g.op("Add", y, vec("offset"))
     if any(p.const_zero for p in ps):
-        zero = g.op("Mul", x, g.const(0.0))  # 0, or NaN where x is null
+        zero = g.op("Where", g.op("IsNaN", x), x, g.const(0.0))  # 0, or NaN where x is null (x * 0 is NaN at inf too)
         y = g.op("Where", g.const([bool(p.const_zero) for p in ps], np.bool_), zero, y)
     if any(p.clip is not None for p in ps):
         lo = g.const([p.clip[0] if p.clip else -np.inf for p in ps])

@@ -73,6 +73,12 @@ def _scaler(fit: ColumnFit, p: M.Affine) -> tuple[Any, dict[str, Any]]:
     o, st = fit.options, fit.stats
     if p.fill is not None or p.const_zero:
         raise UsageError(f"column '{fit.name}': fill-missing and --constant zero have no scikit-learn equivalent")
+    if fit.method == "zscore" and p.center == 0 and p.scale == 1 and st.count and st.mean != 0 \
+            and fit.options.get("constant") == "passthrough":
+        # a StandardScaler passes x through only with mean_ 0, which partial_fit would then merge
+        # as the column's mean
+        raise UsageError(f"column '{fit.name}': --constant passthrough of a constant column has no "
+                         "scikit-learn equivalent")
     if fit.method != "minmax" and p.clip is not None:
         raise UsageError(f"column '{fit.name}': --clip-sigma has no scikit-learn equivalent")
     one = lambda v: np.array([float(v)])  # noqa: E731
