@@ -520,26 +520,27 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
 
     ``fitted`` (say, a writer of the statistics to standard output) is called with the
     statistics after the fit and before the transform: should it fail, no output is replaced.
-    Standard input (``-``) is spooled to a temporary file first (copied in chunks, so memory stays
-    bounded) and the file is removed afterwards, whatever happens.
+    Standard input (``-``), or a pipe (``<(...)``, a named pipe), is spooled to a temporary file
+    first (copied in chunks, so memory stays bounded) and the file is removed afterwards,
+    whatever happens.
     """
     from normcli import io
 
     io.check_outputs([(stats_out, "the stats"), (output, "the transformed data")], [path])
     spool = None
     log = log or _no_log
+    shown = "standard input" if path == "-" else f"'{path}'"
     try:
-        if path == "-":
-            spool = io.spool_stdin(".parquet" if fmt == "parquet" else ".csv")
-            fmt = fmt or "csv"
+        if io.needs_spool(path):  # read twice: by the fit, then by the transform
+            spool, fmt = io.spool_input(path, fmt)
         source = spool or path
 
-        def logged(event: str, fields: dict) -> None:  # standard input, not the spool, in events
-            log(event, {k: "-" if v == spool else v for k, v in fields.items()})
+        def logged(event: str, fields: dict) -> None:  # the input given, not the spool, in events
+            log(event, {k: path if v == spool else v for k, v in fields.items()})
 
         stats = fit_paths([source], methods, fmt=fmt, delimiter=delimiter, log=logged, **fit_kw)
         if spool is not None:
-            stats.info["inputs"] = [{"path": "-", "rows": stats.info["rows"], "bytes": None}]
+            stats.info["inputs"] = [{"path": path, "rows": stats.info["rows"], "bytes": None}]
         if fitted is not None:
             fitted(stats)
         # The stats file is written first but put in place only once the data are: a failed or
@@ -552,8 +553,8 @@ def fit_transform(path: str, stats_out: str | None, output: str | None, methods:
     except NormcliError as exc:
         if spool is None or f"'{spool}'" not in str(exc):
             raise
-        # the spool is an implementation detail: the user gave standard input
-        raise type(exc)(str(exc).replace(f"'{spool}'", "standard input")) from exc
+        # the spool is an implementation detail: the user gave standard input or a pipe
+        raise type(exc)(str(exc).replace(f"'{spool}'", shown)) from exc
     finally:
         if spool is not None:
             io.discard(spool)

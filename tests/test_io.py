@@ -950,7 +950,7 @@ def test_a_full_disk_while_copying_stdin_names_the_temporary_directory(tmp_path,
     want = rf"^cannot write a temporary copy of standard input in '{tmp_path}': No space left on device$"
     with pytest.raises(IOFailure, match=want):
         if fmt == "csv":
-            inputs.spool_stdin(".csv")
+            inputs.spool_input("-", "csv")
         else:
             open_source("-", fmt="parquet")
     assert os.listdir(tmp_path) == []

@@ -827,6 +827,51 @@ def test_the_output_keeps_the_input_separator_unless_to_names_the_format(tmp_pat
     assert list(got.columns) == ["id", "x", "note"] and list(got["note"]) == ["a,b", "c", "d"]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("via", ["stdin", "named pipe", "/dev/fd"])
+def test_fit_transform_reads_a_pipe_once_as_fit_then_transform_do(tmp_path, fmt, via):
+    # The fit and the transform both read the input: standard input, a named pipe or <(...) is
+    # copied once to a temporary file, Parquet recognised by its first bytes when not named.
+    df = day_frame(1)
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "csv":
+        write_csv(df, src)
+    else:
+        df.to_parquet(src)
+    out = tmp_path / f"out.{fmt}"
+    assert run_cli("fit", src, "-o", tmp_path / "a.json").code == 0
+    assert run_cli("transform", src, "--stats", tmp_path / "a.json", "-o", out).code == 0
+    spool_dir = tmp_path / "tmp"
+    spool_dir.mkdir()
+    common = ["--stats-out", tmp_path / "b.json", "-o", tmp_path / f"got.{fmt}"]
+    env = {**os.environ, "TMPDIR": str(spool_dir), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "normcli", "fit-transform"]
+    if via == "stdin":
+        p = subprocess.run([*cmd, "-", *map(str, common)], input=src.read_bytes(), capture_output=True,
+                           env=env, timeout=120)
+        code, err = p.returncode, p.stderr
+    else:
+        if via == "named pipe":
+            pipe = tmp_path / f"fifo.{fmt}"
+            os.mkfifo(pipe)
+            name, fds = str(pipe), ()
+        else:  # as bash's <(...) gives it: no name that says the format
+            read_end, write_end = os.pipe()
+            name, fds = f"/dev/fd/{read_end}", (read_end,)
+        p = subprocess.Popen([*cmd, name, *map(str, common)], stderr=subprocess.PIPE, env=env, pass_fds=fds)
+        with open(pipe if via == "named pipe" else write_end, "wb") as w:
+            w.write(src.read_bytes())
+        if fds:
+            os.close(read_end)
+        err = p.communicate(timeout=120)[1]
+        code = p.returncode
+    assert code == 0, err
+    assert (tmp_path / f"got.{fmt}").read_bytes() == out.read_bytes()
+    doc = load_stats(tmp_path / "b.json")
+    assert_moments(doc["columns"]["x"], df["x"].to_numpy())
+    assert list(spool_dir.iterdir()) == []
+
+
 def test_fit_transform_of_empty_stdin_says_standard_input(tmp_path):
     r = run_cli("fit-transform", "-", "--stats-out", tmp_path / "s.json", "-o", tmp_path / "o.csv", stdin=b"",
                 env={"TMPDIR": str(tmp_path)})

@@ -6,7 +6,7 @@ Arrow record batches are the currency; this package knows nothing of normalizati
 :mod:`.sample` how the text of an input's sample reads as numbers, and :mod:`.sinks` the outputs.
 """
 from .inputs import (InputFile, discard, expand_inputs, fingerprint, input_entry, open_input, open_source,
-                     output_path, path_text, spool_stdin)
+                     needs_spool, output_path, path_text, spool_input)
 from .outfile import exclusive, parent_directories
 from .sample import TextSample, text_samples
 from .sinks import Sink, check_outputs, open_sink
@@ -14,4 +14,5 @@ from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, f
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample", "check_outputs",
            "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "fingerprint", "format_of", "input_entry", "open_input",
-           "open_sink", "open_source", "output_path", "parent_directories", "path_text", "spool_stdin", "text_samples"]
+           "needs_spool", "open_sink", "open_source", "output_path", "parent_directories", "path_text", "spool_input",
+           "text_samples"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import DataError, IOFailure, UsageError
 from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, copy_stdin,
-                     detect_format, field_separator, spool_failure, stdin_stream)
+                     detect_format, field_separator, format_of, spool_failure, stdin_stream)
 from .csv_source import _CsvSource, _peek
 from .gunzip import GZIP_MAGIC
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
@@ -162,30 +162,51 @@ def path_text(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def spool_stdin(suffix: str) -> str:
-    """Copy standard input to a new temporary file (in chunks) and return its path.
+def needs_spool(path: str) -> bool:
+    """Whether ``path`` can be read only once: standard input, a named pipe or ``<(...)``."""
+    if path == "-":
+        return True
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False  # the reader says what is wrong with it
 
-    The caller removes the file; on any failure here it is removed before the error propagates.
-    Text that comes gzip-compressed (recognised by its first bytes, as for any stdin input) is
-    kept so, in a file named ``.gz`` that the readers decompress.
+
+def spool_input(path: str, fmt: str | None) -> tuple[str, str]:
+    """Copy standard input (``-``) or the pipe ``path`` to a new temporary file (in chunks), for
+    a command that reads its input twice; return the copy's path and the input's format.
+
+    The format is ``fmt``, else the one the name says, else the one the first bytes say: Parquet
+    by its magic bytes, else CSV (as for any stdin input). Text that comes gzip-compressed is
+    kept so, in a file named ``.gz`` that the readers decompress. The caller removes the file; on
+    any failure here it is removed before the error propagates.
     """
-    if suffix != ".parquet" and _peek(stdin_stream(), 2) == GZIP_MAGIC:
-        suffix += ".gz"
     try:
-        fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+        stream = stdin_stream() if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise spool_failure(exc) from exc
-    done = False
+        raise _read_failure(path, exc) from exc
     try:
-        with os.fdopen(fd, "wb") as f:
-            copy_stdin(f)
-        done = True
-    except OSError as exc:  # closing the copy: its last bytes written
-        raise spool_failure(exc) from exc
+        head = _peek(stream, 4)
+        fmt = detect_format(path, fmt or format_of(path) or ("parquet" if head == PARQUET_MAGIC else None))
+        suffix = "." + fmt + (".gz" if fmt != "parquet" and head[:2] == GZIP_MAGIC else "")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
+        except OSError as exc:
+            raise spool_failure(exc, path) from exc
+        done = False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                copy_stdin(f, None if path == "-" else stream, path)
+            done = True
+        except OSError as exc:  # closing the copy: its last bytes written
+            raise spool_failure(exc, path) from exc
+        finally:
+            if not done:
+                discard(tmp)
     finally:
-        if not done:
-            discard(tmp)
-    return tmp
+        if path != "-":
+            stream.close()
+    return tmp, fmt
 
 
 def discard(path: str) -> None:
