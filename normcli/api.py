@@ -724,13 +724,16 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
 def distinct_files(paths: Sequence[str]) -> None:
     """StatsFileError when two of ``paths`` are one stats file (a link included): merged with
     itself, a file fitted on stdin or imported has no input fingerprints to tell."""
-    seen: dict[str, str] = {}
+    from normcli import io
+
+    seen: dict[object, str] = {}
     for path in paths:
-        real = os.path.realpath(path)
-        if real in seen:
-            raise StatsFileError(f"cannot merge: '{seen[real]}' and '{path}' are the same stats file "
+        keys = io.file_keys(path)
+        first = next((seen[k] for k in keys if k in seen), None)
+        if first is not None:
+            raise StatsFileError(f"cannot merge: '{first}' and '{path}' are the same stats file "
                                  "(the data must be disjoint)")
-        seen[real] = path
+        seen.update((k, path) for k in keys)
 
 
 def merge(*parts: Stats | str) -> Stats:

@@ -253,7 +253,7 @@ def fit(
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
         target = output or update
-        in_place = target == update or _same_file(target, update)
+        in_place = io.same_file(target, update)
         # Updates of one file in place take turns: each reads what the one before wrote.
         turn = (io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
                 if in_place else contextlib.nullcontext())
@@ -270,14 +270,6 @@ def fit(
         api.check_output(inputs, output, engine=eng)
         stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether paths ``a`` and ``b`` name one existing file (through links or another spelling)."""
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
 
 
 _FIT_ONLY = ("method", "columns", "exclude", "group_by", "ddof", "range_", "eps", "eps_mode", "gamma", "beta", "clip",

@@ -167,9 +167,10 @@ def needs_spool(path: str) -> bool:
     if path == "-":
         return True
     try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False  # the reader says what is wrong with it
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))  # as the Parquet reader spools what is not a file
 
 
 def spool_input(path: str, fmt: str | None) -> tuple[str, str]:

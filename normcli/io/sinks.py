@@ -381,7 +381,7 @@ class _ParquetSink(Sink):
             self._emit(self._footer.tail())
 
 
-def _file_keys(path: str) -> list[object]:
+def file_keys(path: str) -> list[object]:
     """What identifies the file ``path`` names: its real path and, when it exists, its device
     and inode (so that a symbolic link, a hard link and a ``./`` path all match the file)."""
     keys: list[object] = [os.path.realpath(path)]
@@ -390,6 +390,11 @@ def _file_keys(path: str) -> list[object]:
     except OSError:
         return keys
     return keys + [(st.st_dev, st.st_ino)]
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file (see :func:`file_keys`)."""
+    return not set(file_keys(a)).isdisjoint(file_keys(b))
 
 
 def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequence[str],
@@ -405,13 +410,13 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
     read: dict[object, str] = {}
     for path in inputs:
         if path != "-":
-            for key in _file_keys(path):
+            for key in file_keys(path):
                 read.setdefault(key, path)
     written: dict[object, str] = {}
     for path, what in outputs:
         if path in (None, "-") or is_special(path):
             continue  # stdout, a device, a FIFO: written as is, never replaced
-        keys = _file_keys(path)
+        keys = file_keys(path)
         source = next((read[k] for k in keys if k in read), None)
         if source is not None:
             named = "" if source == path else f" '{source}'"
