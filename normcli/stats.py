@@ -108,22 +108,24 @@ class ColumnStats(_sketch.PickledSketches):
         total = int(values.size)
         if total == 0:
             return cls(sketch=sketch)
-        lo, hi = float(np.min(values)), float(np.max(values))
+        # Ufuncs and methods rather than np.min() or d.mean(), whose Python wrappers cost a
+        # quarter of the time on the batch of a 4 MiB piece; the same sums (add.reduce is pairwise).
+        lo, hi = float(values.min()), float(values.max())
         if math.isnan(lo):  # NaN propagates through min: only then pay for the mask
             values = values[~np.isnan(values)]
             if values.size == 0:
                 return cls(nulls=total, sketch=sketch)
-            lo, hi = float(np.min(values)), float(np.max(values))
+            lo, hi = float(values.min()), float(values.max())
         n = int(values.size)
         shift = float(values[0])
         # inf, or values whose spread overflows float64, give inf/NaN moments that the fit
         # rejects (FitPlan): no RuntimeWarning on stderr.
         with np.errstate(over="ignore", invalid="ignore"):
-            d = values - shift  # exact when values lie within a factor 2 of the shift (Sterbenz)
-            dmean = float(d.mean())
-            d -= dmean
+            d = np.subtract(values, shift)  # exact when values lie within a factor 2 of the shift (Sterbenz)
+            dmean = float(np.add.reduce(d)) / n
+            np.subtract(d, dmean, out=d)
             np.square(d, out=d)
-            m2 = float(d.sum())
+            m2 = float(np.add.reduce(d))
             mean, mean_lo = two_sum(shift, dmean)
         if sketch is not None:
             # the binding takes only a writable C-contiguous array
