@@ -494,6 +494,9 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     targets = [io.output_path(output, item, to) if to_dir else output for item in items]
     io.check_outputs([(target, f"the output of '{item.path}'" if to_dir else None)
                       for item, target in zip(items, targets)], [item.path for item in items])
+    # Outputs are atomic one by one, not as a set: an input missing among several fails the run
+    # before the first is written (one that fails while it is read stops the run after those before it).
+    io.check_readable(items)
     done = []
     for item, target in zip(items, targets):
         log("input", {"path": item.path, "output": target or "-"})

@@ -166,6 +166,22 @@ def test_a_failed_input_leaves_no_directory_it_made(tmp_path):
     assert r.code == errors.EXIT_STATS and not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("command", ["transform", "inverse"])
+def test_a_missing_one_of_several_inputs_fails_before_any_output_is_written(tmp_path, command):
+    a = write_csv(day_frame(1), tmp_path / "in" / "a.csv")
+    assert run_cli("fit", a, "-o", tmp_path / "s.json").code == 0
+    missing = tmp_path / "in" / "b.csv"
+    out = str(tmp_path / "out") + "/"
+    r = run_cli(command, a, missing, "--stats", tmp_path / "s.json", "-o", out)
+    assert r.code == errors.EXIT_IO, r.err
+    assert r.err == f"Error: cannot read '{missing}': No such file or directory\n", r.err
+    assert not (tmp_path / "out").exists()  # not even the output of a.csv, which comes first
+    write_csv(day_frame(2), missing)
+    r = run_cli(command, a, missing, "--stats", tmp_path / "s.json", "-o", out)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.csv", "b.csv"]
+
+
 def test_fit_glob_and_duplicate_paths_are_read_once(tmp_path):
     a = write_csv(day_frame(1), tmp_path / "d" / "day1.csv")
     write_csv(day_frame(2), tmp_path / "d" / "day2.csv")

@@ -105,6 +105,24 @@ def expand_inputs(specs: Sequence[str], skip: str | None = None) -> list[InputFi
     return out
 
 
+def check_readable(items: Sequence[InputFile]) -> None:
+    """Raise the IOFailure that opening would raise, for the first of ``items`` that is missing
+    or cannot be opened.
+
+    Run before a transform of several inputs writes its first output, so that a name mistyped
+    in a cron job fails the run before it leaves the outputs of the inputs ahead of it. A file
+    that is not a regular one is only looked up: opening a named pipe would take its data.
+    """
+    for item in items:
+        if item.path == "-":
+            continue
+        try:
+            if stat.S_ISREG(os.stat(item.path).st_mode):
+                os.close(os.open(item.path, os.O_RDONLY))
+        except OSError as exc:
+            raise _read_failure(item.path, exc) from exc
+
+
 def open_input(item: InputFile, fmt: str | None = None, delimiter: str | None = None,
                label: str | None = None) -> Source:
     """Open an :class:`InputFile`: hive-partitioned Parquet through ``pyarrow.dataset``, else
