@@ -537,10 +537,12 @@ def inspect(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Show the fitted columns of a stats file: method, constant policy, count, nulls, mean, std, min, max, flags."""
     from normcli import api, statsfile
 
+    LOG.configure(log_format, LOG.quiet)
     fitted = api.load(stats)
     with _stdout_writes():
         if as_json:
@@ -610,11 +612,13 @@ def export(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="onnx: float64 (default) or float32.")] = None,
     unseen_group: Annotated[Optional[str], typer.Option("--unseen-group", help="sql with --group-by statistics: rows of a key not seen in fit: global (default), passthrough or null.")] = None,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Write the fitted statistics as SQL, a scikit-learn estimator, PyTorch tensors or an ONNX graph."""
     from normcli import api, io
     from normcli.exports import export_bytes
 
+    LOG.configure(log_format, LOG.quiet)
     io.check_outputs([(output, None)], [stats], read_as="the stats file")
     given = {k: v for k, v in {"dialect": dialect, "table": table, "columns": _split(columns), "dtype": dtype,
                                "unseen_group": unseen_group}.items() if v is not None}
@@ -631,11 +635,13 @@ def import_(
     output: OutputOpt = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="The estimator's input columns in order (default: its feature_names_in_).")] = None,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Turn a fitted scikit-learn scaler (.skops) into a stats file."""
     from normcli import io, statsfile
     from normcli.exports.sklearn import from_sklearn, load_skops
 
+    LOG.configure(log_format, LOG.quiet)
     io.check_outputs([(output, None)], [model], read_as="the model file")
     _write(output, statsfile.dumps(from_sklearn(load_skops(model), _split(columns))).encode("utf-8"), text=True)
 

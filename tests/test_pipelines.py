@@ -826,6 +826,29 @@ def test_json_log_events(tmp_path):
     assert events[1]["traceback"].startswith("Traceback") and "unknown method 'bogus'" in events[1]["traceback"]
 
 
+def test_every_command_takes_log_format(tmp_path):
+    """A cron script that logs every step as JSON may pass --log-format to any command."""
+    pytest.importorskip("skops.io")
+    write_csv(day_frame(1), tmp_path / "a.csv")
+    s, m = tmp_path / "s.json", tmp_path / "m.skops"
+    assert run_cli("fit", tmp_path / "a.csv", "-c", "x,y", "-o", s).code == 0
+    for args in (["inspect", s], ["export", s, "--to", "sklearn", "-o", m], ["import", m, "-o", tmp_path / "b.json"]):
+        r = run_cli(*args, "--log-format", "json")
+        assert r.code == 0, r.err
+        events = [json.loads(line) for line in r.err.splitlines()]
+        assert [e["event"] for e in events] == ["start", "end"] and events[1]["status"] == 0, r.err
+    assert json.loads((tmp_path / "b.json").read_text())["columns"].keys() == {"x", "y"}
+    (tmp_path / "bad.json").write_text("{}")
+    for args in (["inspect", tmp_path / "bad.json"], ["export", tmp_path / "bad.json", "--to", "sql"],
+                 ["import", tmp_path / "bad.json"]):
+        r = run_cli(*args, "--log-format", "json")
+        events = [json.loads(line) for line in r.err.splitlines()]
+        assert [e["event"] for e in events] == ["start", "error", "end"], r.err
+        assert events[1]["exit_code"] == events[2]["status"] == r.code != 0
+    r = run_cli("inspect", s, "--log-format", "xml")
+    assert r.code == errors.EXIT_USAGE and r.err == "Error: --log-format must be text or json, got 'xml'\n", r.err
+
+
 @pytest.mark.parametrize("args,sep", [([], ";"), (["-o", "{tmp}/o.csv"], ";"), (["--to", "csv"], ","),
                                       (["--to", "tsv"], "\t")])
 def test_the_output_keeps_the_input_separator_unless_to_names_the_format(tmp_path, args, sep):
