@@ -425,12 +425,19 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
                              "parameters, which cannot be merged")
     expand, fold = _engine(engine)
     seen = absorbed(stats)
+    seen_paths = {f["path"] for f in seen}
     fresh = []
     for item in expand(paths):
-        if item.path != "-" and "://" not in item.path and io.fingerprint(item.path) in seen:
+        found = io.fingerprint(item.path) if item.path != "-" and "://" not in item.path else None
+        if found is not None and found in seen:
             log("skip", {"path": item.path, "reason": "already absorbed by the stats file"})
-        else:
-            fresh.append(item)
+            continue
+        if found is not None and found["path"] in seen_paths:
+            # a corrected file delivered again, or one touched or rewritten: counted twice
+            log("warning", {"message": f"'{item.path}' was absorbed before, with other content or another "
+                                       "modification time: its rows are added to those of that earlier "
+                                       "read, which statistics cannot take out"})
+        fresh.append(item)
     if not fresh:
         return stats, 0
     plan = plan_from_stats(stats)

@@ -932,6 +932,27 @@ def test_an_input_whose_name_is_not_utf8_is_fitted_and_recognised(tmp_path):
     assert r.code == 0 and "already absorbed" in r.err, r.err
 
 
+def test_update_warns_when_a_file_it_absorbed_comes_again_changed(tmp_path):
+    """A corrected file delivered again under its name is added on top of the first delivery
+    (statistics cannot remove rows): said in a warning, while an unchanged one is skipped."""
+    day = tmp_path / "day2.csv"
+    write_csv(day_frame(1), tmp_path / "day1.csv")
+    write_csv(day_frame(2), day)
+    assert run_cli("fit", tmp_path / "day1.csv", day, "-o", tmp_path / "s.json").code == 0
+    r = run_cli("fit", day, "--update", tmp_path / "s.json")
+    assert r.code == 0 and r.err == f"note: skipped '{day}': already absorbed by the stats file\n", r.err
+    write_csv(day_frame(2, seed=7), day)  # the corrected delivery
+    r = run_cli("fit", day, "--update", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    assert r.err == (f"warning: '{day}' was absorbed before, with other content or another modification time: "
+                     "its rows are added to those of that earlier read, which statistics cannot take out\n"), r.err
+    # what the warning says: both deliveries are in the statistics
+    both = pd.concat([day_frame(1), day_frame(2), day_frame(2, seed=7)])
+    assert_moments(load_stats(tmp_path / "s.json")["columns"]["x"], both["x"].to_numpy())
+    r = run_cli("fit", day, "--update", tmp_path / "s.json", "--log-format", "json")
+    assert [json.loads(line)["event"] for line in r.err.splitlines()] == ["start", "skip", "end"], r.err
+
+
 def test_fit_transform_whose_transform_fails_leaves_the_stats_file_as_it_was(tmp_path):
     # the new statistics must not replace the old ones next to data they were not applied to
     write_csv(day_frame(1), tmp_path / "d.csv")
