@@ -317,7 +317,8 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
             hi, lo = center, center_lo
         deviation = np.atleast_1d(np.subtract(hi, center) + np.subtract(lo, center_lo))
         fill = Affine(0.0, 0.0, scale, gain, offset, clip, upper=upper).apply(deviation).reshape(np.shape(hi))
-        fill = _scalar(np.where(const_zero, 0.0, np.where(keep, hi, fill)))
+        # NaN, no fill: a column (or group) fitted on no value has no centre to fill with
+        fill = _scalar(np.where(empty, np.nan, np.where(const_zero, 0.0, np.where(keep, hi, fill))))
     if np.ndim(keep) == 0 and keep:  # one column left as it is: the identity, plainly
         return Affine(fill=fill)
     return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,

@@ -549,7 +549,8 @@ class Stats:
 
         per_column = {n: f.options for n, f in self.columns.items() if f.method in M.PER_COLUMN}
         clipped = [n for n, o in per_column.items() if o.get("clip") or o.get("clip_sigma")]
-        filled = [n for n, o in per_column.items() if o.get("fill_missing")]
+        # a column fitted on no value has nothing to fill with: its nulls stay null
+        filled = [n for n, o in per_column.items() if o.get("fill_missing") and self.columns[n].stats.count]
         zeroed = [n for n, o in per_column.items() if o.get("constant") == "zero" and constant_somewhere(n)]
         out = []
         if clipped:
@@ -675,9 +676,11 @@ class Stats:
                 elif lost is not None and output.unseen_group == "passthrough":
                     y[lost] = x[lost]
             nulls = null_rows
-            if lost is not None and output.unseen_group == "passthrough" and not inverse and p.fill is not None \
-                    and arrays[i].null_count:
-                nulls = lost & ~validity(arrays[i])  # passed through, not filled: a null stays null
+            if not inverse and p.fill is not None and arrays[i].null_count:
+                # a null left unfilled (an unseen group's passed through, or of a column or group
+                # fitted on no value) stays null
+                unfilled = ~validity(arrays[i]) & np.isnan(y)
+                nulls = unfilled if nulls is None else nulls | unfilled
             arrays[i] = _to_arrow(y, arrays[i], inverse or p.fill is None, output, nulls)
         for row in self.rows:
             idx = [index[c] for c in row.columns]

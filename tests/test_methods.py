@@ -568,6 +568,54 @@ def test_fill_missing_is_the_normalized_exact_mean(group_by):
         assert abs(mm["x"][row] - expected) <= np.spacing(expected)
 
 
+@pytest.mark.parametrize("method", ["zscore", "minmax", "maxabs", "robust"])
+@pytest.mark.parametrize("constant", ["scale1", "zero", "passthrough"])
+def test_fill_missing_has_no_value_for_a_column_or_group_fitted_on_none(method, constant):
+    """A column (or a group) fitted on no value has no centre: --fill-missing leaves its nulls
+    null (the README: its empty fields stay empty) and fills the others; SQL agrees."""
+    train = pd.DataFrame({"g": ["p", "p", "q", "q"], "a": [1.0, 2.0, 4.0, 8.0], "b": [np.nan, np.nan, 3.0, 5.0],
+                          "e": [np.nan] * 4})
+    new = pd.DataFrame({"i": range(4), "g": ["p", "q", "p", "q"], "a": [np.nan, 2.0, 3.0, np.nan],
+                        "b": [np.nan, np.nan, 7.0, 1.0], "e": [np.nan, 2.5, np.nan, -1.0]})
+    opts = dict(columns=["a", "b", "e"], fill_missing=True, constant=constant)
+    plain = normcli.fit(train, method, **opts)
+    out = plain.transform(new)
+    assert out["e"].isna().tolist() == [True, False, True, False]  # nothing to fill with
+    kept = {"scale1": [2.5, -1.0], "zero": [0.0, 0.0], "passthrough": [2.5, -1.0]}[constant]
+    assert out["e"][[1, 3]].tolist() == kept  # values of a column fitted on none: as the policy says
+    centre = plain.transform(pd.DataFrame({"a": [train.a.mean()], "b": [train.b.mean()], "e": [1.0]}))
+    if method in ("zscore", "minmax", "maxabs"):  # their fill is the map of the mean
+        assert out["a"][[0, 3]].tolist() == [centre["a"][0]] * 2 and out["b"][0] == pytest.approx(centre["b"][0], abs=1e-15)
+    grouped = normcli.fit(train, method, group_by="g", **opts)
+    out = grouped.transform(new)
+    assert out["b"].isna().tolist() == [True, False, False, False]  # group p's b was never seen; q's is filled
+    assert out["e"].isna().tolist() == [True, False, True, False]
+    duckdb = pytest.importorskip("duckdb")
+    for stats in (plain, grouped):
+        # with groups the SQL's rows come in no promised order
+        got = duckdb.sql(stats.export("sql", dialect="duckdb", table="new")).df().sort_values("i")
+        want = stats.transform(new)
+        for c in ("a", "b", "e"):
+            np.testing.assert_allclose(got[c].to_numpy(dtype=float), want[c].to_numpy(dtype=float), rtol=1e-12, atol=1e-300)
+
+
+def test_fill_missing_of_a_column_fitted_on_none_from_the_command_line(tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "e.csv").write_text("a,b\n1,\n2,\n3,\n")
+    (tmp_path / "n.csv").write_text("a,b\n1,\n,5\n3,\n")
+    assert run_cli("fit", tmp_path / "e.csv", "-c", "a,b", "--fill-missing", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("transform", tmp_path / "n.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv")
+    assert r.code == 0, r.err
+    a = np.array([1.0, 2.0, 3.0])
+    rows = [line.split(",") for line in (tmp_path / "o.csv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["", "5.0", ""]  # b's empty fields stay empty, its value as scale1 maps it
+    assert [float(r[0]) for r in rows] == [(1 - a.mean()) / a.std(), 0.0, (3 - a.mean()) / a.std()]
+    r = run_cli("inverse", tmp_path / "o.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "back.csv")
+    assert r.code == 0 and "('a')" in r.err and "'b'" not in r.err, r.err  # nothing of b was filled
+    assert [line.split(",")[1] for line in (tmp_path / "back.csv").read_text().splitlines()[1:]] == ["", "5.0", ""]
+
+
 def test_robust_quantile_range_ends_are_the_exact_minimum_and_maximum():
     """q0 and q100 are the min and max the statistics hold, not the sketch's estimate of them
     (past k values a KLL sketch estimates ends within its rank error)."""

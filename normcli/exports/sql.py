@@ -148,7 +148,7 @@ def _column_sql(q: _Quoter, name: str, p: M.Affine) -> str:
     if p.clip is not None:
         lo, hi = num(p.clip[0]), num(p.clip[1])
         e = f"CASE WHEN {e} < {lo} THEN {lo} WHEN {e} > {hi} THEN {hi} ELSE {e} END"
-    if p.fill is not None:
+    if p.fill is not None and not math.isnan(p.fill):  # NaN: a column fitted on no value, not filled
         e = f"COALESCE({e}, {num(p.fill)})"
     return e
 
@@ -171,7 +171,7 @@ def _grouped(q: _Quoter, stats: Stats, names: list[str], source: str,
             fill = _at(p.fill, g)
             vals += [num(_at(p.center, g)), num(_at(p.center_lo, g)), num(_at(p.scale, g)),
                      "1" if _at(p.const_zero, g) else "0", "1" if _at(p.keep, g) else "0",
-                     "NULL" if fill is None else num(fill)]
+                     "NULL" if fill is None or math.isnan(fill) else num(fill)]
         rows.append("(" + ", ".join(vals) + ")")
     table = q.ident(f"{HELPER}groups")
     prefix = (f"WITH {table}({', '.join(q.ident(f) for f in fields)}) AS (VALUES\n  "
