@@ -164,24 +164,36 @@ def write_atomic(path: str, text: bytes) -> None:
 def staged(path: str, text: bytes) -> Iterator[None]:
     """:func:`write_atomic` in two steps: ``text`` is written (and synced) to the temporary file
     on entry, which is renamed into place on a normal exit and removed on an exception. Another
-    output written inside then lands first, and neither is left alone by a failure before it."""
+    output written inside then lands first, and neither is left alone by a failure before it.
+    A closed standard output (BrokenPipeError) is no failure: the file is put in place."""
     from normcli.io.outfile import open_output, settled  # here: commands that only read stats skip normcli.io
 
     if os.fspath(path).lower().endswith(".gz"):  # as for data outputs: level 6, no name or time stored
         text = gzip.compress(text, compresslevel=6, mtime=0)
     out, tmp, target = open_output(path)
+    placed = False
+
+    def place() -> None:
+        nonlocal placed
+        if tmp is not None:
+            os.replace(tmp, target)
+            placed = True
+            settled(tmp)
+
     try:
         with out as f:
             f.write(text)
             f.flush()
             if tmp is not None:
                 os.fsync(f.fileno())
-        yield
-        if tmp is not None:
-            os.replace(tmp, target)
-            settled(tmp)
+        try:
+            yield
+        except BrokenPipeError:
+            place()  # stdout's reader stopped reading (`| head`): status 0, and the text is whole
+            raise
+        place()
     except BaseException as exc:
-        if tmp is not None:
+        if tmp is not None and not placed:
             try:
                 os.unlink(tmp)
             except OSError:

@@ -171,6 +171,20 @@ def test_sigpipe_from_head_is_quiet_success(big, producer, consumer):
     assert (big / "err.txt").read_text() == ""
 
 
+def test_fit_transform_into_a_closed_pipe_still_writes_its_stats_file(big, tmp_path):
+    """`fit-transform big.csv --stats-out s.json | head -1` ends with status 0, as a closed pipe
+    does: so the statistics, fitted whole, must be in place (they were left unwritten)."""
+    out = tmp_path / "fs.json"
+    cmd = f"{sys.executable} -m normcli fit-transform {big / 'big.csv'} --stats-out {out} 2>err.txt | head -1 >/dev/null; " \
+          "echo ${PIPESTATUS[@]}"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout.decode().split() == ["0", "0"] and (tmp_path / "err.txt").read_text() == ""
+    got = statsfile.to_dict(statsfile.load(str(out)))["columns"]
+    assert got == statsfile.to_dict(statsfile.load(str(big / "s.json")))["columns"]  # fit's own statistics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["err.txt", "fs.json"]  # no temporary file
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
 @pytest.mark.parametrize("args", [
     ["transform", "small.csv", "--stats", "small.json"],
