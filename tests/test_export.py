@@ -206,6 +206,28 @@ def test_from_sklearn_refuses_a_name_given_twice():
         normcli.from_sklearn(est, ["a", "a"])
 
 
+def test_from_sklearn_renames_the_columns_a_column_transformer_picks_by_name():
+    """--columns names the estimator's input columns in order: a step that picked 'a' by name
+    scales the first of them, as a step that picked column 0 does; a count that differs is refused."""
+    pytest.importorskip("sklearn")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    df = data()[["a", "b b", "ünï"]]
+    for picks in ((["a"], ["ünï"]), ([0], [2])):
+        ct = ColumnTransformer([("s", StandardScaler(), picks[0]), ("m", MinMaxScaler(), picks[1])],
+                               remainder="passthrough").fit(df)
+        stats = normcli.from_sklearn(ct, ["x", "y", "z"])
+        assert list(stats.columns) == ["x", "z"]
+        renamed = df.set_axis(["x", "y", "z"], axis=1)
+        ref = ct.transform(df)  # the scaled columns first, then the one passed through
+        ours = stats.transform(renamed)
+        np.testing.assert_allclose(ours["x"], ref[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(ours["z"], ref[:, 1], rtol=1e-12)
+        with pytest.raises(UsageError, match="the estimator takes 3 columns but 1 names were given"):
+            normcli.from_sklearn(ct, ["x"])
+
+
 def test_sklearn_skops_file_round_trip(tmp_path, cli):
     sio = pytest.importorskip("skops.io")
     new, stats, ref = fitted("zscore", offset_column=False)

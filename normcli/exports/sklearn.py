@@ -160,14 +160,20 @@ def _feature_names(estimator: Any) -> list[str]:
 
 def _parts(estimator: Any, names: list[str]) -> list[tuple[Any, list[str]]]:
     """(fitted scaler, its column names) pairs of a scaler or ColumnTransformer."""
+    _check_width(estimator, len(names))
     if type(estimator).__name__ != "ColumnTransformer":
-        _check_width(estimator, len(names))
         return [(estimator, names)]
+    # a step that picks its columns by name picks them among feature_names_in_: named as
+    # ``names`` says at the same places (the identity unless --columns renames them)
+    fitted_names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
     out = []
     for _, est, cols in estimator.transformers_:
         if isinstance(est, str) or _is_identity(est):  # "drop" or "passthrough"
             continue
-        picked = [names[i] for i in np.arange(len(names))[cols]] if not _all_str(cols) else list(cols)
+        if not _all_str(cols):
+            picked = [names[i] for i in np.arange(len(names))[cols]]
+        else:
+            picked = [names[fitted_names.index(c)] if c in fitted_names else c for c in cols]
         out.append((est, picked))
     seen: set[str] = set()
     for _, picked in out:
