@@ -124,6 +124,17 @@ def test_grouped_stats_are_refused_by_the_other_targets():
         stats.export("sql", unseen_group="error")
 
 
+def test_sql_refuses_an_unseen_group_policy_it_has_no_form_for_also_without_groups(cli, tmp_path):
+    stats = normcli.fit(pd.DataFrame({"x": [1.0, 2.0, 4.0]}))
+    stats.save(tmp_path / "s.json")
+    for policy in ("foo", "error"):
+        r = cli("export", tmp_path / "s.json", "--to", "sql", "--unseen-group", policy)
+        assert r.code == 2 and r.err == (f"Error: --unseen-group {policy} has no SQL form "
+                                         "(choose from global, passthrough, null)\n"), r.err
+    # a policy SQL has, without groups to apply it to: accepted, as transform accepts it
+    assert stats.export("sql", unseen_group="null") == stats.export("sql")
+
+
 def _grouped_frame():
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"store": rng.choice(["a", "b", "c'q", None], 300), "k2": rng.integers(0, 3, 300),

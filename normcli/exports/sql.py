@@ -63,7 +63,7 @@ def to_sql(stats: Stats, dialect: str = "duckdb", table: str = "data",
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown SQL dialect '{dialect}' (choose from {', '.join(DIALECTS)})")
-    if stats.groups is not None and unseen_group not in GROUP_POLICIES:
+    if unseen_group not in GROUP_POLICIES:  # refused without groups too, as transform refuses a bad policy
         raise UsageError(f"--unseen-group {unseen_group} has no SQL form (choose from {', '.join(GROUP_POLICIES)})")
     d = DIALECTS[dialect]
     if columns is None and not d.star_replace:
