@@ -280,6 +280,9 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     for name in group_by:
         if name in (columns or ()) or name in in_specs:
             raise UsageError(f"column '{name}' is a --group-by key and cannot be normalized")
+    both = next((c for c in (columns or ()) if c in exclude), None)
+    if both is not None:  # which of the two the user meant cannot be told
+        raise UsageError(f"column '{both}' is named by both --columns and --exclude")
     text = text or {}
     unsampled, left_labels = [], []
     if columns:

@@ -280,6 +280,10 @@ def test_exclude_and_stdout_json(sample_csv):
     r = run_cli("fit", sample_csv, "--exclude", "units,temperature")
     assert r.code == 0
     assert list(json.loads(r.out)["columns"]) == ["price", "sales"]
+    # a column both named and excluded: a conflict, said as such (it was "no numeric columns to fit")
+    for columns in ("price", "price,sales"):
+        r = run_cli("fit", sample_csv, "--columns", columns, "--exclude", "units,price")
+        assert r.code == 2 and r.err == "Error: column 'price' is named by both --columns and --exclude\n", r.err
 
 
 # ---- errors: one line on stderr, a documented exit code, no traceback, no output file ----
