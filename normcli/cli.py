@@ -57,7 +57,7 @@ from typing import Annotated, Any, Optional  # noqa: E402
 import typer  # noqa: E402
 
 from normcli import __version__  # noqa: E402
-from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
+from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_IO, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
                             NormcliError, UsageError)
 
 app = typer.Typer(
@@ -71,7 +71,7 @@ app = typer.Typer(
 
 # Options spelled the same in every command.
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format: csv, tsv or parquet (default: from the extension).")]
-DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of the text output where there is one.")]
+DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of the CSV output of transform and inverse.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit.")]
@@ -119,6 +119,20 @@ class _EventLog:
 
 
 LOG = _EventLog()
+
+
+def _table_console():
+    """A Rich console for a table on stdout: not a terminal (a pipe, a file), no width limit, so
+    nothing is cut off; markup off, so column names show as they are ("[red]x" or "[/]"); and a
+    reader that stops reading ends the run as it ends any other, with status 0 (Rich's own
+    reaction is exit 1)."""
+    from rich.console import Console
+
+    class TableConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return TableConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 1000)
 
 
 def _stderr():
@@ -225,8 +239,8 @@ def fit(
     range_: Annotated[Optional[str], typer.Option("--range", help="minmax: target range a,b (default 0,1).")] = None,
     eps: Annotated[Optional[float], typer.Option("--eps", help="layer: added to the row variance (default 1e-5); zscore: added to the variance (default 0).")] = None,
     eps_mode: Annotated[Optional[str], typer.Option("--eps-mode", help="layer: inside (sqrt(var + eps), like torch) or std (std + eps).")] = None,
-    gamma: Annotated[Optional[str], typer.Option("--gamma", help="Scale after normalizing (layer: one per column).")] = None,
-    beta: Annotated[Optional[str], typer.Option("--beta", help="Shift after normalizing (layer: one per column).")] = None,
+    gamma: Annotated[Optional[str], typer.Option("--gamma", help="Scale after normalizing: one number, or one per column (zscore: its columns in order; layer: the columns it spans).")] = None,
+    beta: Annotated[Optional[str], typer.Option("--beta", help="Shift after normalizing: one number, or one per column (zscore: its columns in order; layer: the columns it spans).")] = None,
     clip: Annotated[bool, typer.Option("--clip", help="minmax: clip output into the range.")] = False,
     clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this (0: no clipping).")] = None,
     constant: Annotated[Optional[str], typer.Option("--constant", help="Constant columns: scale1 (default), zero, passthrough or error.")] = None,
@@ -472,7 +486,6 @@ def check(
 
 
 def _print_drift(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     def num(v: Any, fmt: str = ".3g") -> str:
@@ -488,8 +501,7 @@ def _print_drift(report: dict) -> None:
         table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", shift, num(c["std_ratio"]),
                       num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
                       num(c["ks"]), ", ".join(c["drift"]) or "ok")
-    # as inspect's: not a terminal (a pipe, a file), no width limit, so no name is cut off
-    Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 1000).print(table)
+    _table_console().print(table)  # as inspect's
 
 
 def fit_transform(input: str, stats_out: Optional[str], output: Optional[str], to: Optional[str],
@@ -536,13 +548,14 @@ app.command("fit-transform")(fit_transform)
 def inspect(
     stats: Annotated[str, typer.Argument(help="The stats file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Show the fitted columns of a stats file: method, constant policy, count, nulls, mean, std, min, max, flags."""
     from normcli import api, statsfile
 
-    LOG.configure(log_format, LOG.quiet)
+    LOG.configure(log_format, quiet)
     fitted = api.load(stats)
     with _stdout_writes():
         if as_json:
@@ -553,7 +566,6 @@ def inspect(
 
 def _print_stats_table(stats: str, fitted: Any) -> None:
     """The table of `inspect` on stdout: one row per fitted column, then the row-wise methods."""
-    from rich.console import Console
     from rich.table import Table
 
     title = f"{stats}: {fitted.info.get('rows', 0):,} rows fitted"
@@ -587,9 +599,7 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
         nulls = "" if st.nulls is None else f"{st.nulls:,}"  # unknown for imported statistics
         table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", nulls,
                       num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
-    # Not a terminal (a pipe, a file): no width limit, so nothing is cut off.
-    # markup off: column names are shown as they are, "[red]x" or "[/]" included
-    console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 1000)
+    console = _table_console()
     console.print(table)
     for row in fitted.rows:
         opts = ", ".join(f"{k}={v}" for k, v in row.options.items() if v is not None)
@@ -611,6 +621,7 @@ def export(
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="sql, sklearn: every input column in order, to pass the unfitted ones through.")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="onnx: float64 (default) or float32.")] = None,
     unseen_group: Annotated[Optional[str], typer.Option("--unseen-group", help="sql with --group-by statistics: rows of a key not seen in fit: global (default), passthrough or null.")] = None,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
@@ -618,7 +629,7 @@ def export(
     from normcli import api, io
     from normcli.exports import export_bytes
 
-    LOG.configure(log_format, LOG.quiet)
+    LOG.configure(log_format, quiet)
     io.check_outputs([(output, None)], [stats], read_as="the stats file")
     given = {k: v for k, v in {"dialect": dialect, "table": table, "columns": _split(columns), "dtype": dtype,
                                "unseen_group": unseen_group}.items() if v is not None}
@@ -634,6 +645,7 @@ def import_(
     model: Annotated[str, typer.Argument(help="A fitted scikit-learn scaler or ColumnTransformer saved with skops.")],
     output: OutputOpt = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="The estimator's input columns in order (default: its feature_names_in_).")] = None,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
@@ -641,7 +653,7 @@ def import_(
     from normcli import io, statsfile
     from normcli.exports.sklearn import from_sklearn, load_skops
 
-    LOG.configure(log_format, LOG.quiet)
+    LOG.configure(log_format, quiet)
     io.check_outputs([(output, None)], [model], read_as="the model file")
     _write(output, statsfile.dumps(from_sklearn(load_skops(model), _split(columns))).encode("utf-8"), text=True)
 
@@ -747,15 +759,25 @@ class _MessageStream:
 
 
 def _prescan_log_format(args: list[str]) -> str:
-    """The --log-format value anywhere on the command line, so that even a usage error is logged in it."""
+    """The --log-format value anywhere on the command line, so that even a usage error is logged
+    in it; the last one given, as the option's parser takes it."""
+    found = "text"
     for i, arg in enumerate(args):
         if arg == "--":
             break
         if arg == "--log-format" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--log-format="):
-            return arg.split("=", 1)[1]
-    return "text"
+            found = args[i + 1]
+        elif arg.startswith("--log-format="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The command the line names: its first word that is neither an option nor --log-format's value."""
+    for i, arg in enumerate(args):
+        if not arg.startswith("-") and not (i and args[i - 1] == "--log-format"):
+            return arg
+    return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -766,7 +788,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     wanted = _prescan_log_format(args)
     LOG.format = wanted if wanted in LOG_FORMATS else "text"
     LOG.quiet = "-q" in args or "--quiet" in args
-    command = next((a for a in args if not a.startswith("-")), None)
+    command = _command_name(args)
     if LOG.format == "json":
         LOG("start", {"command": command, "argv": args, "version": __version__, "pid": os.getpid()})
     code = _run(args, debug)
@@ -784,6 +806,7 @@ _ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_CX, "Abort", typer.Abo
 
 
 def _run(args: list[str], debug: bool) -> int:
+    asks_for_text = _asks_for_text(args)  # before parsing, which consumes args
     try:
         _catch_signals()  # imports pyarrow: a SIGINT meanwhile is handled as any other, below
         # Not click's main(): it turns a closed pipe into exit 1 and SIGINT into a blank line on
@@ -814,6 +837,16 @@ def _run(args: list[str], debug: bool) -> int:
         # interpreter's final flush does not complain.
         _silence_stdout()
         return 0
+    except OSError as exc:
+        if not asks_for_text:
+            return _report(f"internal error: {type(exc).__name__}: {exc}", debug, EXIT_INTERNAL)
+        # --help or --version, whose text is the run's data, written straight by Rich or print
+        _silence_stdout()
+        return _report(f"cannot write standard output: {exc.strerror or exc}", debug, EXIT_IO)
+    except SystemExit:
+        if not asks_for_text:
+            raise
+        return 0  # Rich's own end of a help whose reader went away (it has silenced stdout)
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         return _report(f"internal error: {type(exc).__name__}: {exc}", debug, EXIT_INTERNAL)
     finally:
@@ -821,6 +854,12 @@ def _run(args: list[str], debug: bool) -> int:
         outfile = sys.modules.get("normcli.io.outfile")
         if outfile is not None:
             outfile.discard_pending()
+
+
+def _asks_for_text(args: list[str]) -> bool:
+    """Whether the command line asks for the help or the version, which stop a run at parsing."""
+    options = args[:args.index("--")] if "--" in args else args
+    return any(a in ("--help", "--version") for a in options)
 
 
 def _silence_stdout() -> None:

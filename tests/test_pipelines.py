@@ -824,10 +824,21 @@ def test_json_log_events(tmp_path):
     events = [json.loads(line) for line in r.err.splitlines()]
     assert [e["event"] for e in events] == ["start", "error", "end"] and r.code == errors.EXIT_USAGE
     assert events[1]["traceback"].startswith("Traceback") and "unknown method 'bogus'" in events[1]["traceback"]
+    # given twice, the last one counts, for the whole run (as the option's parser takes it)
+    r = run_cli("transform", tmp_path / "missing.csv", "--stats", tmp_path / "x.json", "--log-format", "text",
+                "--log-format", "json")
+    assert [json.loads(line)["event"] for line in r.err.splitlines()] == ["start", "error", "end"], r.err
+    r = run_cli("transform", tmp_path / "missing.csv", "--stats", tmp_path / "x.json", "--log-format", "json",
+                "--log-format", "text")
+    assert r.err == f"Error: cannot read stats file '{tmp_path / 'x.json'}': No such file or directory\n", r.err
+    # before the command it is refused (an option of the commands), and the command is named right
+    r = run_cli("--log-format", "json", "fit", tmp_path / "a.csv")
+    events = [json.loads(line) for line in r.err.splitlines()]
+    assert r.code == errors.EXIT_USAGE and [e.get("command") for e in events] == ["fit", None, "fit"], r.err
 
 
 def test_every_command_takes_log_format(tmp_path):
-    """A cron script that logs every step as JSON may pass --log-format to any command."""
+    """A cron script that logs every step as JSON may pass --log-format (and --quiet) to any command."""
     pytest.importorskip("skops.io")
     write_csv(day_frame(1), tmp_path / "a.csv")
     s, m = tmp_path / "s.json", tmp_path / "m.skops"
@@ -845,6 +856,8 @@ def test_every_command_takes_log_format(tmp_path):
         events = [json.loads(line) for line in r.err.splitlines()]
         assert [e["event"] for e in events] == ["start", "error", "end"], r.err
         assert events[1]["exit_code"] == events[2]["status"] == r.code != 0
+    r = run_cli("export", s, "--to", "sql", "--log-format", "json", "-q")  # and --quiet: only the end
+    assert r.code == 0 and [json.loads(line)["event"] for line in r.err.splitlines()] == ["end"], r.err
     r = run_cli("inspect", s, "--log-format", "xml")
     assert r.code == errors.EXIT_USAGE and r.err == "Error: --log-format must be text or json, got 'xml'\n", r.err
 

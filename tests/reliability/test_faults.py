@@ -195,6 +195,9 @@ def test_fit_transform_into_a_closed_pipe_still_writes_its_stats_file(big, tmp_p
     ["check", "small.csv", "--stats", "small.json"],
     ["check", "small.csv", "--stats", "small.json", "--json"],
     ["export", "small.json", "--to", "sql"],
+    ["--version"],
+    ["--help"],
+    ["fit", "--help"],
 ])
 def test_full_stdout_is_exit_5_with_one_line(tmp_path, args):
     """`> /dev/full`: a small output is written only when stdout is flushed, yet it must fail."""
@@ -205,6 +208,22 @@ def test_full_stdout_is_exit_5_with_one_line(tmp_path, args):
                            cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 5, p.stderr
     assert p.stderr.decode() == "Error: cannot write standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("args", ["--version", "--help", "transform --help", "inspect small.json",
+                                  "check small.csv --stats small.json"])
+def test_a_reader_that_reads_nothing_is_quiet_success_for_every_text_output(tmp_path, args):
+    """`| head -c 0` closes the pipe before the first byte: help, version and Rich's tables end
+    with status 0 and nothing on stderr, as the data commands do (Rich's own reaction is exit 1)."""
+    (tmp_path / "small.csv").write_text("x,y\n1,a\n2,b\n3,c\n")
+    fit(tmp_path / "small.csv", tmp_path / "small.json")
+    cmd = f"{sys.executable} -m normcli {args} 2>err.txt | head -c 0; echo ${{PIPESTATUS[@]}}"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout.decode().split() == ["0", "0"] and (tmp_path / "err.txt").read_text() == ""
+    closed = subprocess.run(["bash", "-c", f"{sys.executable} -m normcli {args} >&-"], capture_output=True,
+                            cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert closed.returncode == 5 and closed.stderr.decode() == "Error: cannot write standard output: the stream is closed\n"
 
 
 @pytest.mark.parametrize("where", ["sink", "stats"])
