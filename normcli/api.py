@@ -634,17 +634,19 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
             out = done.combine_chunks().to_batches()[0] if done.num_rows else pa.RecordBatch.from_pylist(
                 [], schema=done.schema)
     if unseen.rows and unseen_group == "global":
-        _warn(unseen_message(stats, unseen))
+        _warn(unseen_message(stats, unseen, inverse))
     return out
 
 
-def unseen_message(stats: Stats, unseen: UnseenGroups) -> str:
-    """The warning for rows of groups not seen in fit and normalized with the overall statistics."""
+def unseen_message(stats: Stats, unseen: UnseenGroups, inverse: bool = False) -> str:
+    """The warning for rows of groups not seen in fit and mapped (normalized, or with ``inverse``
+    brought back) with the overall statistics."""
     from normcli.groups import describe
 
     examples = "; ".join(describe(stats.group_by, k) for k in unseen.keys)
+    done = "brought back" if inverse else "normalized"
     return (f"{unseen.rows:,} rows belong to groups not seen in fit (e.g. {examples}); "
-            "they were normalized with the overall statistics (--unseen-group global)")
+            f"they were {done} with the overall statistics (--unseen-group global)")
 
 
 def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[str, Any],

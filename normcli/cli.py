@@ -363,7 +363,7 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
     for summary in summaries:
         unseen = summary.extra["unseen"]
         if unseen.rows and unseen_group == "global":
-            _warn(api.unseen_message(stats, unseen), quiet)
+            _warn(api.unseen_message(stats, unseen, inverse), quiet)
 
 
 UnseenOpt = Annotated[str, typer.Option("--unseen-group", help="With --group-by statistics, rows of a key not seen in fit: global (overall statistics, warned with a count; default), passthrough (unscaled), null or error.")]

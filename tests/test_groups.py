@@ -325,9 +325,12 @@ def test_cli_group_fit_matches_groupby_and_keeps_key_text(fitted):
 def test_cli_unseen_global_warns_with_count(fitted):
     df, test, test_path, stats_path = fitted
     r, out = _cli_transform(test_path, stats_path)
-    assert r.code == 0 and "5 rows" in r.err and "new" in r.err
+    assert r.code == 0 and "5 rows" in r.err and "new" in r.err and "they were normalized with" in r.err
     ref = (test["x"][:5] - df["x"].mean()) / df["x"].std(ddof=0)
     np.testing.assert_allclose(out["x"][:5], ref, rtol=1e-9)
+    # the inverse's warning says what the inverse did with those rows
+    r = run_cli("inverse", test_path, "--stats", stats_path)
+    assert r.code == 0 and "5 rows" in r.err and "they were brought back with the overall statistics" in r.err, r.err
 
 
 def test_cli_unseen_passthrough_and_null(fitted):
