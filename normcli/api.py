@@ -722,11 +722,13 @@ def _output_schema(source: Any, stats: Stats, out_fmt: str, kind: pa.DataType,
     (nullability, metadata such as field ids, the file's key-value metadata), a normalized
     column with its new type, nullable (an unseen group may give null)."""
     declared = source.fields() if source.format == "parquet" else pa.schema([])
+    by_name = {f.name: f for f in declared}  # a schema's field(name) is a scan: quadratic on wide data
+    dropped = set(drop)
     fields = []
     for name in source.columns:
-        if name in drop:
+        if name in dropped:
             continue
-        field = declared.field(name) if name in declared.names else pa.field(name, pa.string())
+        field = by_name.get(name) or pa.field(name, pa.string())
         fields.append(field.with_type(kind).with_nullable(True) if name in stats.columns else field)
     if out_fmt != "parquet":  # text: the types alone
         return pa.schema([pa.field(f.name, f.type) for f in fields])

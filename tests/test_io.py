@@ -639,6 +639,10 @@ def test_duplicate_columns(tmp_path):
     path.write_bytes(b"a,b,a\n1,2,3\n")
     with pytest.raises(DataError, match="duplicate column names: 'a'"):
         open_source(str(path))
+    table = pa.Table.from_arrays([pa.array([1.0])] * 5, names=["b", "a", "c", "b", "a"])
+    pq.write_table(table, tmp_path / "in.parquet")
+    with pytest.raises(DataError, match="has duplicate column names: 'a', 'b'$"):
+        open_source(str(tmp_path / "in.parquet"))
 
 
 @pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\n\n"])

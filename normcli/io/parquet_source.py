@@ -85,7 +85,8 @@ class _ParquetSource(Source):
             raise
         self._schema = self._file.schema_arrow
         self.columns = list(self._schema.names)
-        dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        seen: set[str] = set()
+        dupes = sorted({c for c in self.columns if c in seen or seen.add(c)})  # count() would be quadratic
         if dupes:
             names = ", ".join(f"'{c}'" for c in dupes)
             raise DataError(f"{_display(path)} has duplicate column names: {names}")
