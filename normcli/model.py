@@ -72,9 +72,17 @@ class Partial:
     def merge(self, other: Partial, reuse: bool = False) -> Partial:
         """Both parts together (column-wise, and group-wise when grouped; ``reuse``: see
         :meth:`~normcli.groups.GroupStats.merge`)."""
-        cols = {name: st.merge(other.columns[name]) for name, st in self.columns.items()}
+        if len(self.columns) >= _STACKED:
+            cols = dict(zip(self.columns, ColumnStats.merge_all(list(self.columns.values()),
+                                                                [other.columns[n] for n in self.columns])))
+        else:
+            cols = {name: st.merge(other.columns[name]) for name, st in self.columns.items()}
         groups = None if self.groups is None else self.groups.merge(other.groups, reuse)
         return Partial(cols, groups)
+
+
+# From this many columns without a sketch, a batch's statistics are taken over one 2-D array.
+_STACKED = 32
 
 
 @dataclass
@@ -110,14 +118,23 @@ class FitPlan:
     def partial(self, batch: pa.RecordBatch | pa.Table) -> Partial:
         """Statistics of one batch for every planned column (pure; safe to run in threads)."""
         out, values = {}, {}
+        plain = [n for n, col in self.columns.items() if self._sketch_k(col, overall=True) is None]
+        if len(plain) >= _STACKED:  # wide data: the same statistics, column by column costs more
+            block = np.empty((len(plain), batch.num_rows))
+            for i, name in enumerate(plain):
+                block[i] = values[name] = _float_values(batch.column(name), name)
+            values = {name: block[i] for i, name in enumerate(plain)}
+            out = dict(zip(plain, ColumnStats.of_rows(block)))
         for name, col in self.columns.items():
-            x = values[name] = _float_values(batch.column(name), name)
-            k = self._sketch_k(col, overall=True)
-            st = ColumnStats.of(x, None if k is None else _sketch.new(k))
+            if name not in out:
+                values[name] = _float_values(batch.column(name), name)
+                k = self._sketch_k(col, overall=True)
+                out[name] = ColumnStats.of(values[name], None if k is None else _sketch.new(k))
+            st = out[name]
             if st.count and not (np.isfinite(st.min) and np.isfinite(st.max)):
                 raise RowError(f"column '{name}' holds an infinite value", "; fit takes finite numbers only",
-                               int(np.flatnonzero(np.isinf(x))[0]))
-            out[name] = st
+                               int(np.flatnonzero(np.isinf(values[name]))[0]))
+        out = {name: out[name] for name in self.columns}  # in the plan's order
         if not self.group_by:
             return Partial(out)
         f = factorize([key_text(batch.column(k), k) for k in self.group_by])

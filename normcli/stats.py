@@ -132,6 +132,32 @@ class ColumnStats(_sketch.PickledSketches):
             sketch.update(values if values.flags.writeable and values.flags.c_contiguous else values.copy())
         return cls(n, total - n, mean, mean_lo, m2, lo, hi, sketch)
 
+    @classmethod
+    def of_rows(cls, values: np.ndarray) -> list[ColumnStats]:
+        """:meth:`of` for every row of the C-contiguous 2-D ``values`` (one row per column of a
+        batch), without sketches, in a few array operations instead of a few per column.
+
+        Bit for bit what :meth:`of` gives each row: NumPy reduces a contiguous row with the same
+        pairwise sum as a 1-D array, and every other step is the same operation elementwise. A
+        row holding NaN (a null) goes through :meth:`of`, which drops them.
+        """
+        k, total = values.shape
+        if total == 0:
+            return [cls() for _ in range(k)]
+        lo, hi = values.min(axis=1), values.max(axis=1)
+        clean = ~np.isnan(lo)  # NaN propagates through min
+        rows = values[clean] if not clean.all() else values
+        shift = rows[:, 0].copy()
+        with np.errstate(over="ignore", invalid="ignore"):  # as in of(): the fit rejects inf/NaN moments
+            d = np.subtract(rows, shift[:, None])
+            dmean = np.add.reduce(d, axis=1) / total
+            np.subtract(d, dmean[:, None], out=d)
+            np.square(d, out=d)
+            m2 = np.add.reduce(d, axis=1)
+            mean, mean_lo = two_sum(shift, dmean)
+        done = iter(zip(mean.tolist(), mean_lo.tolist(), m2.tolist(), lo[clean].tolist(), hi[clean].tolist()))
+        return [cls(total, 0, *next(done)) if ok else cls.of(values[i]) for i, ok in enumerate(clean.tolist())]
+
     def merge(self, other: ColumnStats) -> ColumnStats:
         """The statistics of both inputs together (Chan, Golub and LeVeque's pairwise update)."""
         if self.scale is not None or other.scale is not None:
@@ -149,6 +175,29 @@ class ColumnStats(_sketch.PickledSketches):
                                        other.count, other.mean, other.mean_lo, other.m2)
         return ColumnStats(n, nulls, mean, mean_lo, m2,
                            _known(min, self.min, other.min), _known(max, self.max, other.max), sketch)
+
+    @classmethod
+    def merge_all(cls, a: list[ColumnStats], b: list[ColumnStats]) -> list[ColumnStats]:
+        """``[x.merge(y) for x, y in zip(a, b)]``, bit for bit, in array operations where both
+        hold values and neither carries a sketch, a fixed scale or an unknown null count."""
+        plain = [x.count and y.count and x.sketch is None and y.sketch is None and x.scale is None
+                 and y.scale is None and x.nulls is not None and y.nulls is not None for x, y in zip(a, b)]
+        pairs = [(x, y) for x, y, ok in zip(a, b, plain) if ok]
+        if not pairs:
+            return [x.merge(y) for x, y in zip(a, b)]
+        fields = ("count", "nulls", "mean", "mean_lo", "m2", "min", "max")
+        xa = {f: np.array([getattr(x, f) for x, _ in pairs]) for f in fields}
+        ya = {f: np.array([getattr(y, f) for _, y in pairs]) for f in fields}
+        mean, mean_lo, m2 = chan_merge(xa["count"], xa["mean"], xa["mean_lo"], xa["m2"],
+                                       ya["count"], ya["mean"], ya["mean_lo"], ya["m2"])
+        # as _known(min, ...) and _known(max, ...): the first of two equal ends (0.0 and -0.0), NaN if either is
+        lo = np.where(np.isnan(xa["min"]) | np.isnan(ya["min"]), np.nan,
+                      np.where(ya["min"] < xa["min"], ya["min"], xa["min"]))
+        hi = np.where(np.isnan(xa["max"]) | np.isnan(ya["max"]), np.nan,
+                      np.where(ya["max"] > xa["max"], ya["max"], xa["max"]))
+        merged = iter(zip((xa["count"] + ya["count"]).tolist(), (xa["nulls"] + ya["nulls"]).tolist(),
+                          mean.tolist(), mean_lo.tolist(), m2.tolist(), lo.tolist(), hi.tolist()))
+        return [cls(*next(merged)) if ok else x.merge(y) for x, y, ok in zip(a, b, plain)]
 
     def var(self, ddof: int = 0) -> float:
         """Variance with ``ddof`` delta degrees of freedom; 0 when fewer than ``ddof + 1`` values."""

@@ -87,3 +87,47 @@ def test_dict_round_trip_is_exact():
     s = fold(1e9 + np.random.default_rng(3).normal(0, 1, 1000), 10)
     back = ColumnStats.from_dict(s.to_dict())
     assert back == s
+
+
+def _fields(s: ColumnStats) -> list:
+    """Every number of ``s`` as compared bit for bit: NaN equal to NaN, 0.0 apart from -0.0."""
+    return [(type(v), v.hex() if isinstance(v, float) else v) for v in
+            (s.count, s.nulls, s.mean, s.mean_lo, s.m2, s.min, s.max)]
+
+
+# one row per column of a wide batch: offsets, spreads, nulls, constants and signed zeros
+any_value = st.one_of(finite, st.just(np.nan), st.just(-0.0), st.just(0.0), st.floats(1e9 - 1, 1e9 + 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(0, 60)), elements=any_value))
+def test_statistics_of_many_columns_at_once_are_those_of_each_column(block):
+    """A wide batch's statistics, taken over one 2-D array, are bit for bit each column's own:
+    the width of the data never changes a stats file."""
+    block = np.ascontiguousarray(block)
+    got = ColumnStats.of_rows(block)
+    assert [_fields(s) for s in got] == [_fields(ColumnStats.of(row.copy())) for row in block]
+    for s, row in zip(got, block):  # and right: against the exact mean and variance of the values
+        values = row[~np.isnan(row)]
+        assert (s.count, s.nulls) == (values.size, row.size - values.size)
+        if values.size:
+            mean, var = exact_mean_var(values)
+            assert (s.min, s.max) == (values.min(), values.max())
+            scale = max(abs(float(mean)), math.sqrt(float(var)), 1e-300)
+            assert abs(float(mean_of(s) - mean)) <= 1e-13 * scale
+            assert abs(s.var() - float(var)) <= 1e-12 * float(var) + 1e-15 * scale * scale
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 30), st.integers(0, 40)), elements=any_value), st.data())
+def test_merging_many_columns_at_once_is_merging_each(a, data):
+    """merge_all is each column's merge, bit for bit, also beside an empty part, an imported
+    statistic without a null count, or one whose minimum is unknown."""
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(data.draw(arrays(np.float64, st.tuples(st.just(a.shape[0]), st.integers(0, 40)),
+                                              elements=any_value)))
+    left, right = ColumnStats.of_rows(a), ColumnStats.of_rows(b)
+    left[0] = ColumnStats(count=2, nulls=None, mean=1.0, m2=0.5, min=0.5, max=1.5)
+    right[-1] = ColumnStats(count=4, nulls=1, mean=2.0, m2=1.0, min=math.nan, max=3.0)
+    got = ColumnStats.merge_all(left, right)
+    assert [_fields(s) for s in got] == [_fields(x.merge(y)) for x, y in zip(left, right)]

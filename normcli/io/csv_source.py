@@ -700,12 +700,11 @@ class _CsvSource(Source):
                 piece.data, self._delimiter.encode(), len(self.columns), frame.height):
             raise ValueError("ragged rows")
         columns = self._output_columns(piece)
+        if columns != self.columns:
+            frame = frame[columns]  # not select(), a lazy query: 0.6 ms more a piece, 20 ms with 2,000 columns
         # Text stays in Polars' layout, Arrow's string_view: no copy here or in the CSV writer.
-        # Polars joins its parse chunks faster than Arrow does (0.56 ms against 0.79 ms for
-        # 2 MiB), and column by column faster than a select() of the frame, a lazy query.
-        level = pl.CompatLevel.newest()
-        batch = pa.RecordBatch.from_arrays(
-            [frame.get_column(name).rechunk().to_arrow(compat_level=level) for name in columns], names=columns)
+        # Polars joins its parse chunks faster than Arrow does: 0.56 ms against 0.79 ms (2 MiB)
+        batch = _as_batch(frame.rechunk().to_arrow(compat_level=pl.CompatLevel.newest()))
         if not piece.keep_others:  # statistics only: they count NaN and null alike as missing
             return batch
         return pa.RecordBatch.from_arrays(
