@@ -585,17 +585,23 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
     ``overrides`` replace fitted options: ``clip``, ``clip_sigma``, ``fill_missing``.
     ``data`` may be a path: it is streamed into ``output`` (required), which is returned.
     """
+    from normcli.exports import require_stats
+
+    require_stats(stats, "transform")
+    given = [k for k, v in overrides.items() if v is not None or k not in _OVERRIDES]
+    if inverse and given:  # the inverse undoes the fitted map: an override changes nothing
+        raise UsageError(f"the inverse takes no option '{given[0]}' (it undoes the map fitted)")
     unknown = sorted(set(overrides) - set(_OVERRIDES))
     if unknown:
         raise UsageError(f"transform takes no option '{unknown[0]}' (it overrides {', '.join(_OVERRIDES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if inverse and overrides:  # the inverse undoes the fitted map: an override changes nothing
-        raise UsageError(f"the inverse takes no option '{next(iter(overrides))}' (it undoes the map fitted)")
     stats.check_overrides(overrides)  # before any data is read (and before they key a cache)
     overrides = {k: M.plain(v) for k, v in overrides.items()}
     output_options = OutputOptions(unseen_group, dtype, decimals)
     if not _is_path(data) and output is not None:
         raise UsageError("output= is for a path: a DataFrame or table is transformed and returned")
+    if output is not None and not isinstance(output, (str, os.PathLike)):
+        raise UsageError(f"output= takes the path of the output, not {type(output).__name__}")
     for message in stats.inverse_losses() if inverse else ():
         _warn(message)
     if _is_path(data):

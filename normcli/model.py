@@ -510,6 +510,21 @@ class Stats:
         # transform's worker threads ask at once: per group, the map costs quantiles per sketch
         self._params_lock = threading.Lock()
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when their stats files would be, but for when and by which version they were made."""
+        if not isinstance(other, Stats):
+            return NotImplemented
+        from normcli import statsfile
+
+        def content(stats: Stats) -> dict[str, Any]:
+            doc = statsfile.to_dict(stats)
+            del doc["created"], doc["normcli_version"]
+            return doc
+
+        return content(self) == content(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq is
+
     def __getstate__(self) -> dict[str, Any]:  # sent to Dask workers: without the lock and cache
         return {**self.__dict__, "_params": {}, "_params_lock": None}
 

@@ -914,3 +914,40 @@ def test_an_empty_selection_and_the_same_statistics_twice_are_refused(tmp_path):
         normcli.merge(stats, stats)
     np.testing.assert_allclose(normcli.merge(stats, normcli.fit(df)).columns["a"].stats.m2,
                                ((np.r_[df.a, df.a] - np.r_[df.a, df.a].mean()) ** 2).sum(), rtol=1e-15)
+
+
+def test_stats_compare_by_what_they_fitted():
+    """Two Stats are equal when their stats files would be, but for when and by which version
+    they were made: grouped ones too (their arrays made == raise), and across save and load."""
+    import copy
+    import pickle
+    import tempfile
+
+    df = pd.DataFrame({"g": ["a", "b", "a", "b", "c"], "x": [1.0, 2.0, 4.0, 8.0, 3.0], "y": [0.5, 1.5, 1.0, 2.0, 9.0]})
+    for group_by in ((), "g"):
+        a, b = normcli.fit(df, group_by=group_by), normcli.fit(df, group_by=group_by)
+        b.info["created"] = "2001-01-01T00:00:00+00:00"
+        assert a == b and not a != b
+        with tempfile.TemporaryDirectory() as d:
+            a.save(f"{d}/s.json")
+            assert normcli.load(f"{d}/s.json") == a
+        assert pickle.loads(pickle.dumps(a)) == a and copy.deepcopy(a) == a
+        other = normcli.fit(df.assign(x=df.x * 2), group_by=group_by)
+        assert a != other and other.to_json() != a.to_json()
+        assert a != normcli.fit(df, "minmax", group_by=group_by)  # same data, another method
+    assert (a == 3) is False
+    with pytest.raises(TypeError):
+        hash(a)
+
+
+def test_transform_refuses_what_is_not_stats_and_an_output_that_is_not_a_path(tmp_path):
+    df = pd.DataFrame({"x": [1.0, 2.0, 4.0]})
+    stats = normcli.fit(df)
+    for bad in ("stats.json", None, df):
+        with pytest.raises(UsageError, match=r"^transform takes fitted Stats \(normcli.fit or normcli.load\), not a "):
+            normcli.transform(bad, df)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(UsageError, match=r"^output= takes the path of the output, not int$"):
+        stats.transform(str(tmp_path / "d.csv"), output=5)
+    with pytest.raises(UsageError, match=r"^the inverse takes no option 'foo' \(it undoes the map fitted\)$"):
+        stats.inverse(df, foo=1)
