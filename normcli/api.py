@@ -106,7 +106,11 @@ def _is_path(data: Any) -> bool:
 
 def _unread(data: Any, methods: Sequence[str], columns: list[str] | None, exclude: list[str],
             group_by: list[str]) -> set[str]:
-    """The columns of a frame that a fit with these arguments does not read."""
+    """The columns of a pandas DataFrame that a fit with these arguments does not read (nothing
+    of anything else: asking another library's frame for its columns may cost a query)."""
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(data, pd.DataFrame):
+        return set()
     named = set(group_by) | set(columns or ()) | {c for _, cols in named_specs(methods) for c in cols}
     labels = {str(c) for c in getattr(data, "columns", ())}
     left_out = set(exclude) | (set() if columns is None else labels - set(columns))
