@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -65,10 +66,7 @@ def connect(scheduler: str | None = None, log: Callable[[str, dict], None] | Non
     from distributed import Client, LocalCluster
 
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise IOFailure(f"cannot connect to the Dask scheduler at '{scheduler}': {exc}") from None
+        client = _client(Client, scheduler)
         with client:
             yield DaskEngine(client)
         return
@@ -83,6 +81,41 @@ def connect(scheduler: str | None = None, log: Callable[[str, dict], None] | Non
                                     f"(dashboard {cluster.dashboard_link}); --scheduler ADDRESS uses a running one"})
         with Client(cluster) as client:
             yield DaskEngine(client)
+
+
+# How long a scheduler has to answer (Client's own timeout), and how much longer the command
+# waits for the client: that timeout does not bound every wait (a server that accepts the
+# connection and never speaks would hold it for ever).
+CONNECT_SECONDS = 20.0
+CONNECT_GRACE = 5.0
+
+
+def _client(client_class: Any, scheduler: str) -> Any:
+    """A client of the scheduler at ``scheduler``, made in a thread of its own so that no answer
+    within :data:`CONNECT_SECONDS` is an IOFailure, as is an answer that is not a scheduler's."""
+    done: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            done["client"] = client_class(scheduler, timeout=f"{CONNECT_SECONDS}s")
+        except BaseException as exc:  # handed to the caller
+            done["error"] = exc
+
+    # a daemon: should the scheduler never answer, nothing waits for this thread at exit
+    thread = threading.Thread(target=make, name="normcli-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS + CONNECT_GRACE)
+    where = f"cannot connect to the Dask scheduler at '{scheduler}'"
+    if thread.is_alive():
+        raise IOFailure(f"{where}: no answer in {CONNECT_SECONDS + CONNECT_GRACE:g} s")
+    exc = done.get("error")
+    if isinstance(exc, (OSError, TimeoutError, ValueError)):
+        raise IOFailure(f"{where}: {exc}") from None
+    if isinstance(exc, Exception):  # bytes that are not Dask's (a web server, say) read as a message
+        raise IOFailure(f"{where}: what answers there is not a Dask scheduler ({type(exc).__name__})") from None
+    if exc is not None:
+        raise exc
+    return done["client"]
 
 
 @contextlib.contextmanager

@@ -494,3 +494,47 @@ def test_cli_error_on_a_local_cluster_worker_is_one_line(tmp_path):
                 "--unseen-group", "error", "--engine", "dask", "--quiet")
     assert r.code == 3, r.err
     assert r.err == "Error: group k='zz' was not seen in fit (--unseen-group error)\n"
+
+
+@pytest.mark.parametrize("server", ["silent", "not dask"])
+def test_a_scheduler_address_where_no_scheduler_answers_is_one_io_error(monkeypatch, server):
+    """A server that accepts the connection and never speaks (the client waited for ever), or
+    one that answers bytes that are not Dask's (an internal error, MemoryError), is exit 5 with
+    one line, within the connect timeout."""
+    import socket
+    import threading
+    import time
+
+    from normcli import engine_dask
+    from normcli.errors import IOFailure
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            if server == "not dask":
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(engine_dask, "CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(engine_dask, "CONNECT_GRACE", 1.0)
+    address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    why = "no answer in 2 s" if server == "silent" else r"what answers there is not a Dask scheduler \(\w+\)"
+    started = time.monotonic()
+    try:
+        with pytest.raises(IOFailure, match=rf"^cannot connect to the Dask scheduler at '{address}': {why}$"):
+            with engine_dask.connect(address):
+                pass
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert time.monotonic() - started < 10
