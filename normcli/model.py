@@ -81,8 +81,10 @@ class Partial:
         return Partial(cols, groups)
 
 
-# From this many columns without a sketch, a batch's statistics are taken over one 2-D array.
+# From this many columns without a sketch, a batch's statistics are taken over 2-D arrays of
+# about _STACK_BYTES each.
 _STACKED = 32
+_STACK_BYTES = 1 << 20
 
 
 @dataclass
@@ -120,11 +122,16 @@ class FitPlan:
         out, values = {}, {}
         plain = [n for n, col in self.columns.items() if self._sketch_k(col, overall=True) is None]
         if len(plain) >= _STACKED:  # wide data: the same statistics, column by column costs more
-            block = np.empty((len(plain), batch.num_rows))
-            for i, name in enumerate(plain):
-                block[i] = values[name] = _float_values(batch.column(name), name)
-            values = {name: block[i] for i, name in enumerate(plain)}
-            out = dict(zip(plain, ColumnStats.of_rows(block)))
+            # a few MiB of columns at a time: a block (and its deviations) of every column of a
+            # long batch would hold the batch twice over
+            step = max(1, _STACK_BYTES // max(8 * batch.num_rows, 1))
+            for start in range(0, len(plain), step):
+                names = plain[start:start + step]
+                block = np.empty((len(names), batch.num_rows))
+                for i, name in enumerate(names):
+                    block[i] = _float_values(batch.column(name), name)
+                    values[name] = block[i]
+                out.update(zip(names, ColumnStats.of_rows(block)))
         for name, col in self.columns.items():
             if name not in out:
                 values[name] = _float_values(batch.column(name), name)

@@ -131,3 +131,25 @@ def test_merging_many_columns_at_once_is_merging_each(a, data):
     right[-1] = ColumnStats(count=4, nulls=1, mean=2.0, m2=1.0, min=math.nan, max=3.0)
     got = ColumnStats.merge_all(left, right)
     assert [_fields(s) for s in got] == [_fields(x.merge(y)) for x, y in zip(left, right)]
+
+
+@pytest.mark.parametrize("stack_bytes", [1, 8 * 50 * 3, 1 << 20])
+def test_a_fit_of_many_columns_gives_each_the_statistics_of_the_column_alone(monkeypatch, stack_bytes):
+    """However the columns of a batch are cut into 2-D blocks (one column, three, all), each gets
+    the statistics that the column-by-column path gives, bit for bit."""
+    import pyarrow as pa
+
+    from normcli import model
+
+    rng = np.random.default_rng(4)
+    block = rng.normal(1e6, 3.0, (40, 50))
+    block[5, ::3] = np.nan
+    block[6] = np.nan
+    batch = pa.RecordBatch.from_arrays([pa.array(row) for row in block], names=[f"c{i}" for i in range(40)])
+    plan = model.plan_fit({name: pa.float64() for name in batch.schema.names})
+    monkeypatch.setattr(model, "_STACK_BYTES", stack_bytes)
+    stacked = plan.partial(batch).columns
+    monkeypatch.setattr(model, "_STACKED", 10**9)  # column by column
+    alone = plan.partial(batch).columns
+    assert list(stacked) == list(alone) == batch.schema.names
+    assert [_fields(s) for s in stacked.values()] == [_fields(s) for s in alone.values()]
