@@ -651,11 +651,7 @@ class _CsvSource(Source):
         A transform reads every column and refuses them: the fit of the same input does too,
         with the same message, rather than succeed on a file its transform will refuse.
         """
-        if piece.data.isascii():  # the common case, at memchr speed
-            return
-        try:
-            piece.data.decode()
-        except UnicodeDecodeError:
+        if not (piece.data.isascii() or _is_utf8(piece.data)):  # isascii: the common case, at memchr speed
             self._decode_arrow(dataclasses.replace(piece, keep_others=True))  # raises the transform's error
 
     def _decode_polars(self, piece: Piece) -> pa.RecordBatch:
