@@ -666,7 +666,13 @@ def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[
             return stats.inverse_batch(batch, output, unseen)
         return stats.transform_batch(batch, overrides, output, unseen)
 
-    out = [one(b) for b in table.to_batches(max_chunksize=BATCH_ROWS)]
+    out, start = [], 0
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        try:
+            out.append(one(batch))
+        except RowError as exc:  # named by its position in the whole frame, as df.iloc takes it
+            raise exc.located(f"row {start + exc.row} (counting from 0)") from None
+        start += batch.num_rows
     if not out:
         out = [one(pa.RecordBatch.from_pylist([], schema=table.schema))]
     return pa.Table.from_batches(out)

@@ -847,17 +847,32 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     elif arr.type != pa.float64():
         try:
             arr = arr.cast(pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            # text names the value that failed to parse; any other type is simply not numbers
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type)
-            why = exc if text else f"it holds {arr.type} values"
-            raise DataError(f"cannot read column '{name}' as numbers: {why}") from None
+            if not text:
+                raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values") from None
+            row = _first_unparsed(arr)
+            raise RowError(f"column '{name}': value {_shown(str(arr[row].as_py()))}", " is not a number", row) from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
     values = float64_values(arr)
     if arr.null_count:
         values = np.where(validity(arr), values, np.nan)
     return values
+
+
+def _first_unparsed(arr: pa.Array) -> int:
+    """The index of the first value of the text array ``arr`` that does not parse as a float64
+    (one exists). Arrow's cast names a failing value, not its place, and not always the first."""
+    lo, hi = 0, len(arr)  # the first failure lies in [lo, hi): halve it, casting the front half
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            arr.slice(lo, mid - lo).cast(pa.float64())
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo
 
 
 def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOptions,

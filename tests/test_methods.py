@@ -11,6 +11,7 @@ from sklearn import datasets
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, RobustScaler, StandardScaler
 
 import normcli
+from normcli.api import BATCH_ROWS
 from normcli.errors import DataError, UsageError
 
 TOL = 1e-12  # relative, and absolute for values near zero
@@ -362,10 +363,22 @@ def test_columns_of_a_frame_with_integer_labels_are_named_by_their_labels():
     np.testing.assert_allclose(stats.transform(grouped)["x"], expected, rtol=1e-15)
 
 
-def test_transform_names_the_column_it_cannot_read_as_numbers():
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("kind", ["frame", "table"])
+@pytest.mark.parametrize("rows, bad", [(4, [1, 3]), (3 * BATCH_ROWS, [BATCH_ROWS + 5, BATCH_ROWS + 9, 2 * BATCH_ROWS])])
+def test_transform_names_the_first_value_it_cannot_read_as_numbers_and_its_row(rows, bad, kind, inverse):
+    """As fit names a text column's first value that is not a number: the first, by its row as
+    df.iloc counts it, in whichever batch it lies (Arrow's cast names some failing value)."""
     stats = normcli.fit(pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [1.0, 3.0, 5.0]}))
-    with pytest.raises(DataError, match="cannot read column 'b' as numbers"):
-        stats.transform(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["1", "x", "3"]}))
+    b = [str(i % 7) for i in range(rows)]
+    for i, row in enumerate(bad):
+        b[row] = f"x{i}"
+    data = pd.DataFrame({"a": np.ones(rows), "b": b}, index=np.arange(rows) * 10 + 3)  # labels are not rows
+    if kind == "table":
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    with pytest.raises(DataError) as e:
+        normcli.transform(stats, data, inverse=inverse)
+    assert str(e.value) == f"column 'b': value 'x0' on row {bad[0]} (counting from 0) is not a number"
 
 
 @pytest.mark.parametrize("values, kind", [
