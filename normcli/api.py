@@ -174,6 +174,9 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
                           delimiter=delimiter, sketch_k=sketch_k, progress=progress, options=options,
                           sketch_all=sketch, log=_warn_event)
     else:
+        given = next((k for k, v in (("fmt", fmt), ("delimiter", delimiter)) if v is not None), None)
+        if given:  # silently unused, it would read as applied
+            raise UsageError(f"{given}= is for a path: a DataFrame or table is fitted as it is")
         stats = _fit_table(data, methods, columns, exclude, group_by, sketch_k, sketch, options)
     for message in constant_warnings(stats):
         _warn(message)

@@ -489,6 +489,11 @@ def test_api_arguments_of_the_wrong_kind_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="output= is for a path"):
         stats.transform(frame, output=str(tmp_path / "x.csv"))
     assert not (tmp_path / "x.csv").exists()
+    for option in ({"fmt": "tsv"}, {"delimiter": ";"}):  # how to read a file: a frame is no file
+        with pytest.raises(UsageError, match=f"^{next(iter(option))}= is for a path"):
+            normcli.fit(frame, **option)
+        with pytest.raises(UsageError, match=f"^{next(iter(option))}= is for a path"):
+            normcli.fit(pa.table(frame), **option)
 
 
 def test_the_api_warns_about_constant_and_empty_columns_and_unseen_groups_at_the_callers_line():
