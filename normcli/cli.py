@@ -266,6 +266,9 @@ def fit(
             raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
         if inputs.count("-") > 1:
             raise UsageError("stdin (-) can be read only once")
+        if output is None and io.is_special(update):  # written back into a pipe it was read from: lost, or a hang
+            raise UsageError(f"--update writes the stats file back in place, and '{update}' is a pipe or device: "
+                             "name the updated stats file with -o")
         target = output or update
         in_place = io.same_file(target, update)
         # Updates of one file in place take turns: each reads what the one before wrote.

@@ -480,6 +480,22 @@ run check day3.csv --stats stats.json --json > drift.json
     assert "mean_shift" in drifted["x"] and drifted["y"] == []
 
 
+def test_update_of_stats_read_from_a_pipe_needs_an_output(tmp_path):
+    """Written back in place, the update would go into the pipe it was read from: lost (exit 0),
+    or a hang once it fills the pipe. It is a usage error; with -o the pipe's stats are updated."""
+    d1, d2 = day_frame(1), day_frame(2)
+    assert run_cli("fit", write_csv(d1, tmp_path / "d1.csv"), "-o", tmp_path / "s.json").code == 0
+    day2 = write_csv(d2, tmp_path / "d2.csv")
+    stats = (tmp_path / "s.json").read_bytes()
+    r = run_cli("fit", day2, "--update", "/dev/stdin", stdin=stats, timeout=60)
+    assert r.code == errors.EXIT_USAGE and r.out == b""
+    assert r.err == ("Error: --update writes the stats file back in place, and '/dev/stdin' is a pipe or device: "
+                     "name the updated stats file with -o\n")
+    r = run_cli("fit", day2, "--update", "/dev/stdin", "-o", tmp_path / "u.json", stdin=stats, timeout=60)
+    assert r.code == 0, r.err
+    assert_moments(load_stats(tmp_path / "u.json")["columns"]["x"], np.concatenate([d1["x"].to_numpy(), d2["x"].to_numpy()]))
+
+
 def test_update_with_a_changed_file_absorbs_it(tmp_path):
     src = write_csv(day_frame(1), tmp_path / "day.csv")
     assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
