@@ -1083,6 +1083,26 @@ def test_merge_refuses_one_stats_file_named_twice(tmp_path):
             normcli.merge(str(tmp_path / "s.json"), str(tmp_path / other))
 
 
+@pytest.mark.parametrize("where", [(), ("fitted_on",), ("fitted_on", "inputs", 0), ("columns", "price", "options"),
+                                   ("columns", "price", "stats")])
+def test_an_unknown_key_anywhere_in_the_stats_file_is_refused_naming_it(tmp_path, stats_file, sample_csv, where):
+    """A key the format does not have is a typo or a file of another tool: every command that
+    reads the file refuses it (exit 4), naming where it is, as the README's Guarantees say."""
+    doc = json.loads(stats_file.read_text())
+    node = doc
+    for step in where:
+        node = node[step]
+    node["host"] = "m1"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    place = ".".join(str(s) for s in where)
+    message = f"{place + ': ' if place else ''}Additional properties are not allowed ('host' was unexpected)"
+    for args in (["inspect", edited], ["transform", sample_csv, "--stats", edited],
+                 ["merge", edited, stats_file], ["fit", sample_csv, "--update", edited, "-o", tmp_path / "u.json"]):
+        assert_error(run_cli(*args), 4, message)
+    assert not (tmp_path / "u.json").exists()
+
+
 @pytest.mark.parametrize("low", ["-1.7976931348623157e308", "0"])
 def test_statistics_at_the_largest_double_load_without_numpy_warnings(tmp_path, low):
     # The loader's check of the mean against [min, max] widens them a little: at +-DBL_MAX that
