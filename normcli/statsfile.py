@@ -280,7 +280,8 @@ def _validate(doc: Any, source: str) -> None:
         err = jsonschema.exceptions.best_match(validator.iter_errors(outline))
         if err is not None:
             where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            raise StatsFileError(f"{source}: {where}: {err.message}")
+            message = err.message if len(err.message) <= 300 else err.message[:297] + "..."  # it quotes the value
+            raise StatsFileError(f"{source}: {where}: {message}")
     for name, c in doc["columns"].items():
         st = c["stats"]
         where = f"{source}: columns.{name}.stats"

@@ -1103,6 +1103,18 @@ def test_an_unknown_key_anywhere_in_the_stats_file_is_refused_naming_it(tmp_path
     assert not (tmp_path / "u.json").exists()
 
 
+def test_a_huge_bad_value_in_the_stats_file_is_not_echoed_whole(tmp_path, stats_file):
+    """The error quotes the offending key or value: cut short, the line stays a line."""
+    for column, key, value, message in (("price", "x" * 100_000, 1, "columns.price.stats: Additional properties are "
+                                                                     "not allowed ('xxx"),
+                                        ("units", "mean", "y" * 100_000, "columns.units.stats.mean: 'yyy")):
+        doc = json.loads(stats_file.read_text())
+        doc["columns"][column]["stats"][key] = value
+        (tmp_path / "big.json").write_text(json.dumps(doc))
+        line = assert_error(run_cli("inspect", tmp_path / "big.json"), 4, message)
+        assert len(line) < 500 and line.endswith("...")
+
+
 @pytest.mark.parametrize("low", ["-1.7976931348623157e308", "0"])
 def test_statistics_at_the_largest_double_load_without_numpy_warnings(tmp_path, low):
     # The loader's check of the mean against [min, max] widens them a little: at +-DBL_MAX that
