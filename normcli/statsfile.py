@@ -72,9 +72,12 @@ def from_dict(doc: Any, source: str = "stats") -> Stats:
         options = _options(c["method"], c["options"], where) if c["method"] in M.PER_COLUMN else {}
         try:
             st = ColumnStats.from_dict(c["stats"])
+            _check_sketch_range(st.sketch, st.min, st.max, f"{where}.stats.sketch")
             if c.get("groups") is not None:
                 where += ".groups"
-                per_group[name] = GroupStats.from_dict(c["groups"])
+                g = per_group[name] = GroupStats.from_dict(c["groups"])
+                for i, sk in enumerate(g.sketch or ()):
+                    _check_sketch_range(sk, g.min[i], g.max[i], f"{where}.sketch", f" (group_keys[{i}])")
         except ValueError as exc:
             raise StatsFileError(f"{where}.sketch: {exc}") from None
         columns[name] = ColumnFit(name, c["method"], options, st)
@@ -319,6 +322,17 @@ def _validate(doc: Any, source: str) -> None:
         if isinstance(sketch, dict) and sketch["n"] != st["count"]:
             raise StatsFileError(f"{where}.sketch.n: {sketch['n']} values sketched, but count is {st['count']}")
     _validate_groups(doc, source)
+
+
+def _check_sketch_range(sk: Any, lo: float, hi: float, where: str, group: str = "") -> None:
+    """A quantile sketch keeps the exact least and greatest of its values: a sketch whose differ
+    from its column's min and max is another column's (its n may still match) or damaged."""
+    if sk is None or sk.is_empty() or not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    low, high = sk.get_min_value(), sk.get_max_value()
+    if low != lo or high != hi:
+        raise StatsFileError(f"{where}: its values run from {low!r} to {high!r}, but min and max are "
+                             f"{float(lo)!r} and {float(hi)!r}{group}")
 
 
 def _non_finite(value: Any, path: str = "") -> str | None:

@@ -297,6 +297,30 @@ def test_damaged_group_sketches_are_named(tmp_path, edit, message):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.parametrize("where", ["stats", "groups"])
+def test_a_sketch_of_another_column_with_as_many_values_is_refused(tmp_path, where):
+    """A sketch keeps its values' exact min and max: swapped with another column's sketch of as
+    many values (the count check passes), it would give that column's quantiles, silently."""
+    df = grouped_frame(n=800, groups=30, nan=0.0)  # x and y have values in every row
+    doc = json.loads(normcli.fit(df, "robust", group_by="key").to_json())
+    if where == "stats":
+        doc["columns"]["x"]["stats"]["sketch"] = doc["columns"]["y"]["stats"]["sketch"]
+        x, y, group = df["x"], df["y"], ""
+    else:
+        i = 3
+        doc["columns"]["x"]["groups"]["sketch"]["data"][i] = doc["columns"]["y"]["groups"]["sketch"]["data"][i]
+        rows = df["key"] == doc["group_keys"][i][0]
+        x, y, group = df.loc[rows, "x"], df.loc[rows, "y"], f" (group_keys[{i}])"
+    path, data = tmp_path / "bad.json", tmp_path / "d.csv"
+    path.write_text(json.dumps(doc))
+    df.to_csv(data, index=False)
+    r = run_cli("transform", data, "--stats", path, "-o", tmp_path / "o.csv")
+    assert r.code == 4 and r.err == (f"Error: stats file '{path}': columns.x.{where}.sketch: its values run from "
+                                     f"{float(y.min())!r} to {float(y.max())!r}, but min and max are {float(x.min())!r} and "
+                                     f"{float(x.max())!r}{group}\n")
+    assert not (tmp_path / "o.csv").exists()
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
