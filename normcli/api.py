@@ -413,6 +413,12 @@ def absorbed(stats: Stats) -> list[dict]:
     return [i["fingerprint"] for i in stats.info.get("inputs", []) if i.get("fingerprint")]
 
 
+def _same_file_key(fingerprint: Mapping[str, Any]) -> tuple:
+    """What tells one file wherever it lies: a file moved, or copied with its times kept
+    (``cp -p``, ``rsync -a``), has a new path and the same size, modification time and content."""
+    return fingerprint["size"], fingerprint["mtime"], fingerprint["sha256"]
+
+
 def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimiter: str | None = None,
            progress: engine.Progress | None = None, log: Log | None = None,
            engine: Any = None) -> tuple[Stats, int]:
@@ -433,12 +439,23 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
     expand, fold = _engine(engine)
     seen = absorbed(stats)
     seen_paths = {f["path"] for f in seen}
+    seen_files = {_same_file_key(f): f["path"] for f in seen}
+    seen_bytes = {(f["size"], f["sha256"]): f["path"] for f in seen}
     fresh = []
     for item in expand(paths):
         found = io.fingerprint(item.path) if item.path != "-" and "://" not in item.path else None
         if found is not None and found in seen:
             log("skip", {"path": item.path, "reason": "already absorbed by the stats file"})
             continue
+        if found is not None and _same_file_key(found) in seen_files:  # moved, or copied with its time
+            log("skip", {"path": item.path, "reason": f"already absorbed by the stats file as "
+                                                      f"'{seen_files[_same_file_key(found)]}' (same size, "
+                                                      "modification time and content)"})
+            continue
+        if found is not None and found["path"] not in seen_paths and (found["size"], found["sha256"]) in seen_bytes:
+            log("warning", {"message": f"'{item.path}' has the size and content of "
+                                       f"'{seen_bytes[found['size'], found['sha256']]}', absorbed before (with "
+                                       "another modification time): if it is a copy, its rows count twice"})
         if found is not None and found["path"] in seen_paths:
             # a corrected file delivered again, or one touched or rewritten: counted twice
             log("warning", {"message": f"'{item.path}' was absorbed before, with other content or another "
@@ -789,10 +806,13 @@ def merge(*parts: Stats | str) -> Stats:
     parts = tuple(load(p) if _is_path(p) else p for p in parts)
     out = parts[0]
     for other in parts[1:]:
-        shared = [f for f in absorbed(other) if f in absorbed(out)]
+        mine = {_same_file_key(f): f["path"] for f in absorbed(out)}
+        shared = [f for f in absorbed(other) if _same_file_key(f) in mine]
         if shared:
-            raise StatsFileError(f"cannot merge: both files were fitted on '{shared[0]['path']}' "
-                                 "(the data must be disjoint)")
+            first, also = mine[_same_file_key(shared[0])], shared[0]["path"]
+            where = f"'{first}' (" if first == also else (f"one file, as '{first}' and as '{also}' (same size, "
+                                                          "modification time and content; ")
+            raise StatsFileError(f"cannot merge: both files were fitted on {where}the data must be disjoint)")
         out = merge_stats(out, other)
     return out
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, run_cli
+from reliability.helpers import assert_error
 import normcli
 from normcli import errors
 
@@ -1258,3 +1259,35 @@ def test_parquet_input_sets_the_format_and_separator_of_outputs_that_name_none(t
         r = run_cli("transform", src, "--stats", stats, "-d", ";", "-o", tmp_path / "o.csv", *extra)
         assert r.code == 0, r.err
         assert (tmp_path / "o.csv").read_text() == 'x;t\n-1.0;"a;b"\n1.0;c\n'
+
+
+def test_a_moved_or_copied_input_is_known_by_its_size_time_and_content(tmp_path):
+    """The path is not what makes a file the same: moved to another directory or machine with
+    its stats file, or copied with its times kept (cp -p, rsync -a), an input --update absorbed
+    is skipped, and merge refuses two files fitted on it. A copy with a new time may be another
+    delivery of equal bytes: absorbed, with a warning that it may count twice."""
+    import shutil
+
+    (tmp_path / "m1").mkdir()
+    write_csv(day_frame(1), tmp_path / "m1" / "day.csv")
+    assert run_cli("fit", "day.csv", "-o", "s.json", cwd=tmp_path / "m1").code == 0
+    shutil.copytree(tmp_path / "m1", tmp_path / "m2")  # copy2: times kept
+    before = (tmp_path / "m2" / "s.json").read_bytes()
+    r = run_cli("fit", "day.csv", "--update", "s.json", cwd=tmp_path / "m2")
+    assert r.code == 0 and r.err == (f"note: skipped 'day.csv': already absorbed by the stats file as "
+                                     f"'{tmp_path / 'm1' / 'day.csv'}' (same size, modification time and content)\n")
+    assert (tmp_path / "m2" / "s.json").read_bytes() == before  # untouched: nothing new
+    # merge: a file fitted on the copy and one fitted on the original
+    assert run_cli("fit", tmp_path / "m2" / "day.csv", "-o", tmp_path / "copy.json").code == 0
+    assert_error(run_cli("merge", tmp_path / "m1" / "s.json", tmp_path / "copy.json"), 4,
+                 f"cannot merge: both files were fitted on one file, as '{tmp_path / 'm1' / 'day.csv'}' and as "
+                 f"'{tmp_path / 'm2' / 'day.csv'}' (same size, modification time and content; the data must be disjoint)")
+    # the same bytes with a new time: absorbed, said in a warning
+    shutil.copyfile(tmp_path / "m1" / "day.csv", tmp_path / "m2" / "again.csv")
+    os.utime(tmp_path / "m2" / "again.csv", (1e9, 1e9))
+    r = run_cli("fit", "again.csv", "--update", "s.json", cwd=tmp_path / "m2")
+    assert r.code == 0 and r.err == (f"warning: 'again.csv' has the size and content of '{tmp_path / 'm1' / 'day.csv'}', "
+                                     "absorbed before (with another modification time): if it is a copy, its rows "
+                                     "count twice\n"), r.err
+    twice = np.concatenate([day_frame(1)["x"].to_numpy()] * 2)
+    assert_moments(load_stats(tmp_path / "m2" / "s.json")["columns"]["x"], twice)
