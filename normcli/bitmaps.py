@@ -60,3 +60,26 @@ def from_values(y: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = Non
         return pa.Array.from_buffers(kind, len(y), [None, pa.py_buffer(y)], null_count=0)
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(kind, len(y), [bitmap, pa.py_buffer(y)], null_count=int(len(y) - valid.sum()))
+
+
+def first_bad_float(column: pa.Array | pa.ChunkedArray) -> int | None:
+    """Index of the first text value of ``column`` that does not cast to float64, by bisection;
+    None if all do. Arrow's cast error names a failing value, not its place, nor always the first."""
+
+    def ok(lo: int, hi: int) -> bool:
+        try:
+            column.slice(lo, hi - lo).cast(pa.float64())
+            return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False
+
+    lo, hi = 0, len(column)
+    if ok(lo, hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if not ok(lo, mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from normcli import methods as M
-from normcli.bitmaps import decimals_as_float64, float64_values, from_values, numbers_as_float64, validity
+from normcli.bitmaps import decimals_as_float64, first_bad_float, float64_values, from_values, numbers_as_float64, validity
 from normcli import sketch as _sketch
 from normcli.errors import DataError, RowError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -851,7 +851,7 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
             text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type)
             if not text:
                 raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values") from None
-            row = _first_unparsed(arr)
+            row = first_bad_float(arr)
             raise RowError(f"column '{name}': value {_shown(str(arr[row].as_py()))}", " is not a number", row) from None
     if len(arr) == 0:
         return np.empty(0, dtype=np.float64)
@@ -859,20 +859,6 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     if arr.null_count:
         values = np.where(validity(arr), values, np.nan)
     return values
-
-
-def _first_unparsed(arr: pa.Array) -> int:
-    """The index of the first value of the text array ``arr`` that does not parse as a float64
-    (one exists). Arrow's cast names a failing value, not its place, and not always the first."""
-    lo, hi = 0, len(arr)  # the first failure lies in [lo, hi): halve it, casting the front half
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            arr.slice(lo, mid - lo).cast(pa.float64())
-            lo = mid
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            hi = mid
-    return lo
 
 
 def _to_arrow(y: np.ndarray, like: pa.Array, keep_nulls: bool, output: OutputOptions,

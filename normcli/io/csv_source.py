@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..bitmaps import float64_values, from_values, validity
+from ..bitmaps import first_bad_float, float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .gunzip import GZIP_MAGIC, GzipError, open_gunzip
 from .sample import TextSample, text_samples
-from .source import LineCounts, Piece, Source, _display, _first_bad_float, _read_failure, stdin_stream
+from .source import LineCounts, Piece, Source, _display, _read_failure, stdin_stream
 
 _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
@@ -800,7 +800,7 @@ class _CsvSource(Source):
         try:
             text = self._numbers_as_text(piece, null_values)
             found = [(i, name) for name in piece.numeric
-                     if (i := _first_bad_float(text.column(name))) is not None]
+                     if (i := first_bad_float(text.column(name))) is not None]
         except pa.ArrowInvalid:
             found = []
         if not found:  # not a number problem (say, invalid UTF-8): report pyarrow's message

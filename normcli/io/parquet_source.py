@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from ..bitmaps import decimals_as_float64, numbers_as_float64
+from ..bitmaps import decimals_as_float64, first_bad_float, numbers_as_float64
 from ..errors import DataError, IOFailure
-from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _first_bad_float, _pq, _read_failure, copy_stdin,
+from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _pq, _read_failure, copy_stdin,
                      spool_failure, stdin_stream)
 
 
@@ -180,7 +180,7 @@ class _ParquetSource(Source):
             return column.cast(pa.float64(), safe=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-                index = _first_bad_float(pa.chunked_array([column]))
+                index = first_bad_float(column)
                 if index is not None:
                     value = column[index].as_py()
                     raise DataError(

@@ -288,25 +288,3 @@ class Source:
         if piece.keep_others:
             return list(self.columns)
         return list(piece.numeric) + [c for c in piece.keep if c not in piece.numeric]
-
-
-def _first_bad_float(column: pa.ChunkedArray) -> int | None:
-    """Index of the first value that does not cast to float64, by bisection; None if all do."""
-
-    def ok(lo: int, hi: int) -> bool:
-        try:
-            column.slice(lo, hi - lo).cast(pa.float64())
-            return True
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return False
-
-    lo, hi = 0, len(column)
-    if ok(lo, hi):
-        return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if not ok(lo, mid):
-            hi = mid
-        else:
-            lo = mid
-    return lo
