@@ -19,6 +19,7 @@ from normcli import engine, statsfile
 from normcli import methods as M
 from normcli.errors import DataError, NormcliError, RowError, StatsFileError, UsageError, naming_input
 from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, as_names, is_numeric_type, merge_partials,
+                           names_argument, numbers_as_text,
                            plan_fit, named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
@@ -239,15 +240,23 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
     def make_plan(source: Any, later: Sequence[Callable[[], Any]] = ()) -> FitPlan:
         # later: what opens each later input, for the types the first leaves unknown
         types, text = sampled_types(source, later_samples(later))
-        plan = plan_fit(types, methods, columns=columns, exclude=exclude,
+        declared = {}
+        if source.format == "parquet" and not columns:  # text by declaration: left out, not refused, but said
+            named = {*exclude, *group_by, *(c for _, cols in named_specs(methods) for c in cols)}
+            declared = {c: s for c, s in text.items() if c not in named and numbers_as_text(s)}
+        plan = plan_fit(types, methods, columns=columns, exclude=[*exclude, *declared],
                         options=options, sketch_k=sketch_k, group_by=group_by, sketch_all=sketch_all,
                         text=text, labels=pandas_index_columns(source.fields().metadata))
+        for name, sample in declared.items():
+            warn("warning", {"message": f"column '{name}' is text in the Parquet file, though {sample.numbers:,} "
+                                        f"of its first {sample.values:,} values read as numbers: left out (convert "
+                                        "it to numbers to fit it)"})
         for name in plan.labels:
-            warn("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {name} fits it)"})
+            warn("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {names_argument([name])} fits it)"})
         where = "the first block of any input" if later else "the input's first block"
         for name in plan.unsampled:
             warn("warning", {"message": f"column '{name}' has no values in {where}, "
-                             f"so its type is unknown: left out (--columns {name} fits it)"})
+                             f"so its type is unknown: left out (--columns {names_argument([name])} fits it)"})
         return plan
 
     warn = log or _no_log

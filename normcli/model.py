@@ -249,6 +249,16 @@ def as_names(value: Any) -> list[str]:
     return [str(c) for c in value]
 
 
+def names_argument(names: Sequence[str]) -> str:
+    """``names`` as the shell argument of a list option (``--exclude``, ``--columns``): the
+    inverse of :func:`split_names`, a name with a comma, a quote or a line break (or none at
+    all) quoted as in CSV."""
+    def field(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"' if not name or any(c in name for c in ',"\r\n') else name
+
+    return shlex.quote(",".join(field(n) for n in names))
+
+
 def split_names(text: str) -> list[str]:
     """The column names of a comma-separated list (``--columns a,b``, ``zscore:a,b``), empty ones
     left out. A name that holds a comma or a quote, or no character, is quoted as in CSV:
@@ -398,7 +408,7 @@ def _numbers_as_text_error(names: Sequence[str], text: Mapping[str, TextSample])
         what = (f"column '{names[0]}': value {_shown(first.example)}{_at(first)} is not a number, though "
                 f"{first.numbers:,} of its first {first.values:,} values are{likewise}; fix or empty such values")
     them = "the column" if len(names) == 1 else "those columns"
-    return DataError(f"{what}, or leave {them} out with --exclude {shlex.quote(','.join(names))}")
+    return DataError(f"{what}, or leave {them} out with --exclude {names_argument(names)}")
 
 
 def _not_numeric(name: str, kind: pa.DataType, sample: TextSample | None) -> DataError:

@@ -111,6 +111,24 @@ def test_every_such_column_goes_into_the_exclude_hint(tmp_path):
     assert r.code == 0 and list(json.loads(r.text)["columns"]) == ["d"]
 
 
+@pytest.mark.parametrize("header, names, hint", [
+    (b'id,"x,1","a""b"', ["x,1", 'a"b'], """'"x,1","a""b"'"""),
+    (b"id,", [""], """'""'"""),
+])
+def test_the_exclude_hint_quotes_names_as_the_option_reads_them(tmp_path, header, names, hint):
+    """The hint is a working argument: a name with a comma, a quote or a line break, or none,
+    is quoted as in CSV (as --exclude reads it), and then for the shell."""
+    src = tmp_path / "n.csv"
+    src.write_bytes(header + b"\n1,1" + b",1" * (len(names) - 1) + b"\n2,2" + b",2" * (len(names) - 1)
+                    + b"\n3,oops" + b",z" * (len(names) - 1) + b"\n")
+    line = assert_error(run_cli("fit", src), 3)
+    assert line.endswith(f" out with --exclude {hint}"), line
+    import shlex
+
+    r = run_cli("fit", src, "--exclude", *shlex.split(hint), "-o", tmp_path / "s.json")
+    assert r.code == 0 and fitted(tmp_path / "s.json") == ["id"], r.err
+
+
 def test_a_quoted_line_break_in_the_value_keeps_the_error_on_one_line(tmp_path):
     src = tmp_path / "q.csv"
     src.write_bytes(b'x,y\n1,1\n"4\n2",2\n3,3\n')
@@ -140,12 +158,38 @@ def test_named_columns_name_the_value(tmp_path):
                  "column 'id' is not numeric (its values read as string: 'u0000' on line 2 is not a number)")
 
 
-def test_parquet_text_keeps_its_type(tmp_path):
+@pytest.mark.parametrize("encode", [False, True])
+@pytest.mark.parametrize("x, numbers", [(["1", "2", "abc", None], 2), (["1", "2", "3", "4"], 4)])
+def test_parquet_text_keeps_its_type_but_a_column_of_numbers_there_is_named(tmp_path, x, numbers, encode):
+    """Declared text stays text (ids written as strings are common), but a text column that
+    holds numbers is not left out without a word: a warning names it, as CSV's error would."""
     src, out = tmp_path / "p.parquet", tmp_path / "s.json"
-    pq.write_table(pa.table({"x": ["1", "2", "abc"], "y": [1.0, 2.0, 3.0]}), src)
+    column = pa.array(x).dictionary_encode() if encode else pa.array(x)
+    pq.write_table(pa.table({"x": column, "id": ["a", "b", "1", "c"], "y": [1.0, 2.0, 3.0, 5.0]}), src)
     r = run_cli("fit", src, "-o", out)
-    assert r.code == 0, r.err
+    assert r.code == 0 and r.err == (f"warning: column 'x' is text in the Parquet file, though {numbers} of its first "
+                                     f"{len([v for v in x if v])} values read as numbers: left out (convert it to "
+                                     "numbers to fit it)\n"), r.err
     assert fitted(out) == ["y"]
+    assert json.loads(out.read_text())["columns"]["y"]["stats"]["mean"] == 2.75
+    r = run_cli("fit", src, "-o", out, "--exclude", "x")  # said, it is quiet
+    assert r.code == 0 and r.err == "" and fitted(out) == ["y"]
+
+
+def test_parquet_partition_keys_are_text_by_design_and_not_named(tmp_path):
+    for year in (2023, 2024):
+        (tmp_path / "d" / f"year={year}").mkdir(parents=True)
+        pq.write_table(pa.table({"y": [1.0, 2.0]}), tmp_path / "d" / f"year={year}" / "part-0.parquet")
+    r = run_cli("fit", tmp_path / "d", "-o", tmp_path / "s.json")
+    assert r.code == 0 and r.err == "", r.err
+    assert fitted(tmp_path / "s.json") == ["y"]
+
+
+def test_api_refuses_a_categorical_of_numbers_as_text():
+    df = pd.DataFrame({"x": pd.Categorical(["1", "2", "abc", "4"]), "y": [1.0, 2.0, 3.0, 5.0]})
+    with pytest.raises(DataError, match=r"^column 'x': value 'abc' on row 2 \(counting from 0\) is not a number"):
+        normcli.fit(df)
+    assert list(normcli.fit(df, exclude="x").columns) == ["y"]
 
 
 # ---- the Python API ----

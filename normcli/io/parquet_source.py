@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ..bitmaps import decimals_as_float64, first_bad_float, numbers_as_float64
 from ..errors import DataError, IOFailure
+from .sample import TextSample, is_text, text_samples
 from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _pq, _read_failure, copy_stdin,
                      spool_failure, stdin_stream)
 
@@ -93,6 +94,7 @@ class _ParquetSource(Source):
 
     def _setup(self, path: str, batch_rows: int) -> None:
         """The fields every Parquet source has before it opens its input."""
+        self._text: dict[str, TextSample] | None = None
         self._batch_rows = batch_rows
         self.path = path
         self.format = "parquet"
@@ -102,6 +104,24 @@ class _ParquetSource(Source):
 
     def sample_types(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._schema}
+
+    def sample_text(self) -> dict[str, TextSample]:
+        """How the text columns of the first batch read as numbers: declared text, a column of
+        numbers with stray values is still one (see :func:`normcli.io.text_samples`), as in a CSV
+        input or a DataFrame. Partition keys are text by design, and not sampled."""
+        if self._text is None:
+            names = [f.name for f in self._schema if f.name not in self.partition_keys and is_text(f.type)]
+            self._text = {}
+            if names:
+                try:
+                    first = next(iter(self._batches(names)), None)
+                except OSError as exc:
+                    raise self._failure(exc) from exc
+                except pa.ArrowInvalid as exc:
+                    raise DataError(f"cannot read {_display(self.path)}: {exc}") from exc
+                if first is not None:
+                    self._text = text_samples(pa.Table.from_batches([first]))
+        return self._text
 
     def fields(self) -> pa.Schema:
         return self._schema

@@ -40,6 +40,13 @@ class TextSample:
         return None if self.row is None else self.locate(self.row)
 
 
+def is_text(kind: pa.DataType) -> bool:
+    """Whether a column of this type holds text (also as a dictionary, a pandas categorical)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
 def text_samples(table: pa.Table, null_values: Sequence[str] = (),
                  locate: Callable[[int], str | None] | None = None) -> dict[str, TextSample]:
     """A :class:`TextSample` of every text column of ``table`` (a sample of an input).
@@ -55,10 +62,13 @@ def text_samples(table: pa.Table, null_values: Sequence[str] = (),
     out = {}
     for name, column in zip(table.column_names, table.columns):
         kind = column.type
+        if not is_text(kind):
+            continue
+        if pa.types.is_dictionary(kind):  # a categorical of text: its values
+            column = pa.chunked_array([c.dictionary_decode() for c in column.chunks], kind.value_type)
+            kind = kind.value_type
         if pa.types.is_string_view(kind):  # rare (Polars' frames): a cast, which loads pyarrow.compute
             column = column.cast(pa.large_string())
-        elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            continue
         values = numbers = seen = 0
         example = row = None
         for chunk in column.chunks:
