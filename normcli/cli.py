@@ -109,13 +109,22 @@ class _EventLog:
             from rich.markup import escape
 
             # a column name such as "[/]" is text, not markup
-            _stderr().print(f"[yellow]warning:[/yellow] {escape(fields['message'])}", markup=True)
+            _stderr().print(f"[yellow]warning:[/yellow] {escape(_visible(fields['message']))}", markup=True)
         elif event == "note":
-            print(f"note: {fields['message']}", file=sys.stderr, flush=True)
+            print(f"note: {_visible(fields['message'])}", file=sys.stderr, flush=True)
         elif event == "skip":
-            print(f"note: skipped '{fields['path']}': {fields['reason']}", file=sys.stderr, flush=True)
+            print(f"note: skipped '{_visible(fields['path'])}': {_visible(fields['reason'])}", file=sys.stderr,
+                  flush=True)
         elif event == "error":
-            print(f"Error: {fields['message']}", file=sys.stderr, flush=True)
+            print(f"Error: {_visible(fields['message'])}", file=sys.stderr, flush=True)
+
+
+def _visible(text: str) -> str:
+    """``text`` with the characters a terminal would not show as themselves escaped (a NUL or an
+    escape sequence from a data value or column name, a no-break space that reads as a space)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 LOG = _EventLog()
@@ -875,8 +884,8 @@ def _silence_stdout() -> None:
 
 
 def _report(message: str, debug: bool, code: int) -> int:
-    # One line, whatever the message quotes (a garbage header, a field with a newline).
-    message = " ".join(message.splitlines())
+    # One line, whatever the message quotes (a garbage header, a field with a newline): the log
+    # escapes line breaks, as every character a terminal would not show as itself (_visible).
     fields: dict[str, Any] = {"message": message, "exit_code": code}
     if debug and LOG.format == "json":  # stderr stays one JSON object per line
         fields["traceback"] = traceback.format_exc()

@@ -1103,6 +1103,22 @@ def test_an_unknown_key_anywhere_in_the_stats_file_is_refused_naming_it(tmp_path
     assert not (tmp_path / "u.json").exists()
 
 
+def test_messages_show_control_characters_of_the_data_escaped(tmp_path):
+    """A NUL or an escape sequence in a value or a column name reaches stderr escaped (a
+    terminal would act on them), a line break too (the error stays one line), and a no-break
+    space shows as what it is."""
+    src = tmp_path / "c.csv"
+    src.write_bytes(b'id,"we\x1b[31mred",x\n1,1,1.5\0\n2,2,2.5\n3,oops,3.5\n')
+    cases = [([], "column 'we\\x1b[31mred': value 'oops' on line 4 is not a number"),
+             (["--columns", "x"], "'1.5\\x00' on line 2 is not a number")]
+    for args, shown in cases:
+        r = run_cli("fit", src, *args, "-o", tmp_path / "s.json")
+        assert_error(r, 3, shown)
+        assert r.err.isprintable() is False and r.err[:-1].isprintable(), r.err  # only the final newline
+    src.write_bytes(b'x\n1\n\xc2\xa03\n"4\n5"\n')
+    assert_error(run_cli("fit", src, "-c", "x", "-o", tmp_path / "s.json"), 3, "'\\xa03' on line 3 is not a number")
+
+
 def test_a_huge_bad_value_in_the_stats_file_is_not_echoed_whole(tmp_path, stats_file):
     """The error quotes the offending key or value: cut short, the line stays a line."""
     for column, key, value, message in (("price", "x" * 100_000, 1, "columns.price.stats: Additional properties are "
