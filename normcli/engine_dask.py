@@ -224,7 +224,7 @@ def partitions(items: Sequence[io.InputFile], fmt: str | None = None, delimiter:
         except OSError as exc:
             raise IOFailure(f"cannot read '{item.path}': {exc.strerror or exc}") from exc
         whole = Partition(index, path, item.name, item.path, item.base and os.path.abspath(item.base), size)
-        kind = io.detect_format(item.path, fmt)
+        kind = io.input_format(item.path, fmt)
         if item.base is not None or item.path.lower().endswith(".gz"):
             out.append(whole)
         elif kind == "parquet":
@@ -540,7 +540,7 @@ class DaskEngine:
                 raise UsageError(f"the input '{item.path}' is a part of the output directory, which this run "
                                  "replaces; choose another -o")
         parts = self.partitions(items, fmt, delimiter)
-        out_fmt = to or io.detect_format(items[0].path, fmt)
+        out_fmt = to or io.input_format(items[0].path, fmt)
         ext = {"csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[out_fmt]
         names = [f"part-{i:05d}{ext}" for i in range(len(parts))]
         # A failed run removes the directory (and parents) it made, as the local engine does.

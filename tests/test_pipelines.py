@@ -1208,6 +1208,56 @@ def test_parquet_from_a_named_pipe_is_read_as_from_stdin(tmp_path):
     assert "fingerprint" not in doc["fitted_on"]["inputs"][0]
 
 
+@pytest.mark.parametrize("name", ["day.parq", "part-0", "day.dat"])
+def test_a_parquet_file_without_a_known_extension_is_known_by_its_first_bytes(tmp_path, name):
+    df = day_frame(5)[["x", "y"]]
+    src = tmp_path / name
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    doc = load_stats(tmp_path / "s.json")
+    for col in ("x", "y"):
+        assert_moments(doc["columns"][col], df[col].to_numpy())
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path / "out")
+    assert r.code == 0, r.err
+    got = pq.read_table(tmp_path / "out").to_pandas()  # in the input's format
+    np.testing.assert_allclose(got["x"], (df["x"] - df["x"].mean()) / df["x"].std(ddof=0), rtol=1e-12, atol=1e-12)
+
+
+def test_a_parquet_file_named_csv_is_named_as_parquet_and_a_header_beginning_par1_is_csv(tmp_path):
+    df = day_frame(5)[["x", "y"]]
+    src = tmp_path / "day.csv"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src)
+    assert_error(run_cli("fit", src, "-o", tmp_path / "s.json"), 3,
+                 f"'{src}' is a Parquet file, not CSV text: --format parquet reads it")
+    r = run_cli("fit", src, "--format", "parquet", "-o", tmp_path / "s.json")
+    assert r.code == 0, r.err
+    (tmp_path / "text").write_text("PAR1,x\n1,2\n3,5\n")  # no extension, text: CSV
+    r = run_cli("fit", tmp_path / "text", "-o", tmp_path / "t.json")
+    assert r.code == 0, r.err
+    assert_moments(load_stats(tmp_path / "t.json")["columns"]["x"], np.array([2.0, 5.0]))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_without_an_extension_is_not_peeked_at(tmp_path):
+    """Its first bytes would be taken from its reader (and its open waits for a writer): CSV."""
+    import threading
+
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(b"x\n1\n2\n4\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    r = run_cli("fit", fifo, "-o", tmp_path / "s.json", timeout=60)
+    writer.join(5)
+    assert r.code == 0, r.err
+    assert_moments(load_stats(tmp_path / "s.json")["columns"]["x"], np.array([1.0, 2.0, 4.0]))
+
+
 def test_decimal_parquet_columns_read_as_the_nearest_double(tmp_path):
     """Each decimal value becomes float(Decimal): what the CSV readers give its text (Arrow's
     own decimal cast lands an ulp off for about one value in eight)."""

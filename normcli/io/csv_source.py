@@ -24,7 +24,7 @@ from ..bitmaps import first_bad_float, float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .gunzip import GZIP_MAGIC, GzipError, open_gunzip
 from .sample import TextSample, text_samples
-from .source import LineCounts, Piece, Source, _display, _read_failure, stdin_stream
+from .source import LineCounts, Piece, Source, _display, _read_failure, begins_as_parquet, stdin_stream
 
 _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
@@ -373,6 +373,9 @@ class _CsvSource(Source):
         buf = self._read(self._block_size)
         if buf.startswith(_BOM):
             buf = buf[len(_BOM):]
+        if begins_as_parquet(buf):
+            raise DataError(f"{_display(self.path)} is a Parquet file, not {self.format.upper()} text: "
+                            "--format parquet reads it")
         line = 1
         while True:
             cut = self._first_boundary(buf)

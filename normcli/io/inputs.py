@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import DataError, IOFailure, UsageError
-from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, copy_stdin,
-                     detect_format, field_separator, format_of, spool_failure, stdin_stream)
+from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, begins_as_parquet,
+                     copy_stdin, detect_format, field_separator, format_of, spool_failure, stdin_stream)
 from .csv_source import _CsvSource, _peek
 from .gunzip import GZIP_MAGIC
 from .parquet_source import _DatasetSource, _ParquetSource, _hive_parts
@@ -205,8 +205,8 @@ def spool_input(path: str, fmt: str | None) -> tuple[str, str]:
     except OSError as exc:
         raise _read_failure(path, exc) from exc
     try:
-        head = _peek(stream, 4)
-        fmt = detect_format(path, fmt or format_of(path) or ("parquet" if head == PARQUET_MAGIC else None))
+        head = _peek(stream, 5)
+        fmt = detect_format(path, fmt or format_of(path) or ("parquet" if begins_as_parquet(head) else None))
         suffix = "." + fmt + (".gz" if fmt != "parquet" and head[:2] == GZIP_MAGIC else "")
         try:
             fd, tmp = tempfile.mkstemp(prefix="normcli-stdin-", suffix=suffix)
@@ -254,8 +254,6 @@ def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
     return os.path.join(directory, name)
 
 
-PARQUET_MAGIC = b"PAR1"
-
 
 def open_source(
     path: str,
@@ -273,9 +271,9 @@ def open_source(
     batch (rows); by default 2 MiB and 32,768 rows (peak memory against speed, measured), or ``NORMCLI_BLOCK_SIZE`` from the environment.
     Messages name ``label`` instead of ``path`` when it is given (a copy read for another name).
     """
-    if path == "-" and fmt is None and _peek(stdin_stream(), 4) == PARQUET_MAGIC:
+    if path == "-" and fmt is None and begins_as_parquet(_peek(stdin_stream(), 5)):
         fmt = "parquet"  # recognised by its first bytes, as gzip is
-    fmt = detect_format(path, fmt)
+    fmt = input_format(path, fmt)
     if block_size is None:
         env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
         block_size = int(env) if env.isdigit() and int(env) > 0 else None
@@ -285,3 +283,24 @@ def open_source(
     block_size = block_size or DEFAULT_BLOCK_SIZE
     delimiter = field_separator(fmt, delimiter)
     return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size, label)
+
+
+def input_format(path: str, fmt: str | None) -> str:
+    """The format of the input file ``path``: ``fmt`` if given, else its extension's (see
+    :func:`detect_format`); a name without a known one (``x.parq``, ``part-0``) is Parquet when
+    its first bytes are, else CSV."""
+    if fmt is None and path != "-" and format_of(path) is None and _begins_as_parquet(path):
+        return "parquet"
+    return detect_format(path, fmt)
+
+
+def _begins_as_parquet(path: str) -> bool:
+    """Whether the regular file ``path`` begins with Parquet's magic bytes (a pipe is not
+    peeked at: that would take bytes from its reader). Any failure: no, and the reader reports it."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO's open waits for a writer
+            return False
+        with open(path, "rb") as f:
+            return begins_as_parquet(f.read(5))
+    except OSError:
+        return False

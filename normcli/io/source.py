@@ -25,7 +25,16 @@ _EXTENSIONS = {
     ".pq": "parquet",
 }
 _PARQUET_BATCH_ROWS = 32768
+PARQUET_MAGIC = b"PAR1"  # the first (and last) bytes of a Parquet file
 DEFAULT_BLOCK_SIZE = 2 << 20
+
+
+def begins_as_parquet(head: bytes) -> bool:
+    """Whether the first bytes ``head`` (5 of them, or the 4 a pipe has given so far) are those
+    of a Parquet file: its magic, then binary, not text such as a CSV header "PAR1,x"."""
+    after = head[4:5]
+    binary = after >= b"\x7f" or (after < b" " and after not in b"\t\r\n")
+    return head.startswith(PARQUET_MAGIC) and (after == b"" or binary)
 
 
 def detect_format(path: str, fmt: str | None) -> str:
