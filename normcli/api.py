@@ -19,7 +19,7 @@ from normcli import engine, statsfile
 from normcli import methods as M
 from normcli.errors import DataError, NormcliError, RowError, StatsFileError, UsageError, naming_input
 from normcli.model import (FitPlan, OutputOptions, Partial, Stats, UnseenGroups, as_names, is_numeric_type, merge_partials,
-                           names_argument, numbers_as_text,
+                           delimiter_hint, names_argument, numbers_as_text,
                            plan_fit, named_specs, pandas_index_columns, plan_from_stats, with_pandas_types)
 
 BATCH_ROWS = 65536
@@ -404,17 +404,15 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[..., Any], merge: Cal
 def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> None:
     from normcli.errors import DataError
 
-    have = set(have)
-    missing = [c for c in needed if c not in have]
+    missing = [c for c in needed if c not in set(have)]
     if missing:
-        raise DataError(f"'{path}' has no column '{missing[0]}'")
+        raise DataError(f"'{path}' has no column '{missing[0]}'{delimiter_hint(list(have))}")
 
 
 def _require_fitted(needed: Sequence[str], have: Sequence[str], path: str) -> None:
-    have = set(have)
-    missing = [c for c in needed if c not in have]
+    missing = [c for c in needed if c not in set(have)]
     if missing:
-        raise StatsFileError(f"column '{missing[0]}' of the stats file is not in '{path}'")
+        raise StatsFileError(f"column '{missing[0]}' of the stats file is not in '{path}'{delimiter_hint(list(have))}")
 
 
 def absorbed(stats: Stats) -> list[dict]:

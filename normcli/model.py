@@ -249,6 +249,16 @@ def as_names(value: Any) -> list[str]:
     return [str(c) for c in value]
 
 
+def delimiter_hint(names: Sequence[str]) -> str:
+    """The end of a message about missing columns when the input read as one column whose name
+    holds a likely separator (``id;x;y``): its delimiter was not the one read with."""
+    seps = [c for c in ";\t|," if len(names) == 1 and c in names[0]]
+    if not seps:
+        return ""
+    shown = names[0] if len(names[0]) <= 40 else names[0][:37] + "..."
+    return f"; the input reads as the one column '{shown}': is its delimiter {seps[0]!r} (--delimiter)?"
+
+
 def names_argument(names: Sequence[str]) -> str:
     """``names`` as the shell argument of a list option (``--exclude``, ``--columns``): the
     inverse of :func:`split_names`, a name with a comma, a quote or a line break (or none at
@@ -308,7 +318,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     group_by = list(dict.fromkeys(group_by))
     for name in [*(columns or ()), *exclude, *group_by]:
         if name not in types:
-            raise DataError(f"column '{name}' is not in the input")
+            raise DataError(f"column '{name}' is not in the input{delimiter_hint(list(types))}")
     specs = named_specs(methods)
     in_specs = {c for _, cols in specs for c in cols}
     for name in group_by:
@@ -353,7 +363,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
             raise UsageError(f"--method {method}: names no columns")
         for c in cols:
             if c not in types:
-                raise DataError(f"column '{c}' is not in the input")
+                raise DataError(f"column '{c}' is not in the input{delimiter_hint(list(types))}")
             if not _fittable(types[c]):
                 raise _not_numeric(c, types[c], text.get(c))
             if c in claimed:
@@ -369,7 +379,7 @@ def plan_fit(types: Mapping[str, pa.DataType], methods: Sequence[str] = (), *,
     else:
         claimed.update({c: default for c in rest})
     if not claimed:
-        raise DataError("no numeric columns to fit (name them with --columns)")
+        raise DataError("no numeric columns to fit (name them with --columns)" + delimiter_hint(list(types)))
     M.check_options(options)  # values first: a bad value is named as such, used or not
     M.check_used([*dict.fromkeys(claimed.values()), *(r.method for r in rows)], options)
     for row in rows:
@@ -616,11 +626,13 @@ class Stats:
 
     def check_columns(self, names: Iterable[str]) -> None:
         """Raise if a fitted column or a group key is missing from ``names`` (the input's columns)."""
+        names = list(names)
         have = set(names)
         missing = [c for c in [*self.columns, *self.group_by] if c not in have]
         if missing:
             raise StatsFileError(f"column '{missing[0]}' of the stats file is not in the input"
-                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                                 + delimiter_hint(names))
 
     def transform_batch(self, batch: pa.RecordBatch, overrides: Mapping[str, Any] | None = None,
                         output: OutputOptions | None = None, unseen: UnseenGroups | None = None) -> pa.RecordBatch:

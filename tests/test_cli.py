@@ -1103,6 +1103,30 @@ def test_an_unknown_key_anywhere_in_the_stats_file_is_refused_naming_it(tmp_path
     assert not (tmp_path / "u.json").exists()
 
 
+def test_an_input_read_with_the_wrong_delimiter_is_said_to_be_one_column(tmp_path):
+    """The stats file does not record the delimiter: read with another, the input is one column
+    named 'id;x;y', and the error says so rather than only that 'x' is missing."""
+    src = tmp_path / "semi.csv"
+    src.write_text("id;x;y\n1;1.5;2\n2;2.5;3\n4;4.5;7\n")
+    assert run_cli("fit", src, "--delimiter", ";", "-o", tmp_path / "s.json").code == 0
+    hint = "; the input reads as the one column 'id;x;y': is its delimiter ';' (--delimiter)?"
+    assert_error(run_cli("transform", src, "--stats", tmp_path / "s.json"), 4,
+                 "column 'id' of the stats file is not in the input (and 2 more)" + hint)
+    assert_error(run_cli("check", src, "--stats", tmp_path / "s.json"), 4,
+                 f"column 'id' of the stats file is not in '{src}'" + hint)
+    assert_error(run_cli("fit", src, "-o", tmp_path / "t.json"), 3, "no numeric columns to fit (name them with --columns)" + hint)
+    for args in (["-c", "x"], ["-m", "minmax:x"], ["-g", "x"]):
+        assert_error(run_cli("fit", src, *args, "-o", tmp_path / "t.json"), 3, "column 'x' is not in the input" + hint)
+    (tmp_path / "one.csv").write_text("v\n1\n2\n")  # one column, no separator in its name: no hint
+    assert_error(run_cli("transform", tmp_path / "one.csv", "--stats", tmp_path / "s.json"), 4,
+                 "column 'id' of the stats file is not in the input (and 2 more)")
+    assert "delimiter" not in run_cli("transform", tmp_path / "one.csv", "--stats", tmp_path / "s.json").err
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "--delimiter", ";")
+    assert r.code == 0, r.err
+    x = np.array([1.5, 2.5, 4.5])
+    np.testing.assert_allclose(pd.read_csv(io.BytesIO(r.out), sep=";")["x"], (x - x.mean()) / x.std(), rtol=1e-15)
+
+
 def test_messages_show_control_characters_of_the_data_escaped(tmp_path):
     """A NUL or an escape sequence in a value or a column name reaches stderr escaped (a
     terminal would act on them), a line break too (the error stays one line), and a no-break
