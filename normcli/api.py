@@ -532,9 +532,12 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     targets = [io.output_path(output, item, to) if to_dir else output for item in items]
     io.check_outputs([(target, f"the output of '{item.path}'" if to_dir else None)
                       for item, target in zip(items, targets)], [item.path for item in items])
-    # Outputs are atomic one by one, not as a set: an input missing among several fails the run
-    # before the first is written (one that fails while it is read stops the run after those before it).
+    # Outputs are atomic one by one, not as a set: an input missing among several, or one whose
+    # header (or Parquet footer) lacks a fitted column, fails the run before the first is written
+    # (one that fails while its rows are read stops the run after those before it).
     io.check_readable(items)
+    if len(items) > 1:
+        _check_headers(stats, items, fmt, delimiter)
     done = []
     for item, target in zip(items, targets):
         log("input", {"path": item.path, "output": target or "-"})
@@ -551,6 +554,20 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
         log("rows", {"path": item.path, "rows": summary.rows})
         done.append(summary)
     return done
+
+
+def _check_headers(stats: Stats, items: Sequence[Any], fmt: str | None, delimiter: str | None) -> None:
+    """Open each input that is a regular file, read its header (a CSV's first block, a Parquet
+    footer) and check it holds the fitted columns: the errors its transform would give there.
+    A pipe is left alone (opening it would take its data)."""
+    from normcli import io
+
+    for item in items:
+        if item.path == "-" or io.is_special(item.path):
+            continue
+        with naming_input(item.path, True):
+            with contextlib.closing(io.open_input(item, fmt=fmt, delimiter=delimiter)) as source:
+                stats.check_columns(source.columns)
 
 
 def fit_transform(path: str, stats_out: str | None, output: str | None, methods: Sequence[str], *,

@@ -156,15 +156,35 @@ def test_transform_hive_directory_grouped_by_partition_key(tmp_path):
 
 def test_a_failed_input_leaves_no_directory_it_made(tmp_path):
     write_csv(day_frame(1), tmp_path / "in" / "a" / "x.csv")
-    write_csv(day_frame(2)[["id", "y"]], tmp_path / "in" / "b" / "deep" / "x.csv")  # lacks x
+    bad = day_frame(2).astype({"x": object})
+    bad.loc[len(bad) - 1, "x"] = "abc"  # found bad in its rows, after the output of a is written
+    write_csv(bad, tmp_path / "in" / "b" / "deep" / "x.csv")
     assert run_cli("fit", tmp_path / "in" / "a", "-o", tmp_path / "s.json").code == 0
     (tmp_path / "out" / "b").mkdir(parents=True)  # there before the run: kept
     r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/")
-    assert r.code == errors.EXIT_STATS, r.err
+    assert r.code == errors.EXIT_DATA, r.err
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
         "a", "a/x.csv", "b"]  # the first input's output is whole; b/deep is gone
     r = run_cli("transform", tmp_path / "in" / "b", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "new") + "/")
-    assert r.code == errors.EXIT_STATS and not (tmp_path / "new").exists()
+    assert r.code == errors.EXIT_DATA and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_input_lacking_a_fitted_column_fails_the_run_before_any_output(tmp_path, fmt):
+    """Its header (or Parquet footer) tells: the run stops before the first output is written,
+    as for a missing input, not after the outputs of the inputs ahead of it."""
+    def write(df, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path, index=False)
+
+    write(day_frame(1), tmp_path / "in" / f"a.{fmt}")
+    write(day_frame(2)[["id", "y"]], tmp_path / "in" / f"b.{fmt}")  # lacks x
+    assert run_cli("fit", tmp_path / "in" / f"a.{fmt}", "-o", tmp_path / "s.json").code == 0
+    for command in ("transform", "inverse"):
+        r = run_cli(command, tmp_path / "in", "--stats", tmp_path / "s.json", "-o", str(tmp_path / "out") + "/")
+        assert r.code == errors.EXIT_STATS and r.err == (f"Error: '{tmp_path / 'in' / f'b.{fmt}'}': column 'x' of the "
+                                                         "stats file is not in the input\n"), r.err
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", ["transform", "inverse"])
