@@ -404,13 +404,15 @@ def _fold_inputs(items: Sequence[Any], make_plan: Callable[..., Any], merge: Cal
 def _require_columns(needed: Sequence[str], have: Sequence[str], path: str) -> None:
     from normcli.errors import DataError
 
-    missing = [c for c in needed if c not in set(have)]
+    present = set(have)
+    missing = [c for c in needed if c not in present]
     if missing:
         raise DataError(f"'{path}' has no column '{missing[0]}'{delimiter_hint(list(have))}")
 
 
 def _require_fitted(needed: Sequence[str], have: Sequence[str], path: str) -> None:
-    missing = [c for c in needed if c not in set(have)]
+    present = set(have)
+    missing = [c for c in needed if c not in present]
     if missing:
         raise StatsFileError(f"column '{missing[0]}' of the stats file is not in '{path}'{delimiter_hint(list(have))}")
 

@@ -254,7 +254,6 @@ def output_path(directory: str, item: InputFile, fmt: str | None) -> str:
     return os.path.join(directory, name)
 
 
-
 def open_source(
     path: str,
     fmt: str | None = None,
