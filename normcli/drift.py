@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Mapping
 
 import numpy as np
@@ -104,7 +105,7 @@ class DriftPlan:
         columns = []
         for name, fitted in self.fitted.items():
             metrics = self._metrics(name, fitted, acc[name])
-            reasons = _reasons(metrics, limits)
+            reasons = _reasons(metrics, limits, _exact_rate_change(fitted, acc[name].stats))
             columns.append({"column": name, **{k: _finite(v) for k, v in metrics.items()}, "drift": reasons})
         rows = max((p.stats.count + p.stats.nulls for p in acc.values()), default=0)
         # a limit of inf (none) is null in strict JSON
@@ -119,6 +120,8 @@ class DriftPlan:
         fit_std = fitted.std(0)
         if new.count and fitted.count:
             infinite = _infinite_mean(new)
+            if infinite is None and not (math.isfinite(new.mean) and math.isfinite(new.m2)):
+                infinite = math.inf  # finite values whose moments overflow float64 (near 1e308): as far
             if infinite is not None:  # the moments of values with an infinity are NaN
                 diff = infinite - (fitted.mean + fitted.mean_lo)
                 out["mean"], out["std"] = infinite, math.nan
@@ -163,6 +166,9 @@ def _null_rate(st: ColumnStats) -> float | None:
 
 def _expected_shares(sk: Any, edges: np.ndarray) -> np.ndarray:
     cdf = np.array([sk.get_rank(float(e), True) for e in edges] + [1.0])
+    if _sketch.is_exact(sk):  # it holds every value: counts, so that shares are the new data's to the bit
+        counts = np.rint(cdf * sk.n)
+        return np.diff(np.concatenate(([0.0], counts))) / sk.n
     return np.diff(np.concatenate(([0.0], cdf)))
 
 
@@ -191,11 +197,20 @@ def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _reasons(m: Mapping[str, Any], limits: Mapping[str, float]) -> list[str]:
+def _exact_rate_change(fitted: ColumnStats, new: ColumnStats) -> Fraction | None:
+    """The change of the null rate as an exact fraction of the counts (None where undefined):
+    compared with a threshold, 0.4 - 0.3 is 0.1, not 0.10000000000000003."""
+    if fitted.nulls is None or new.nulls is None or not (fitted.count + fitted.nulls) or not (new.count + new.nulls):
+        return None
+    return Fraction(new.nulls, new.count + new.nulls) - Fraction(fitted.nulls, fitted.count + fitted.nulls)
+
+
+def _reasons(m: Mapping[str, Any], limits: Mapping[str, float], rate_change: Fraction | None) -> list[str]:
     out = []
     if m["mean_shift"] is not None and abs(m["mean_shift"]) > limits["max_shift"]:
         out.append("mean_shift")
-    if m["null_rate_change"] is not None and abs(m["null_rate_change"]) > limits["max_null_rate_change"]:
+    limit = limits["max_null_rate_change"]
+    if rate_change is not None and math.isfinite(limit) and abs(rate_change) > Fraction(limit):
         out.append("null_rate_change")
     if m["psi"] is not None and m["psi"] > limits["max_psi"]:
         out.append("psi")

@@ -674,10 +674,12 @@ def test_check_shows_the_infinite_shift_of_a_constant_column(tmp_path):
     assert r.code == errors.EXIT_DRIFT and cells[2] == "inf" and cells[3] == "" and cells[-1] == "mean_shift", r.text
 
 
-@pytest.mark.parametrize("values", [["1", "inf", "2"], ["-inf", "3"], ["inf", "-inf", "0"]])
+@pytest.mark.parametrize("values", [["1", "inf", "2"], ["-inf", "3"], ["inf", "-inf", "0"],
+                                    ["1e308", "1.7e308"] * 3, ["1", "1.7e308", "-1.7e308", "2"]])
 def test_check_counts_new_infinite_values_as_drift(tmp_path, values):
     """New values with an infinity have an infinite mean (or, with both signs, one infinitely far
-    from any number): the shift is infinite, which is drift."""
+    from any number): the shift is infinite, which is drift. So is the shift of finite values
+    near 1e308, whose sum overflows (it was a null shift, no drift, exit 0)."""
     (tmp_path / "fit.csv").write_text("x\n1\n2\n4\n")
     (tmp_path / "new.csv").write_text("x\n" + "".join(f"{v}\n" for v in values))
     assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
@@ -687,6 +689,35 @@ def test_check_counts_new_infinite_values_as_drift(tmp_path, values):
     assert (x["mean_shift"], x["std_ratio"], x["drift"]) == (None, None, ["mean_shift"])
     assert x["count"] == len(values)
     assert x["out_of_range"] == pytest.approx(sum(not 1 <= float(v) <= 4 for v in values) / len(values))
+
+
+@pytest.mark.parametrize("fitted_nulls, new_nulls, drift", [(300, 400, False), (300, 200, False), (50, 150, False),
+                                                            (300, 401, True), (300, 199, True)])
+def test_check_compares_a_null_rate_change_with_its_threshold_exactly(tmp_path, fitted_nulls, new_nulls, drift):
+    """300 -> 400 nulls of 1,000 is a change of exactly 0.1, which is not above --max-null-rate-change
+    0.1, whichever way it goes; in floats 0.4 - 0.3 is 0.10000000000000003, which was drift."""
+    def write(nulls, path):  # a blank line is no row: an id beside the empty field
+        path.write_text("id,x\n" + "".join(f"{i},\n" for i in range(nulls))
+                        + "".join(f"{i},{i % 7}.5\n" for i in range(1000 - nulls)))
+
+    write(fitted_nulls, tmp_path / "fit.csv")
+    write(new_nulls, tmp_path / "new.csv")
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "--json", "--max-shift", "inf")
+    (_, x) = json.loads(r.text)["columns"]
+    assert x["null_rate_change"] == pytest.approx((new_nulls - fitted_nulls) / 1000, abs=1e-15)
+    assert (r.code, x["drift"]) == ((errors.EXIT_DRIFT, ["null_rate_change"]) if drift else (0, [])), r.text
+
+
+def test_check_of_the_fitted_data_against_an_exact_sketch_has_a_psi_of_zero(tmp_path):
+    """The sketch holds every value: the fitted shares are counts, as the new data's are, so the
+    same data gives 0 (it gave about 1e-31, drift under --max-psi 0)."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "fit.csv").write_text("x\n" + "".join(f"{float(v)!r}\n" for v in rng.normal(10, 2, 1000)))
+    assert run_cli("fit", tmp_path / "fit.csv", "--sketch", "--sketch-k", "5000", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "fit.csv", "--stats", tmp_path / "s.json", "--max-psi", "0", "--json")
+    (x,) = json.loads(r.text)["columns"]
+    assert (r.code, x["psi"], x["ks"], x["drift"]) == (0, 0.0, 0.0, []), r.text
 
 
 # -- fit-transform -----------------------------------------------------------------------------
