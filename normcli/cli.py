@@ -155,10 +155,15 @@ def _warn(message: str, quiet: bool) -> None:
         LOG("warning", {"message": message})
 
 
-def _split(value: Optional[str]) -> Optional[list[str]]:
+def _split(value: Optional[str], option: Optional[str] = None) -> Optional[list[str]]:
+    """The names of a list option; given as ``option``, one that names none is a usage error
+    (``--exclude ''`` would exclude nothing without a word; the column with no name is ``""``)."""
     from normcli.model import split_names
 
-    return split_names(value) if value is not None else None
+    names = split_names(value) if value is not None else None
+    if option is not None and names == []:
+        raise UsageError(f'{option} names no column (the column without a name is written "")')
+    return names
 
 
 def _floats(value: Optional[str], name: str, count: Optional[int] = None) -> Optional[list[float]]:
@@ -316,7 +321,8 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
         raise UsageError("stdin (-) can be read only once")
     with _progress(inputs, quiet, "fit") as progress:
         stats = (fit_fn or api.fit_paths)(inputs, method or [], columns=_split(columns),
-                                          exclude=_split(exclude) or (), group_by=_split(group_by) or (),
+                                          exclude=_split(exclude, "--exclude") or (),
+                                          group_by=_split(group_by, "--group-by") or (),
                                           fmt=fmt, delimiter=delimiter, sketch_k=sketch_k, progress=progress,
                                           options=options, sketch_all=sketch, log=LOG)
     for message in api.constant_warnings(stats):
@@ -485,6 +491,8 @@ def check(
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
                            progress=progress, log=LOG, engine=eng)
     report["stats"] = stats
+    if report["rows"] == 0:  # an empty extract: no drift found, and none could be
+        LOG("warning", {"message": "the input has no rows: every metric is undefined, so no drift can be found"})
     with _stdout_writes():
         if as_json:
             sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -129,6 +129,18 @@ def test_the_exclude_hint_quotes_names_as_the_option_reads_them(tmp_path, header
     assert r.code == 0 and fitted(tmp_path / "s.json") == ["id"], r.err
 
 
+@pytest.mark.parametrize("option", ["--exclude", "--group-by"])
+def test_a_list_option_that_names_no_column_is_a_usage_error(tmp_path, option):
+    """--exclude '' excluded nothing, silently; the column without a name is written ""."""
+    src = tmp_path / "e.csv"
+    src.write_bytes(b"x,\n1,1\n2,2\n")
+    for value in ("", ","):
+        assert_error(run_cli("fit", src, option, value, "-o", tmp_path / "s.json"), 2,
+                     f'{option} names no column (the column without a name is written "")')
+    r = run_cli("fit", src, option, '""', "-o", tmp_path / "s.json")
+    assert r.code == 0 and fitted(tmp_path / "s.json") == ["x"], r.err
+
+
 def test_a_quoted_line_break_in_the_value_keeps_the_error_on_one_line(tmp_path):
     src = tmp_path / "q.csv"
     src.write_bytes(b'x,y\n1,1\n"4\n2",2\n3,3\n')

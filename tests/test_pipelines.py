@@ -709,6 +709,19 @@ def test_check_compares_a_null_rate_change_with_its_threshold_exactly(tmp_path, 
     assert (r.code, x["drift"]) == ((errors.EXIT_DRIFT, ["null_rate_change"]) if drift else (0, [])), r.text
 
 
+def test_check_of_an_input_without_rows_says_so(tmp_path):
+    """An empty extract (a header only) has no drift to find: exit 0, as documented, but with a
+    warning, so that a cron job's log does not read as "no drift"."""
+    (tmp_path / "fit.csv").write_text("x\n1\n2\n4\n")
+    (tmp_path / "empty.csv").write_text("x\n")
+    assert run_cli("fit", tmp_path / "fit.csv", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("check", tmp_path / "empty.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == 0 and json.loads(r.text)["rows"] == 0
+    assert r.err == "warning: the input has no rows: every metric is undefined, so no drift can be found\n"
+    r = run_cli("check", tmp_path / "fit.csv", "--stats", tmp_path / "s.json", "--json")
+    assert r.code == 0 and r.err == ""
+
+
 def test_check_of_the_fitted_data_against_an_exact_sketch_has_a_psi_of_zero(tmp_path):
     """The sketch holds every value: the fitted shares are counts, as the new data's are, so the
     same data gives 0 (it gave about 1e-31, drift under --max-psi 0)."""
