@@ -252,7 +252,8 @@ def fit_paths(paths: Sequence[str], methods: Sequence[str], *, columns: Sequence
                                         f"of its first {sample.values:,} values read as numbers: left out (convert "
                                         "it to numbers to fit it)"})
         for name in plan.labels:
-            warn("note", {"message": f"column '{name}' is a stored pandas index: left out (--columns {names_argument([name])} fits it)"})
+            warn("note", {"message": f"column '{name}' is a stored pandas index: left out "
+                                     f"(--columns {names_argument([name])} fits it)"})
         where = "the first block of any input" if later else "the input's first block"
         for name in plan.unsampled:
             warn("warning", {"message": f"column '{name}' has no values in {where}, "
@@ -453,13 +454,11 @@ def update(stats: Stats, paths: Sequence[str], *, fmt: str | None = None, delimi
     fresh = []
     for item in expand(paths):
         found = io.fingerprint(item.path) if item.path != "-" and "://" not in item.path else None
-        if found is not None and found in seen:
-            log("skip", {"path": item.path, "reason": "already absorbed by the stats file"})
-            continue
-        if found is not None and _same_file_key(found) in seen_files:  # moved, or copied with its time
-            log("skip", {"path": item.path, "reason": f"already absorbed by the stats file as "
-                                                      f"'{seen_files[_same_file_key(found)]}' (same size, "
-                                                      "modification time and content)"})
+        absorbed_as = None if found is None else seen_files.get(_same_file_key(found))
+        if absorbed_as is not None:  # the same file, or one moved or copied with its time
+            why = ("" if absorbed_as == found["path"]
+                   else f" as '{absorbed_as}' (same size, modification time and content)")
+            log("skip", {"path": item.path, "reason": f"already absorbed by the stats file{why}"})
             continue
         if found is not None and found["path"] not in seen_paths and (found["size"], found["sha256"]) in seen_bytes:
             log("warning", {"message": f"'{item.path}' has the size and content of "
@@ -836,9 +835,10 @@ def merge(*parts: Stats | str) -> Stats:
         shared = [f for f in absorbed(other) if _same_file_key(f) in mine]
         if shared:
             first, also = mine[_same_file_key(shared[0])], shared[0]["path"]
-            where = f"'{first}' (" if first == also else (f"one file, as '{first}' and as '{also}' (same size, "
-                                                          "modification time and content; ")
-            raise StatsFileError(f"cannot merge: both files were fitted on {where}the data must be disjoint)")
+            if first == also:
+                raise StatsFileError(f"cannot merge: both files were fitted on '{first}' (the data must be disjoint)")
+            raise StatsFileError(f"cannot merge: both files were fitted on one file, as '{first}' and as '{also}' "
+                                 "(same size, modification time and content; the data must be disjoint)")
         out = merge_stats(out, other)
     return out
 

@@ -83,3 +83,10 @@ def first_bad_float(column: pa.Array | pa.ChunkedArray) -> int | None:
         else:
             lo = mid
     return lo
+
+
+def is_text(kind: pa.DataType) -> bool:
+    """Whether a column of this type holds text (also as a dictionary, a pandas categorical)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)

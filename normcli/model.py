@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from normcli import methods as M
-from normcli.bitmaps import decimals_as_float64, first_bad_float, float64_values, from_values, numbers_as_float64, validity
+from normcli.bitmaps import (decimals_as_float64, first_bad_float, float64_values, from_values, is_text,
+                             numbers_as_float64, validity)
 from normcli import sketch as _sketch
 from normcli.errors import DataError, RowError, StatsFileError, UsageError
 from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
@@ -255,8 +256,7 @@ def delimiter_hint(names: Sequence[str]) -> str:
     seps = [c for c in ";\t|," if len(names) == 1 and c in names[0]]
     if not seps:
         return ""
-    shown = names[0] if len(names[0]) <= 40 else names[0][:37] + "..."
-    return f"; the input reads as the one column '{shown}': is its delimiter {seps[0]!r} (--delimiter)?"
+    return f"; the input reads as the one column {_shown(names[0])}: is its delimiter {seps[0]!r} (--delimiter)?"
 
 
 def names_argument(names: Sequence[str]) -> str:
@@ -870,8 +870,7 @@ def _float_values(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
         try:
             arr = arr.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type)
-            if not text:
+            if not is_text(arr.type):
                 raise DataError(f"cannot read column '{name}' as numbers: it holds {arr.type} values") from None
             row = first_bad_float(arr)
             raise RowError(f"column '{name}': value {_shown(str(arr[row].as_py()))}", " is not a number", row) from None

@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from ..bitmaps import decimals_as_float64, first_bad_float, numbers_as_float64
+from ..bitmaps import decimals_as_float64, first_bad_float, is_text, numbers_as_float64
 from ..errors import DataError, IOFailure
-from .sample import TextSample, is_text, text_samples
+from .sample import TextSample, text_samples
 from .source import (_PARQUET_BATCH_ROWS, Piece, Source, _display, _pq, _read_failure, copy_stdin,
                      spool_failure, stdin_stream)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..bitmaps import validity
+from ..bitmaps import is_text, validity
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,6 @@ class TextSample:
         Found when asked: for a file it takes a pass over the sample, which only an error needs.
         """
         return None if self.row is None else self.locate(self.row)
-
-
-def is_text(kind: pa.DataType) -> bool:
-    """Whether a column of this type holds text (also as a dictionary, a pandas categorical)."""
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 def text_samples(table: pa.Table, null_values: Sequence[str] = (),
