@@ -584,9 +584,24 @@ def inspect(
             _print_stats_table(stats, fitted)
 
 
+def _option_flags(method: str, options: dict) -> list[str]:
+    """``key=value`` for each option of ``method`` that is not its default (``key`` for a switch
+    that is on), as the stats file spells them; the constant policy has a column of its own."""
+    from normcli import methods
+
+    def shown(v: Any) -> str:
+        return ",".join(f"{x:g}" for x in v) if isinstance(v, list) else f"{v:g}"
+
+    defaults = {**methods.DEFAULTS[method], **methods.COMMON_DEFAULTS}
+    return [key if value is True else f"{key}={shown(value)}" for key, value in options.items()
+            if key != "constant" and key in defaults and value is not None and value != defaults[key]]
+
+
 def _print_stats_table(stats: str, fitted: Any) -> None:
     """The table of `inspect` on stdout: one row per fitted column, then the row-wise methods."""
     from rich.table import Table
+
+    from normcli import methods
 
     title = f"{stats}: {fitted.info.get('rows', 0):,} rows fitted"
     if fitted.groups is not None:
@@ -600,9 +615,12 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
         flags = []
         if fitted.is_constant(name) and not (st.count == 0 and st.nulls is None):  # not when nothing is known
             flags.append("constant")
-        if col.method == "zscore":
-            flags += [f"{k}={col.options[k]:g}" for k, d in (("eps", 0.0), ("gamma", 1.0), ("beta", 0.0))
-                      if col.options.get(k, d) != d]
+        flags += _option_flags(col.method, col.options)
+        if col.method == "robust" and st.sketch is not None and st.count:
+            median, spread = methods.robust_center_scale(st, col.options)
+            lo, hi = col.options["quantile_range"]
+            flags.append(f"median={median:.6g}")
+            flags.append(f"{'IQR' if (lo, hi) == (25, 75) else f'q{lo:g}-q{hi:g}'}={spread:.6g}")
         if fitted.groups is not None and name in fitted.groups.columns:
             gs = fitted.groups.columns[name]
             flags.append(f"{int((gs.count > 0).sum()):,} groups")

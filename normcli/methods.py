@@ -275,11 +275,7 @@ def _fitted_map(method: str, stats: Any, options: Mapping[str, Any]) -> tuple:
         if fixed is not None:  # imported: a fixed centre and scale instead of a sketch
             center, center_lo, scale = stats.center or 0.0, 0.0, fixed
         else:
-            q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
-            center, low, high = _quantiles(stats, (0.5, q_lo, q_hi))
-            center_lo = 0.0
-            with np.errstate(over="ignore"):  # inf: refused at fit (scale_overflows)
-                scale = high - low
+            (center, scale), center_lo = robust_center_scale(stats, options), 0.0
         constant = np.equal(scale, 0.0)  # like scikit-learn: only a zero IQR is degenerate
         gain, offset = 1.0, 0.0
         if options.get("clip_sigma"):
@@ -323,6 +319,16 @@ def column_params(method: str, stats: Any, options: Mapping[str, Any]) -> Affine
         return Affine(fill=fill)
     return Affine(_scalar(center), _scalar(center_lo), _scalar(scale), gain, offset, clip, fill,
                   _scalar(const_zero), _scalar(keep), upper)
+
+
+def robust_center_scale(stats: Any, options: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The median and the ``quantile_range`` spread (the IQR by default) that robust reads from
+    the sketch of ``stats``, before any constant policy: floats, or arrays for a
+    :class:`~normcli.groups.GroupStats`."""
+    q_lo, q_hi = (float(v) / 100.0 for v in options["quantile_range"])
+    center, low, high = _quantiles(stats, (0.5, q_lo, q_hi))
+    with np.errstate(over="ignore"):  # inf: refused at fit (scale_overflows)
+        return center, high - low
 
 
 def _quantiles(stats: Any, qs: Sequence[float]) -> Any:

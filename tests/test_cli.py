@@ -1072,6 +1072,43 @@ def test_inspect_leaves_unknown_statistics_blank(tmp_path):
         assert r.code == 0 and "nan" not in r.text, r.text
 
 
+def _inspect_flags(stats) -> dict[str, list[str]]:
+    """The flags cell of each column in ``inspect``'s table, split at its commas between flags."""
+    shown = run_cli("inspect", stats, env={"COLUMNS": "300"})
+    assert shown.code == 0, shown.err
+    cells = [[c.strip() for c in line.split("│")] for line in shown.text.splitlines() if "│" in line]
+    return {c[1]: [f for f in c[-2].split(", ") if f] for c in cells}
+
+
+def test_inspect_shows_options_and_robust_center_and_scale(tmp_path):
+    """Options that are not the defaults are flags, as the file spells them, and robust shows the
+    median and spread it divides by, as scikit-learn's RobustScaler fits them (an exact sketch)."""
+    from sklearn.preprocessing import RobustScaler
+
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"a": rng.normal(3, 2, 150).round(3), "b": rng.exponential(5, 150).round(3)})
+    src = tmp_path / "d.csv"
+    frame.to_csv(src, index=False)
+    for qr in ((25.0, 75.0), (10.0, 90.0)):
+        stats = tmp_path / f"r{qr[0]:g}.json"
+        assert run_cli("fit", src, "--method", "robust", "--quantile-range", f"{qr[0]:g},{qr[1]:g}",
+                       "-o", stats).code == 0
+        ref = RobustScaler(quantile_range=qr).fit(frame)
+        label = "IQR" if qr == (25.0, 75.0) else f"q{qr[0]:g}-q{qr[1]:g}"
+        for i, (name, flags) in enumerate(_inspect_flags(stats).items()):
+            found = dict(f.split("=") for f in flags if "=" in f and not f.startswith("sketch"))
+            assert float(found["median"]) == pytest.approx(ref.center_[i], rel=1e-5)  # shown with 6 digits
+            assert float(found[label]) == pytest.approx(ref.scale_[i], rel=1e-5)
+            assert ("quantile_range" in found) == (qr != (25.0, 75.0))
+    stats = tmp_path / "z.json"
+    assert run_cli("fit", src, "--ddof", "1", "--clip-sigma", "3", "--fill-missing", "-o", stats).code == 0
+    assert {f for f in _inspect_flags(stats)["a"]} == {"ddof=1", "clip_sigma=3", "fill_missing"}
+    assert run_cli("fit", src, "--method", "minmax", "--range=-1,1", "-o", stats).code == 0
+    assert _inspect_flags(stats)["b"] == ["range=-1,1"]
+    assert run_cli("fit", src, "-o", stats).code == 0
+    assert _inspect_flags(stats) == {"a": [], "b": []}  # the defaults say nothing
+
+
 def test_merge_refuses_one_stats_file_named_twice(tmp_path):
     """Fitted on stdin, the file has no input fingerprints: the path itself (or a link to it) tells."""
     r = run_cli("fit", "-", "-o", tmp_path / "s.json", stdin=b"x\n1\n2\n")
