@@ -74,7 +74,7 @@ FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input 
 DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of the CSV output of transform and inverse.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
-StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit.")]
+StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit (- reads it from stdin).")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, skip, rows, note, warning, drift, end, error).")]
@@ -278,11 +278,10 @@ def fit(
     if update is not None:
         if any(v not in (None, False, []) for k, v in fit_options.items() if k not in _READ_OPTIONS):
             raise UsageError("--update fits the stats file's columns, methods and options: drop the fit options")
-        if inputs.count("-") > 1:
-            raise UsageError("stdin (-) can be read only once")
-        if output is None and io.is_special(update):  # written back into a pipe it was read from: lost, or a hang
-            raise UsageError(f"--update writes the stats file back in place, and '{update}' is a pipe or device: "
-                             "name the updated stats file with -o")
+        _stdin_once([*inputs, update])
+        if output is None and (update == "-" or io.is_special(update)):  # written back into a pipe it was read from: lost, or a hang
+            raise UsageError(f"--update writes the stats file back in place, and '{update}' is standard input, "
+                             "a pipe or a device: name the updated stats file with -o")
         target = output or update
         in_place = io.same_file(target, update)
         # Updates of one file in place take turns: each reads what the one before wrote.
@@ -317,8 +316,7 @@ def _fit_stats(inputs: list[str], *, method, columns, exclude, group_by, ddof, r
 
     options = _method_options(ddof, range_, eps, eps_mode, gamma, beta, clip, clip_sigma, constant,
                               fill_missing, quantile_range)
-    if inputs.count("-") > 1:
-        raise UsageError("stdin (-) can be read only once")
+    _stdin_once(inputs)
     with _progress(inputs, quiet, "fit") as progress:
         stats = (fit_fn or api.fit_paths)(inputs, method or [], columns=_split(columns),
                                           exclude=_split(exclude, "--exclude") or (),
@@ -355,6 +353,12 @@ def _write_stats(stats: Any, output: Optional[str]) -> None:
         stats.save(output)
 
 
+def _stdin_once(paths: list[str]) -> None:
+    """UsageError when standard input (``-``) is named more than once, as inputs, stats files or both."""
+    if paths.count("-") > 1:
+        raise UsageError("stdin (-) can be read only once (as an input or as the stats file)")
+
+
 def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
                unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None,
@@ -364,8 +368,7 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
 
     if to is not None and to not in ("csv", "tsv", "parquet"):
         raise UsageError(f"--to must be csv, tsv or parquet, got '{to}'")
-    if inputs.count("-") > 1:
-        raise UsageError("stdin (-) can be read only once")
+    _stdin_once([*inputs, stats_path])
     out_options = OutputOptions(unseen_group, dtype, decimals)
     io.check_outputs([(output, None)], [stats_path], read_as="the stats file")
     if engine == "dask":
@@ -448,6 +451,7 @@ def merge(
     from normcli import api, io
 
     LOG.configure(log_format, quiet)
+    _stdin_once(parts)
     io.check_outputs([(output, None)], parts, read_as="one of the stats files merged")
     api.distinct_files(parts)
     loaded = []
@@ -483,8 +487,7 @@ def check(
                         ("--max-psi", max_psi)):
         if not value >= 0:  # NaN too; inf means no limit
             raise UsageError(f"{name} must be a number >= 0, got {value}")
-    if inputs.count("-") > 1:
-        raise UsageError("stdin (-) can be read only once")
+    _stdin_once([*inputs, stats])
     fitted = api.load(stats)
     thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
     with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "check") as progress:
@@ -566,7 +569,7 @@ app.command("fit-transform")(fit_transform)
 
 @app.command()
 def inspect(
-    stats: Annotated[str, typer.Argument(help="The stats file.")],
+    stats: Annotated[str, typer.Argument(help="The stats file (- reads it from stdin).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats file's JSON instead of a table.")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -651,7 +654,7 @@ _EXPORT_OPTIONS = {"sql": ("dialect", "table", "columns", "unseen_group"), "skle
 
 @app.command()
 def export(
-    stats: Annotated[str, typer.Argument(help="The stats file.")],
+    stats: Annotated[str, typer.Argument(help="The stats file (- reads it from stdin).")],
     to: Annotated[str, typer.Option("--to", help="Target: sql, sklearn (skops file), torch (safetensors) or onnx.")],
     output: OutputOpt = None,
     dialect: Annotated[Optional[str], typer.Option("--dialect", help="sql: duckdb (default), postgres, sqlite or spark.")] = None,

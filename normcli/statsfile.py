@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import gzip
 import json
 import math
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
@@ -232,9 +234,23 @@ def loads(text: str | bytes, source: str = "stats") -> Stats:
 
 
 def load(path: str) -> Stats:
-    """Read, parse and validate the stats file at ``path`` (gzip-compressed or not)."""
+    """Read, parse and validate the stats file at ``path`` (gzip-compressed or not); ``-``
+    reads it from standard input."""
+    if path == "-":
+        source = "stats file on standard input"
+        return loads(_decompressed(_stdin_bytes(), source), source=source)
     source = f"stats file '{path}'"
     return loads(_decompressed(read_bytes(path, "stats file"), source), source=source)
+
+
+def _stdin_bytes() -> bytes:
+    """All of standard input; IOFailure when it is closed or cannot be read."""
+    try:
+        if sys.stdin is None:
+            raise OSError(errno.EBADF, "it is closed")
+        return sys.stdin.buffer.read()
+    except OSError as exc:
+        raise IOFailure(f"cannot read the stats file from standard input: {exc.strerror}") from None
 
 
 def _decompressed(data: bytes, source: str) -> bytes:

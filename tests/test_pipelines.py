@@ -510,11 +510,45 @@ def test_update_of_stats_read_from_a_pipe_needs_an_output(tmp_path):
     stats = (tmp_path / "s.json").read_bytes()
     r = run_cli("fit", day2, "--update", "/dev/stdin", stdin=stats, timeout=60)
     assert r.code == errors.EXIT_USAGE and r.out == b""
-    assert r.err == ("Error: --update writes the stats file back in place, and '/dev/stdin' is a pipe or device: "
-                     "name the updated stats file with -o\n")
-    r = run_cli("fit", day2, "--update", "/dev/stdin", "-o", tmp_path / "u.json", stdin=stats, timeout=60)
-    assert r.code == 0, r.err
-    assert_moments(load_stats(tmp_path / "u.json")["columns"]["x"], np.concatenate([d1["x"].to_numpy(), d2["x"].to_numpy()]))
+    for named in ("/dev/stdin", "-"):
+        r = run_cli("fit", day2, "--update", named, stdin=stats, timeout=60)
+        assert r.code == errors.EXIT_USAGE and r.out == b""
+        assert r.err == (f"Error: --update writes the stats file back in place, and '{named}' is standard input, "
+                         "a pipe or a device: name the updated stats file with -o\n")
+        r = run_cli("fit", day2, "--update", named, "-o", tmp_path / "u.json", stdin=stats, timeout=60)
+        assert r.code == 0, r.err
+        assert_moments(load_stats(tmp_path / "u.json")["columns"]["x"],
+                       np.concatenate([d1["x"].to_numpy(), d2["x"].to_numpy()]))
+    assert not Path("-").exists()
+
+
+def test_stats_file_on_standard_input(tmp_path):
+    """``--stats -`` (and inspect's, merge's ``-``) read the stats file from stdin, plain or gzip,
+    as from its path; stdin named twice (data and stats) is a usage error, before anything is read."""
+    import gzip
+
+    d1, d2 = day_frame(1), day_frame(2)
+    src = write_csv(d1, tmp_path / "d1.csv")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    assert run_cli("fit", write_csv(d2, tmp_path / "d2.csv"), "-o", tmp_path / "s2.json").code == 0
+    stats = (tmp_path / "s.json").read_bytes()
+    for fed in (stats, gzip.compress(stats)):
+        for args in (["transform", src], ["inverse", src], ["check", src, "--json"]):
+            by_path = run_cli(*args, "--stats", tmp_path / "s.json")
+            piped = run_cli(*args, "--stats", "-", stdin=fed)
+            named = by_path.out.replace(f'"stats": "{tmp_path / "s.json"}"'.encode(), b'"stats": "-"')  # check's report names it
+            assert (piped.code, piped.out) == (by_path.code, named) and by_path.out, piped.err
+        assert run_cli("inspect", "-", "--json", stdin=fed).out == run_cli("inspect", tmp_path / "s.json", "--json").out
+        merged = run_cli("merge", "-", tmp_path / "s2.json", stdin=fed)
+        assert merged.code == 0, merged.err
+        assert_moments(json.loads(merged.out)["columns"]["x"], np.concatenate([d1["x"].to_numpy(), d2["x"].to_numpy()]))
+    for args in (["transform", "-", "--stats", "-"], ["check", "-", "--stats", "-"], ["merge", "-", "-"],
+                 ["fit", "-", "--update", "-", "-o", tmp_path / "u.json"]):
+        r = run_cli(*args, stdin=stats)
+        assert (r.code, r.out) == (errors.EXIT_USAGE, b""), r.err
+        assert r.err == "Error: stdin (-) can be read only once (as an input or as the stats file)\n"
+    r = run_cli("transform", src, "--stats", "-", stdin=b"{")
+    assert r.code == errors.EXIT_STATS and r.err.startswith("Error: stats file on standard input: not a valid stats file")
 
 
 def test_update_with_a_changed_file_absorbs_it(tmp_path):
