@@ -314,8 +314,6 @@ def check_output(paths: Sequence[str], output: str | None, *, engine: Any = None
     """
     from normcli import io
 
-    if output in (None, "-"):
-        return
     expand, _ = _engine(engine)
     io.check_outputs([(output, None)], [item.path for item in expand(paths)])
 

@@ -491,6 +491,7 @@ def check(
     fitted = api.load(stats)
     thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
     with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "check") as progress:
+        api.check_output(inputs, None, engine=eng)  # the report on stdout, redirected onto an input
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
                            progress=progress, log=LOG, engine=eng)
     report["stats"] = stats
@@ -576,9 +577,10 @@ def inspect(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Show the fitted columns of a stats file: method, constant policy, count, nulls, mean, std, min, max, flags."""
-    from normcli import api, statsfile
+    from normcli import api, io, statsfile
 
     LOG.configure(log_format, quiet)
+    io.check_outputs([(None, None)], [stats], read_as="the stats file")
     fitted = api.load(stats)
     with _stdout_writes():
         if as_json:

@@ -1439,3 +1439,33 @@ def test_a_moved_or_copied_input_is_known_by_its_size_time_and_content(tmp_path)
                                      "count twice\n"), r.err
     twice = np.concatenate([day_frame(1)["x"].to_numpy()] * 2)
     assert_moments(load_stats(tmp_path / "m2" / "s.json")["columns"]["x"], twice)
+
+
+def test_stdout_redirected_onto_an_input_is_refused(tmp_path):
+    """``normcli transform x.csv ... >> x.csv`` would read its own output back (the input grows,
+    or is overwritten while read with ``1<>``), and ``fit x.csv >> x.csv`` would append JSON to
+    the data: like ``cat x >> x``, every command refuses stdout onto a file it reads (exit 2),
+    leaving the file as it was; stdout onto another regular file works."""
+    src = write_csv(day_frame(1), tmp_path / "d.csv")
+    stats = tmp_path / "s.json"
+    assert run_cli("fit", src, "-o", stats).code == 0
+    runs = [(src, ["transform", src, "--stats", stats]), (src, ["inverse", src, "--stats", stats]),
+            (src, ["fit", src]), (src, ["check", src, "--stats", stats]),
+            (src, ["fit-transform", src, "--stats-out", tmp_path / "s2.json", "-o", "-"]),
+            (stats, ["transform", src, "--stats", stats]), (stats, ["merge", stats]),
+            (stats, ["inspect", stats, "--json"]), (stats, ["export", stats, "--to", "sql"])]
+    for target, args in runs:
+        before = target.read_bytes()
+        for mode in ("ab", "r+b"):  # >> target, 1<> target
+            with open(target, mode) as out:
+                p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], stdout=out,
+                                   stderr=subprocess.PIPE, timeout=120)
+            assert p.returncode == errors.EXIT_USAGE, (args, p.stderr)
+            what = "the input" if target == src else "the stats file" if args[0] != "merge" else "one of the stats files merged"
+            assert p.stderr.decode() == (f"Error: standard output is {what} '{target}' (redirected onto it); "
+                                         "write the output elsewhere\n")
+            assert target.read_bytes() == before
+        with open(tmp_path / "elsewhere", "wb") as out:
+            p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], stdout=out,
+                               stderr=subprocess.PIPE, timeout=120)
+        assert p.returncode == 0 and (tmp_path / "elsewhere").stat().st_size > 0, (args, p.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -397,11 +398,21 @@ def same_file(a: str, b: str) -> bool:
     return not set(file_keys(a)).isdisjoint(file_keys(b))
 
 
+def _stdout_keys() -> list[object]:
+    """The device and inode of standard output when it is a regular file (none for a terminal,
+    a pipe, a device or a closed stdout)."""
+    try:
+        st = os.fstat(1)
+    except OSError:
+        return []
+    return [(st.st_dev, st.st_ino)] if stat.S_ISREG(st.st_mode) else []
+
+
 def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequence[str],
                   read_as: str = "the input") -> None:
     """Refuse, before anything is written, outputs that would replace an input or one another.
 
-    ``outputs`` pairs each output path (None or ``-``: stdout, not checked) with what is
+    ``outputs`` pairs each output path (None or ``-``: stdout, checked when it is a regular file) with what is
     written there, for the message (``"the output of 'a.csv'"``, ``"the stats"``; None for a
     run's one output). UsageError when an output is the same file as one of ``inputs`` (``-`` is
     skipped; ``read_as`` names them in the message) or as another output, through symbolic and
@@ -414,8 +425,14 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
                 read.setdefault(key, path)
     written: dict[object, str] = {}
     for path, what in outputs:
-        if path in (None, "-") or is_special(path):
-            continue  # stdout, a device, a FIFO: written as is, never replaced
+        if path in (None, "-"):  # stdout redirected onto an input (>> in.csv) would grow or wreck it as it is read
+            source = next((read[k] for k in _stdout_keys() if k in read), None)
+            if source is not None:
+                raise UsageError(f"standard output is {read_as} '{source}' (redirected onto it); "
+                                 "write the output elsewhere")
+            continue
+        if is_special(path):
+            continue  # a device, a FIFO: written as is, never replaced
         keys = file_keys(path)
         source = next((read[k] for k in keys if k in read), None)
         if source is not None:
