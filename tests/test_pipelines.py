@@ -1337,23 +1337,42 @@ def test_a_parquet_file_named_csv_is_named_as_parquet_and_a_header_beginning_par
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
-def test_a_named_pipe_without_an_extension_is_not_peeked_at(tmp_path):
-    """Its first bytes would be taken from its reader (and its open waits for a writer): CSV."""
+@pytest.mark.parametrize("content, name", [("csv", "feed"), ("gzip", "feed"), ("parquet", "feed"),
+                                           ("gzip", "feed.csv.gz"), ("gzip", "file"), ("gzip", "file.csv")])
+def test_an_input_named_for_no_format_is_known_by_its_first_bytes(tmp_path, content, name):
+    """A named pipe (``feed``, as ``<(...)`` is) is opened once and peeked at, as stdin is: CSV,
+    gzip-compressed CSV or Parquet (spooled); so is a regular file of gzip data not named ``.gz``.
+    A pipe named ``.gz`` has no position to measure progress by."""
+    import gzip
     import threading
 
-    fifo = tmp_path / "feed"
-    os.mkfifo(fifo)
+    df = day_frame(5)[["x", "y"]]
+    if content == "parquet":
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+        data = sink.getvalue().to_pybytes()
+    else:
+        data = df.to_csv(index=False).encode()
+        data = gzip.compress(data) if content == "gzip" else data
+    src = tmp_path / name
+    writer = None
+    if name.startswith("feed"):
+        os.mkfifo(src)
 
-    def feed() -> None:
-        with open(fifo, "wb") as f:
-            f.write(b"x\n1\n2\n4\n")
+        def feed() -> None:
+            with open(src, "wb") as f:
+                f.write(data)
 
-    writer = threading.Thread(target=feed)
-    writer.start()
-    r = run_cli("fit", fifo, "-o", tmp_path / "s.json", timeout=60)
-    writer.join(5)
+        writer = threading.Thread(target=feed)
+        writer.start()
+    else:
+        src.write_bytes(data)
+    r = run_cli("fit", src, "-o", tmp_path / "s.json", timeout=60)
+    if writer is not None:
+        writer.join(5)
     assert r.code == 0, r.err
-    assert_moments(load_stats(tmp_path / "s.json")["columns"]["x"], np.array([1.0, 2.0, 4.0]))
+    for col in ("x", "y"):
+        assert_moments(load_stats(tmp_path / "s.json")["columns"][col], df[col].to_numpy())
 
 
 def test_decimal_parquet_columns_read_as_the_nearest_double(tmp_path):

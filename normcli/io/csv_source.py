@@ -15,6 +15,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -282,7 +283,7 @@ class _Sample:
 
 class _CsvSource(Source):
     def __init__(self, path: str, fmt: str, delimiter: str, block_size: int, encoding: str,
-                 default_size: bool = False, label: str | None = None):
+                 default_size: bool = False, label: str | None = None, stream: BinaryIO | None = None):
         self._default_size = default_size  # block size not chosen by the caller: may be tuned
         self.path = label or path  # what messages name
         self._stdin = path == "-"
@@ -302,16 +303,18 @@ class _CsvSource(Source):
                 self._stream = open_gunzip(self._stream)
         else:
             try:
-                # Opened once: a named pipe closed and opened again can lose its writer between.
-                stream = open(path, "rb")
+                # Opened once (or by the caller, ``stream``, to peek at its first bytes): a named
+                # pipe closed and opened again can lose its writer between.
+                stream = stream or open(path, "rb")  # noqa: SIM115 - closed with the source
                 info = os.fstat(stream.fileno())
             except OSError as exc:
                 raise _read_failure(self.path, exc) from exc
             # a named pipe's size says nothing about its data: unknown, as stdin's
             self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
             self._stream = stream
-            if path.lower().endswith(".gz"):
-                self._raw = stream
+            if path.lower().endswith(".gz") or _peek(stream, 2) == GZIP_MAGIC:  # by name, or as stdin is
+                if self.size is not None:  # a pipe has no position to tell
+                    self._raw = stream
                 self._stream = open_gunzip(stream)
         self._consumed = 0
         self._lines: LineCounts | None = None  # of the pieces read

@@ -270,18 +270,27 @@ def open_source(
     batch (rows); by default 2 MiB and 32,768 rows (peak memory against speed, measured), or ``NORMCLI_BLOCK_SIZE`` from the environment.
     Messages name ``label`` instead of ``path`` when it is given (a copy read for another name).
     """
+    stream = None
     if path == "-" and fmt is None and begins_as_parquet(_peek(stdin_stream(), 5)):
         fmt = "parquet"  # recognised by its first bytes, as gzip is
+    elif fmt is None and path != "-" and format_of(path) is None and needs_spool(path):
+        # a pipe (<(...), a FIFO) named for no format: opened once and peeked at, as stdin is
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - the source owns it
+        except OSError as exc:
+            raise _read_failure(path, exc) from exc
+        if begins_as_parquet(_peek(stream, 5)):
+            fmt = "parquet"
     fmt = input_format(path, fmt)
     if block_size is None:
         env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
         block_size = int(env) if env.isdigit() and int(env) > 0 else None
     if fmt == "parquet":
-        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS, label)
+        return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS, label, stream)
     default_size = block_size is None
     block_size = block_size or DEFAULT_BLOCK_SIZE
     delimiter = field_separator(fmt, delimiter)
-    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size, label)
+    return _CsvSource(path, fmt, delimiter, max(int(block_size), 1), encoding, default_size, label, stream)
 
 
 def input_format(path: str, fmt: str | None) -> str:

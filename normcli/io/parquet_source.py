@@ -6,6 +6,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -42,10 +43,12 @@ def _rows_per_batch(probe: pa.Table | pa.RecordBatch | None, most: int) -> int:
 
 
 class _ParquetSource(Source):
-    def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS, label: str | None = None):
+    def __init__(self, path: str, batch_rows: int = _PARQUET_BATCH_ROWS, label: str | None = None,
+                 stream: BinaryIO | None = None):
         self._setup(label or path, batch_rows)
         try:
-            stream = None if path == "-" else open(path, "rb")
+            # ``stream``: ``path`` opened by the caller to peek at its first bytes (a pipe)
+            stream = stream or (None if path == "-" else open(path, "rb"))  # noqa: SIM115 - closed below
             if stream is None or not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
                 # Parquet needs random access: spool stdin, or a pipe (<(...), a FIFO), to an
                 # anonymous temp file.
