@@ -75,7 +75,18 @@ DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit (- reads it from stdin).")]
-OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.")]
+
+
+def _output_path(value: Optional[str]) -> Optional[str]:
+    """An output option's value, refused when empty: ``-o ""`` (an unset shell variable) names
+    no file, and stdout is ``-`` or no option at all."""
+    if value == "":
+        raise UsageError("an empty output path names no file (- or no -o writes to stdout)")
+    return value
+
+
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout.",
+                                                  callback=_output_path)]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: csv, tsv or parquet (default: from -o, else the input's).")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Events on stderr: text, or json (one object per line: start, input, skip, rows, note, warning, drift, end, error).")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (default), or dask: run on a Dask cluster (pip install 'normcli\\[dask]').")]
@@ -394,7 +405,8 @@ UnseenOpt = Annotated[str, typer.Option("--unseen-group", help="With --group-by 
 def transform(
     inputs: InputsArg,
     stats: StatsOpt,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout; DIR/ for one output per input, named like it.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output path; - or none for stdout; DIR/ for one output per input, named like it.",
+                                                  callback=_output_path)] = None,
     fmt: FormatOpt = None,
     to: ToOpt = None,
     delimiter: DelimiterOpt = None,
@@ -554,7 +566,7 @@ def _fit_transform_signature() -> inspect.Signature:
         inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                           annotation=Annotated[str, typer.Argument(help="Input file (CSV, TSV, Parquet) or - for stdin (spooled to a temporary file).")]),
         inspect.Parameter("stats_out", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Optional[str], typer.Option("--stats-out", help="Where to write the stats file (- or none: stdout, then -o is needed).")]),
+                          annotation=Annotated[Optional[str], typer.Option("--stats-out", help="Where to write the stats file (- or none: stdout, then -o is needed).", callback=_output_path)]),
         inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=OutputOpt),
         inspect.Parameter("to", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ToOpt),
     ]

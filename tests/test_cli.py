@@ -1205,3 +1205,17 @@ def test_statistics_at_the_largest_double_load_without_numpy_warnings(tmp_path, 
         assert r.code == 0 and r.err == "", (args, r.err)
     values = [float(v) for v in run_cli("transform", path, "--stats", tmp_path / "s.json").text.split()[1:]]
     assert values == [1.0, float(low) / 1.7976931348623157e308]
+
+
+def test_an_empty_output_path_is_a_usage_error(tmp_path, sample_csv, stats_file):
+    """``-o "$OUT"`` with OUT unset: transform blamed standard output ("Is a directory", exit 5),
+    the others '' (exit 5). It names no file: exit 2, nothing written, stdout untouched."""
+    for args in (["transform", sample_csv, "--stats", stats_file, "-o", ""],
+                 ["inverse", sample_csv, "--stats", stats_file, "-o", ""],
+                 ["fit", sample_csv, "-o", ""], ["merge", stats_file, "-o", ""],
+                 ["export", stats_file, "--to", "sql", "-o", ""],
+                 ["fit-transform", sample_csv, "--stats-out", "", "-o", tmp_path / "t.csv"],
+                 ["fit-transform", sample_csv, "--stats-out", tmp_path / "t.json", "-o", ""]):
+        r = run_cli(*args, cwd=tmp_path)
+        assert_error(r, 2, "an empty output path names no file (- or no -o writes to stdout)")
+        assert r.out == b"" and os.listdir(tmp_path) == [stats_file.name], args
