@@ -206,7 +206,7 @@ class Affine:
         x *= self.scale
         if uses_lo:
             x += self.center_lo
-        x += self.center
+        x += _signed_zero(self.center)
         if uses_zero:  # 0 stood for the constant, whatever gain and offset would make of it
             x = np.where(self.const_zero & ~np.isnan(y), np.add(self.center, self.center_lo), x)
         if uses_keep:
@@ -221,6 +221,14 @@ class Affine:
         return replace(self, center=at(self.center), center_lo=at(self.center_lo), scale=at(self.scale),
                        fill=None if self.fill is None else at(self.fill),
                        const_zero=at(self.const_zero), keep=at(self.keep))
+
+
+def _signed_zero(center: Any) -> Any:
+    """``center`` with a zero as -0.0: x + -0.0 is x for every x, where -0.0 + 0.0 is +0.0 (an
+    inverse through a zero centre, maxabs or the identity, would lose the sign of a -0.0)."""
+    if np.ndim(center):
+        return np.where(center == 0.0, -0.0, center)
+    return center if center != 0.0 else -0.0
 
 
 def _scalar(v: Any) -> Any:

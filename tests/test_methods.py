@@ -982,3 +982,22 @@ def test_a_frame_of_another_library_is_refused_without_being_queried():
         warnings.simplefilter("error")
         with pytest.raises(UsageError, match=r"^cannot read data of type polars.LazyFrame: pass a pandas DataFrame"):
             normcli.fit(lazy, columns=["x"])
+
+
+@pytest.mark.parametrize("method, options", [("maxabs", {}), ("zscore", {"constant": "passthrough"}),
+                                             ("minmax", {"constant": "passthrough"})])
+def test_inverse_keeps_the_sign_of_a_negative_zero(method, options):
+    """Through a zero centre (maxabs; a constant column passed through) the inverse is a pure
+    scaling or the identity, and -0.0 comes back as -0.0, as scikit-learn's MaxAbsScaler gives it."""
+    from sklearn.preprocessing import MaxAbsScaler
+
+    df = pd.DataFrame({"x": [-0.0, 2.0, -4.0, 0.0], "c": [3.0, 3.0, 3.0, 3.0]})
+    if method != "maxabs":
+        df = df.assign(x=[-0.0, -0.0, -0.0, -0.0])  # constant: passed through
+    stats = normcli.fit(df, method, **options)
+    back = stats.inverse(stats.transform(df)).to_numpy(np.float64)
+    want = df.to_numpy(np.float64)
+    if method == "maxabs":
+        want = MaxAbsScaler().fit(df).inverse_transform(MaxAbsScaler().fit(df).transform(df))
+    np.testing.assert_array_equal(back, want)
+    np.testing.assert_array_equal(np.signbit(back), np.signbit(want))
