@@ -636,7 +636,9 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
 
     require_stats(stats, "transform")
     given = [k for k, v in overrides.items() if v is not None or k not in _OVERRIDES]
-    if inverse and given:  # the inverse undoes the fitted map: an override changes nothing
+    given += [k for k, v, default in (("dtype", dtype, "float64"), ("decimals", decimals, None)) if v != default]
+    if inverse and given:  # the inverse undoes the fitted map: an override changes nothing, nor
+        # does it round or narrow what it restores (as the command line's inverse has no such options)
         raise UsageError(f"the inverse takes no option '{given[0]}' (it undoes the map fitted)")
     unknown = sorted(set(overrides) - set(_OVERRIDES))
     if unknown:

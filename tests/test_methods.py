@@ -969,6 +969,12 @@ def test_transform_refuses_what_is_not_stats_and_an_output_that_is_not_a_path(tm
         stats.transform(str(tmp_path / "d.csv"), output=5)
     with pytest.raises(UsageError, match=r"^the inverse takes no option 'foo' \(it undoes the map fitted\)$"):
         stats.inverse(df, foo=1)
+    # nor rounding or narrowing of what it restores: the command line's inverse has neither option
+    t = stats.transform(df)
+    for option in ({"decimals": 2}, {"dtype": "float32"}):
+        with pytest.raises(UsageError, match=rf"^the inverse takes no option '{next(iter(option))}' "):
+            stats.inverse(t, **option)
+    np.testing.assert_allclose(stats.inverse(t, dtype="float64", decimals=None)["x"], df["x"], rtol=1e-15)
 
 
 def test_a_frame_of_another_library_is_refused_without_being_queried():
