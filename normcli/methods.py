@@ -355,13 +355,41 @@ def _quantiles(stats: Any, qs: Sequence[float]) -> Any:
                  for q, v in zip(qs, found))
 
 
+_SAFE = 2.0 ** 400  # a row whose largest magnitude is within 2**+-400 has squares and sums float64 holds
+
+
+def _row_scales(x: np.ndarray, tiny: bool) -> np.ndarray | None:
+    """Per-row powers of two that bring each row's largest finite magnitude into [1, 2), for the
+    rows beyond 2**400 (their squares or sums would overflow) and, with ``tiny``, those under
+    2**-400 (their squares would underflow); 1 for every other row. None when no row needs one.
+
+    Row-wise methods are scale-free, and dividing by a power of two is exact, so a scaled row
+    gives the very bits the formula gives wherever float64 holds its steps."""
+    with np.errstate(invalid="ignore"):
+        m = np.fmax.reduce(np.abs(x), axis=1, keepdims=True)  # NaN only for a row of nulls
+    need = (m > _SAFE) & np.isfinite(m)
+    if tiny:
+        need |= (m < 1.0 / _SAFE) & (m > 0.0)
+    if not need.any():
+        return None
+    return np.where(need, np.ldexp(1.0, np.frexp(m)[1] - 1), 1.0)
+
+
 def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
     """Apply the row-wise ``method`` to ``x`` of shape (rows, columns), NaN as null.
 
-    Row statistics are taken over each row's non-null values; nulls stay null.
+    Row statistics are taken over each row's non-null values; nulls stay null. A row of
+    magnitudes beyond 2**400 (or, where it matters, under 2**-400) is scaled by a power of two
+    first (see :func:`_row_scales`): its squares would overflow float64 (or underflow).
     """
     has_nan = bool(np.isnan(x).any())
     if method == "layer":
+        eps = options["eps"]
+        scales = _row_scales(x, tiny=eps == 0.0)  # with eps > 0, a tiny row's variance is nothing beside it
+        if scales is not None:
+            x = x / scales
+            with np.errstate(over="ignore", under="ignore"):  # eps beside a row of huge values: 0
+                eps = eps / (scales * scales if options["eps_mode"] == "inside" else scales) if eps else 0.0
         if has_nan:  # by hand: nanmean/nanvar warn on all-null rows, which simply stay null
             n = np.sum(~np.isnan(x), axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -371,14 +399,17 @@ def row_apply(method: str, x: np.ndarray, options: Mapping[str, Any]) -> np.ndar
             mean = np.mean(x, axis=1, keepdims=True)
             var = np.var(x, axis=1, keepdims=True)
         if options["eps_mode"] == "std":
-            y = (x - mean) / (np.sqrt(var) + options["eps"])
+            y = (x - mean) / (np.sqrt(var) + eps)
         else:
-            y = (x - mean) / np.sqrt(var + options["eps"])
+            y = (x - mean) / np.sqrt(var + eps)
         if options.get("gamma") is not None:
             y *= np.asarray(options["gamma"], dtype=np.float64)
         if options.get("beta") is not None:
             y += np.asarray(options["beta"], dtype=np.float64)
         return y
+    if method in ("l1", "l2"):
+        scales = _row_scales(x, tiny=method == "l2")
+        x = x if scales is None else x / scales
     ax = np.abs(x)
     if method == "l1":
         norm = (np.nansum if has_nan else np.sum)(ax, axis=1, keepdims=True)

@@ -1007,3 +1007,45 @@ def test_inverse_keeps_the_sign_of_a_negative_zero(method, options):
         want = MaxAbsScaler().fit(df).inverse_transform(MaxAbsScaler().fit(df).transform(df))
     np.testing.assert_array_equal(back, want)
     np.testing.assert_array_equal(np.signbit(back), np.signbit(want))
+
+
+def _row_exact(method: str, row: list[float], eps: float = 0.0, eps_mode: str = "inside") -> list[float]:
+    """The row-wise formula in exact rationals, with the square root taken to 80 digits."""
+    import decimal
+    from fractions import Fraction
+
+    def dec(q: Fraction) -> decimal.Decimal:
+        return decimal.Decimal(q.numerator) / decimal.Decimal(q.denominator)
+
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.Emax, ctx.Emin = 80, 10**6, -10**6
+        xs = [Fraction(v) for v in row]
+        if method == "layer":
+            mean = sum(xs) / len(xs)
+            var = sum((v - mean) ** 2 for v in xs) / len(xs)
+            den = dec(var + Fraction(eps)).sqrt() if eps_mode == "inside" else dec(var).sqrt() + dec(Fraction(eps))
+            return [float(dec(v - mean) / den) for v in xs]
+        norm = dec(sum(v * v for v in xs)).sqrt() if method == "l2" else dec(sum(abs(v) for v in xs))
+        return [float(dec(v) / norm) for v in xs]
+
+
+@pytest.mark.parametrize("row", [[1e300, -1e300, 0.0], [1.5e308, 1.6e308, 1e308], [1e-300, 3e-300, 2e-300],
+                                 [5e-324, 1e-323, 0.0], [1e200, 3.0, -2e199], [1.0, 2.0, 3.5]])
+def test_row_methods_hold_rows_whose_squares_overflow_or_underflow(row):
+    """Layer, l1 and l2 of a row of magnitudes near the ends of float64 are those of the
+    formula in exact arithmetic (their squares or sums overflowed to 0 or NaN outputs, exit 0)."""
+    from normcli import methods as M
+
+    x = np.array([row])
+    cases = [("layer", {"eps": eps, "eps_mode": mode}) for eps in (1e-5, 0.0) for mode in ("inside", "std")]
+    for method, options in cases + [("l1", {}), ("l2", {})]:
+        if method == "layer" and options["eps"] and max(map(abs, row)) < 1e-200:
+            continue  # the exact answer is about 1e-298: a subnormal result, compared below
+        got = M.row_apply(method, x, options)[0]
+        want = _row_exact(method, row, **options)
+        # within two ulps of the row's largest output: a deviation from the mean cancels digits
+        np.testing.assert_allclose(got, want, rtol=4.5e-16, atol=4.5e-16 * max(map(abs, want)),
+                                   err_msg=f"{method} {options}")
+    tiny = M.row_apply("layer", np.array([[1e-300, 3e-300, 2e-300]]), {"eps": 1e-5, "eps_mode": "inside"})[0]
+    want = _row_exact("layer", [1e-300, 3e-300, 2e-300], 1e-5)  # the middle one is -1.7e-314: 0 within the row's scale
+    np.testing.assert_allclose(tiny, want, rtol=1e-12, atol=1e-15 * max(map(abs, want)))
