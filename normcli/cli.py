@@ -71,7 +71,8 @@ app = typer.Typer(
 
 # Options spelled the same in every command.
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format: csv, tsv or parquet (default: from the extension).")]
-DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of the CSV output of transform and inverse.")]
+DelimiterOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input (default: comma; tab for TSV).")]
+DelimiterOutOpt = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="Field separator of CSV input, and of CSV output (default: comma; tab for TSV).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 StatsOpt = Annotated[str, typer.Option("--stats", "-s", help="The stats file written by fit (- reads it from stdin).")]
@@ -409,7 +410,7 @@ def transform(
                                                   callback=_output_path)] = None,
     fmt: FormatOpt = None,
     to: ToOpt = None,
-    delimiter: DelimiterOpt = None,
+    delimiter: DelimiterOutOpt = None,
     clip: Annotated[Optional[bool], typer.Option("--clip/--no-clip", help="Override the fitted clip setting of minmax.")] = None,
     clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this (0: no clipping; at transform it turns a fitted clip off).")] = None,
     fill_missing: Annotated[Optional[bool], typer.Option("--fill-missing/--keep-missing", help="Nulls become the normalized centre (or stay null).")] = None,
@@ -437,7 +438,7 @@ def inverse(
     output: OutputOpt = None,
     fmt: FormatOpt = None,
     to: ToOpt = None,
-    delimiter: DelimiterOpt = None,
+    delimiter: DelimiterOutOpt = None,
     unseen_group: UnseenOpt = "global",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -570,7 +571,8 @@ def _fit_transform_signature() -> inspect.Signature:
         inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=OutputOpt),
         inspect.Parameter("to", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ToOpt),
     ]
-    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY,
+                        annotation=DelimiterOutOpt if p.name == "delimiter" else p.annotation)  # it writes CSV too
               for p in inspect.signature(fit, eval_str=True).parameters.values()
               if p.name in _FIT_ONLY or p.name in ("debug", "log_format")]
     return inspect.Signature(own + shared)
