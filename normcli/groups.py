@@ -28,11 +28,20 @@ def key_text(column: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
 
     CSV keys arrive as the text read; other types (Parquet, DataFrames) are cast to string,
     so a key compares equal in fit and transform whatever the integer or string type holding it.
+    A float key's NaN is a null key (as NaN is null everywhere else, and in a DataFrame's key),
+    and its -0.0 is 0.0 (equal numbers: one group, as pandas' groupby has them).
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if column.type == pa.string():
         return column
+    if pa.types.is_floating(column.type):
+        import pyarrow.compute as pc
+
+        if column.type == pa.float16():  # no compute kernels for it: its values as float32's
+            column = column.cast(pa.float32())
+        column = pc.add(pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column),
+                        pa.scalar(0.0, column.type))  # -0.0 + 0.0 is 0.0
     try:
         return column.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

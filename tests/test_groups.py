@@ -118,6 +118,31 @@ def test_integer_parquet_keys_match_their_text_form(tmp_path):
     np.testing.assert_allclose(stats.transform(text)["x"], stats.transform(df)["x"], rtol=0, atol=0)
 
 
+def test_float_keys_nan_is_the_null_key_and_negative_zero_is_zero(tmp_path):
+    """A Parquet float key's NaN was a group 'nan' (a null in a DataFrame's key, so the frame of
+    the same file met an unseen group), and -0.0 a group apart from 0.0: as in pandas' groupby
+    (NaN and None one missing key, -0.0 == 0.0), whichever way the data comes."""
+    import warnings
+
+    rng = np.random.default_rng(11)
+    f = rng.choice(np.array([1.0, np.nan, -0.0, 0.0, 2.5]), 400)
+    df = pd.DataFrame({"f": f, "x": rng.normal(5, 2, 400)})
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"f": pa.array(f), "x": pa.array(df["x"].to_numpy())}), path)  # NaN kept, not null
+    table = pq.read_table(path)
+    assert pa.compute.sum(pa.compute.is_nan(table["f"])).as_py() > 0 and table["f"].null_count == 0
+    want = instance_norm_reference(df, ["x"], "f")[:, 0]
+    for fitted_on in (str(path), df):
+        stats = normcli.fit(fitted_on, "zscore", group_by="f")
+        assert sorted(stats.groups.keys, key=str) == [("0",), ("1",), ("2.5",), (None,)]
+        for data in (df, table):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no row of an unseen group
+                got = stats.transform(data)
+            got = got["x"].to_numpy() if isinstance(got, pd.DataFrame) else got["x"].to_numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
 def test_chunk_independence_with_groups(tmp_path):
     df = grouped_frame(n=4000, groups=300)
     path = tmp_path / "train.csv"
