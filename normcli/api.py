@@ -689,19 +689,20 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
             out = done.combine_chunks().to_batches()[0] if done.num_rows else pa.RecordBatch.from_pylist(
                 [], schema=done.schema)
     if unseen.rows and unseen_group == "global":
-        _warn(unseen_message(stats, unseen, inverse))
+        _warn(unseen_message(stats, unseen, inverse, policy="unseen_group='global'"))
     return out
 
 
-def unseen_message(stats: Stats, unseen: UnseenGroups, inverse: bool = False) -> str:
+def unseen_message(stats: Stats, unseen: UnseenGroups, inverse: bool = False,
+                   policy: str = "--unseen-group global") -> str:
     """The warning for rows of groups not seen in fit and mapped (normalized, or with ``inverse``
-    brought back) with the overall statistics."""
+    brought back) with the overall statistics; ``policy`` spells the setting that chose it."""
     from normcli.groups import describe
 
     examples = "; ".join(describe(stats.group_by, k) for k in unseen.keys)
     done = "brought back" if inverse else "normalized"
     return (f"{unseen.rows:,} rows belong to groups not seen in fit (e.g. {examples}); "
-            f"they were {done} with the overall statistics (--unseen-group global)")
+            f"they were {done} with the overall statistics ({policy})")
 
 
 def _map_table(stats: Stats, table: pa.Table, inverse: bool, overrides: Mapping[str, Any],

@@ -642,7 +642,8 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
             flags.append(f"{'IQR' if (lo, hi) == (25, 75) else f'q{lo:g}-q{hi:g}'}={spread:.6g}")
         if fitted.groups is not None and name in fitted.groups.columns:
             gs = fitted.groups.columns[name]
-            flags.append(f"{int((gs.count > 0).sum()):,} groups")
+            with_values, total = int((gs.count > 0).sum()), len(fitted.groups.keys)
+            flags.append(f"{total:,} groups" if with_values == total else f"{with_values:,} of {total:,} groups with values")
             n_const = int(fitted.is_constant(name, grouped=True).sum())
             if n_const:
                 flags.append(f"{n_const:,} constant groups")

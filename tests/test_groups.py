@@ -452,6 +452,20 @@ def test_cli_inspect_shows_groups_and_policy(fitted):
     assert r.code == 0 and "5 groups" in r.text and "key" in r.text and "scale1" in r.text
 
 
+def test_cli_inspect_counts_the_groups_of_a_column_that_has_values(tmp_path):
+    """The title counts every group; a column's flag said "2 groups" of 3 when one group had no
+    value of it. It now says how many of all the groups have values (pandas' count per group)."""
+    df = pd.DataFrame({"g": ["a", "a", "b", "b", "c"], "x": [1.0, 2.0, 3.0, 7.0, np.nan], "y": [2.0, 5.0, 1.0, 2.0, 4.0]})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    assert run_cli("fit", tmp_path / "d.csv", "--group-by", "g", "-o", tmp_path / "s.json").code == 0
+    r = run_cli("inspect", tmp_path / "s.json", env={"COLUMNS": "250"})
+    counts = df.groupby("g")[["x", "y"]].count()
+    rows = {line.split("│")[1].strip(): line for line in r.text.splitlines() if "│" in line}
+    assert f"{len(counts)} groups by g" in r.text
+    assert f"{(counts['x'] > 0).sum()} of {len(counts)} groups with values" in rows["x"]
+    assert f"{len(counts)} groups," in rows["y"] and "with values" not in rows["y"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--unseen-group", "maybe"], "--unseen-group must be one of"),
     (["--dtype", "float16"], "--dtype must be one of"),

@@ -516,7 +516,7 @@ def test_the_api_warns_about_constant_and_empty_columns_and_unseen_groups_at_the
         (UserWarning, __file__, 1, "column 'a' has no values: fitted as constant (policy scale1)"),
         (UserWarning, __file__, 2, "column 'x' is constant in 2 of 2 groups (policy scale1)"),
         *[(UserWarning, __file__, i, "1 rows belong to groups not seen in fit (e.g. g='c'); they were normalized "
-           "with the overall statistics (--unseen-group global)") for i in (3, 4)]]
+           "with the overall statistics (unseen_group='global')") for i in (3, 4)]]
 
 
 def test_layer_takes_one_gamma_and_beta_for_every_column_in_the_cli_and_the_api(tmp_path):
