@@ -115,7 +115,7 @@ class _EventLog:
             return
         if self.format == "json":
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-            line = json.dumps({"event": event, "time": now, **fields}, allow_nan=False, default=str)
+            line = json.dumps(_without_surrogates({"event": event, "time": now, **fields}), allow_nan=False, default=str)
             print(line, file=sys.stderr, flush=True)
         elif event == "warning":
             from rich.markup import escape
@@ -133,10 +133,32 @@ class _EventLog:
 
 def _visible(text: str) -> str:
     """``text`` with the characters a terminal would not show as themselves escaped (a NUL or an
-    escape sequence from a data value or column name, a no-break space that reads as a space)."""
+    escape sequence from a data value or column name, a no-break space that reads as a space; a
+    byte of a file name that is not UTF-8, which Python holds as a lone surrogate, as ``\\xNN``)."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # os.fsdecode's stand-in for the byte ord(c) - 0xdc00
+        return f"\\x{ord(c) - 0xdc00:02x}"
+    return c.encode("unicode_escape").decode("ascii")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """``value`` (a JSON event) with a file name's bytes that are not UTF-8 written as ``\\xNN``
+    text: JSON would hold them as lone surrogates, which a strict reader refuses."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # another lone surrogate (a "\\ud800" escape in a stats file)
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 LOG = _EventLog()

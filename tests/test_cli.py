@@ -1185,6 +1185,23 @@ def test_messages_show_control_characters_of_the_data_escaped(tmp_path):
     assert_error(run_cli("fit", src, "-c", "x", "-o", tmp_path / "s.json"), 3, "'\\xa03' on line 3 is not a number")
 
 
+def test_a_file_name_that_is_not_utf8_is_shown_with_its_bytes_escaped(tmp_path):
+    """Its byte 0xff showed as Python's stand-in '\\udcff' in messages, and JSON events held it
+    as a lone surrogate, which a strict reader refuses: both now read '\\xff', as the
+    shell's $'\\xff' names the file."""
+    src = os.fsdecode(bytes(tmp_path) + b"/bad\xff.csv")
+    with open(src, "wb") as f:
+        f.write(b"x\n1\n2\n")
+    missing = os.fsdecode(bytes(tmp_path) + b"/miss\xfe.csv")
+    assert_error(run_cli("fit", src, missing), 5, f"cannot read '{tmp_path}/miss\\xfe.csv'")
+    r = run_cli("fit", src, "-o", tmp_path / "s.json", "--log-format", "json")
+    assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.err.splitlines()]
+    for event in events:  # every string UTF-8 can hold: no lone surrogate
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    assert {e["path"] for e in events if "path" in e} == {f"{tmp_path}/bad\\xff.csv"}
+
+
 def test_a_huge_bad_value_in_the_stats_file_is_not_echoed_whole(tmp_path, stats_file):
     """The error quotes the offending key or value: cut short, the line stays a line."""
     for column, key, value, message in (("price", "x" * 100_000, 1, "columns.price.stats: Additional properties are "
