@@ -764,11 +764,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _catch_signals() -> None:
-    """Stop on SIGTERM and SIGHUP (a closed terminal or ssh session) as on SIGINT: cleaned up,
-    one line. A signal the parent set to be ignored (``nohup``, a background job) stays ignored,
-    and pyarrow is kept from setting its own SIGINT handler during long reads."""
+    """Stop on SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGQUIT (Ctrl-\\) as on
+    SIGINT: cleaned up, one line. A signal the parent set to be ignored (``nohup``, a background
+    job) stays ignored, and pyarrow is kept from setting its own SIGINT handler during long reads."""
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             if signal.getsignal(signum) != signal.SIG_IGN:
                 signal.signal(signum, _on_sigterm)
         if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

@@ -120,7 +120,7 @@ def _client(client_class: Any, scheduler: str) -> Any:
 
 @contextlib.contextmanager
 def _deaf_workers() -> Iterator[None]:
-    """Around starting a local cluster: its processes start with SIGINT and SIGHUP blocked.
+    """Around starting a local cluster: its processes start with SIGINT, SIGHUP and SIGQUIT blocked.
 
     A Ctrl-C or a closed terminal signals the whole process group; the command answers it (one
     line, the cluster closed, the exit code), where each worker would print a traceback. The
@@ -132,7 +132,7 @@ def _deaf_workers() -> Iterator[None]:
         return
     from multiprocessing import resource_tracker
 
-    held = {signal.SIGINT, signal.SIGHUP}
+    held = {signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
     before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         # Started on the first worker's start otherwise, the tracker of shared resources unblocks

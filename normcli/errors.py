@@ -17,6 +17,7 @@ EXIT_IO = 5
 EXIT_DRIFT = 6
 EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
+EXIT_SIGQUIT = 131
 EXIT_SIGTERM = 143
 
 
@@ -64,7 +65,7 @@ class IOFailure(NormcliError):
 
 
 class Interrupted(NormcliError):
-    """The run was stopped by SIGHUP, SIGINT or SIGTERM; the exit code follows the signal."""
+    """The run was stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM; the exit code follows the signal."""
 
     def __init__(self, signum: int) -> None:
         import signal

@@ -471,8 +471,8 @@ def _blocked_signals() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_local_cluster_leaves_sigint_and_sighup_to_the_command():
-    """A Ctrl-C or a hang-up signals the whole process group: the local cluster's worker
-    processes hold SIGINT and SIGHUP blocked, so that the command alone answers (one line, not a
+    """A Ctrl-C (or Ctrl-\\) or a hang-up signals the whole process group: the local cluster's worker
+    processes hold SIGINT, SIGQUIT and SIGHUP blocked, so that the command alone answers (one line, not a
     traceback per worker), and the thread that started the cluster gets its own mask back."""
     from normcli import engine_dask
 
@@ -480,7 +480,7 @@ def test_a_local_cluster_leaves_sigint_and_sighup_to_the_command():
     with engine_dask.connect() as eng:
         masks = eng.client.run(_blocked_signals)
         assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
-    held = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGHUP - 1))
+    held = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGQUIT - 1))
     assert masks and all(m & held == held for m in masks.values()), masks
 
 

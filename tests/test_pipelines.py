@@ -868,7 +868,7 @@ def test_broken_pipe_is_quiet_success(big, to):
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, errors.EXIT_SIGTERM), (signal.SIGINT, errors.EXIT_SIGINT),
-                                         (signal.SIGHUP, errors.EXIT_SIGHUP)])
+                                         (signal.SIGHUP, errors.EXIT_SIGHUP), (signal.SIGQUIT, errors.EXIT_SIGQUIT)])
 def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     target = tmp_path / "out.csv"
     p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
