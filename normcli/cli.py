@@ -395,7 +395,7 @@ def _stdin_once(paths: list[str]) -> None:
 
 def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: Optional[str], to: Optional[str],
                delimiter: Optional[str], quiet: bool, inverse: bool, overrides: dict[str, Any],
-               unseen_group: str, dtype: str = "float64", decimals: Optional[int] = None,
+               unseen_group: Optional[str], dtype: str = "float64", decimals: Optional[int] = None,
                engine: str = "local", scheduler: Optional[str] = None) -> None:
     from normcli import api, io
     from normcli.model import OutputOptions
@@ -403,13 +403,14 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
     if to is not None and to not in ("csv", "tsv", "parquet"):
         raise UsageError(f"--to must be csv, tsv or parquet, got '{to}'")
     _stdin_once([*inputs, stats_path])
-    out_options = OutputOptions(unseen_group, dtype, decimals)
+    out_options = OutputOptions(unseen_group or "global", dtype, decimals)
     io.check_outputs([(output, None)], [stats_path], read_as="the stats file")
     if engine == "dask":
         from normcli import engine_dask
 
         engine_dask.check_parts_directory(output)
     stats = api.load(stats_path)
+    _groups_for(unseen_group, stats, stats_path)
     label = "inverse" if inverse else "transform"
     with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:
         summaries = api.transform_paths(stats, inputs, output, fmt=fmt, to=to, delimiter=delimiter,
@@ -417,11 +418,18 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
                                         out_options=out_options, log=LOG, engine=eng)
     for summary in summaries:
         unseen = summary.extra["unseen"]
-        if unseen.rows and unseen_group == "global":
+        if unseen.rows and out_options.unseen_group == "global":
             _warn(api.unseen_message(stats, unseen, inverse), quiet)
 
 
-UnseenOpt = Annotated[str, typer.Option("--unseen-group", help="With --group-by statistics, rows of a key not seen in fit: global (overall statistics, warned with a count; default), passthrough (unscaled), null or error.")]
+def _groups_for(unseen_group: Optional[str], stats: Any, path: str) -> None:
+    """Refuse ``--unseen-group`` given for statistics without groups: it would do nothing, and
+    seem to have been applied (as an option no fitted method reads is refused)."""
+    if unseen_group is not None and stats.groups is None:
+        raise UsageError(f"--unseen-group is for statistics fitted with --group-by, and '{path}' has no groups")
+
+
+UnseenOpt = Annotated[Optional[str], typer.Option("--unseen-group", help="With --group-by statistics, rows of a key not seen in fit: global (overall statistics, warned with a count; default), passthrough (unscaled), null or error.")]
 
 
 @app.command()
@@ -436,7 +444,7 @@ def transform(
     clip: Annotated[Optional[bool], typer.Option("--clip/--no-clip", help="Override the fitted clip setting of minmax.")] = None,
     clip_sigma: Annotated[Optional[float], typer.Option("--clip-sigma", help="zscore, robust: clip output to +-this (0: no clipping; at transform it turns a fitted clip off).")] = None,
     fill_missing: Annotated[Optional[bool], typer.Option("--fill-missing/--keep-missing", help="Nulls become the normalized centre (or stay null).")] = None,
-    unseen_group: UnseenOpt = "global",
+    unseen_group: UnseenOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Type of the normalized columns: float64 (default) or float32.")] = "float64",
     decimals: Annotated[Optional[int], typer.Option("--decimals", help="Round normalized values to N decimal places (compact CSV).")] = None,
     quiet: QuietOpt = False,
@@ -461,7 +469,7 @@ def inverse(
     fmt: FormatOpt = None,
     to: ToOpt = None,
     delimiter: DelimiterOutOpt = None,
-    unseen_group: UnseenOpt = "global",
+    unseen_group: UnseenOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     log_format: LogFormatOpt = "text",
@@ -717,7 +725,10 @@ def export(
     if unread:  # ignored, the option would seem to have been applied
         users = [f"--to {t}" for t, keys in _EXPORT_OPTIONS.items() if unread[0] in keys]
         raise UsageError(f"--{unread[0].replace('_', '-')} is an option of {' and '.join(users)}, not of --to {to}")
-    _write(output, export_bytes(api.load(stats), to, **given), text=to == "sql")
+    fitted = api.load(stats)
+    data = export_bytes(fitted, to, **given)  # a policy SQL has no form for is refused first
+    _groups_for(unseen_group, fitted, stats)
+    _write(output, data, text=to == "sql")
 
 
 @app.command(name="import")

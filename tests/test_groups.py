@@ -643,3 +643,24 @@ def test_a_grouped_robust_transform_reads_each_sketch_once(tmp_path, monkeypatch
         g = df[name].groupby(keys)
         expected = (df[name] - g.transform("median")) / (g.transform(lambda s: s.quantile(0.75) - s.quantile(0.25)))
         np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")[name], expected, rtol=1e-13, atol=1e-13)
+
+
+def test_cli_refuses_unseen_group_for_statistics_without_groups(tmp_path):
+    """--unseen-group with ungrouped statistics did nothing, silently, where an option that no
+    fitted method reads is refused: exit 2, nothing written (a bad value is named first)."""
+    src = tmp_path / "d.csv"
+    src.write_text("g,x\na,1\nb,2\nb,4\n")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    assert run_cli("fit", src, "--group-by", "g", "-o", tmp_path / "g.json").code == 0
+    message = f"Error: --unseen-group is for statistics fitted with --group-by, and '{tmp_path / 's.json'}' has no groups\n"
+    for args in (["transform", src, "--unseen-group", "null", "-o", tmp_path / "o.csv"],
+                 ["inverse", src, "--unseen-group", "global", "-o", tmp_path / "o.csv"],
+                 ["export", "--to", "sql", "--unseen-group", "passthrough", "-o", tmp_path / "o.csv"]):
+        stats = ["--stats", tmp_path / "s.json"] if args[0] != "export" else [tmp_path / "s.json"]
+        r = run_cli(*args, *stats)
+        assert (r.code, r.err) == (2, message) and not (tmp_path / "o.csv").exists()
+        grouped = ["--stats", tmp_path / "g.json"] if args[0] != "export" else [tmp_path / "g.json"]
+        assert run_cli(*args, *grouped).code == 0
+        (tmp_path / "o.csv").unlink()
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "--unseen-group", "maybe")
+    assert r.code == 2 and "--unseen-group must be one of" in r.err
