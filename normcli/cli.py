@@ -247,8 +247,9 @@ def _progress(paths: list[str], quiet: bool, label: str):
 
 
 @contextlib.contextmanager
-def _engine(name: str, scheduler: Optional[str]):
-    """The engine ``--engine`` names: None for the local one, else a connected Dask engine."""
+def _engine(name: str, scheduler: Optional[str], inputs: list[str]):
+    """The engine ``--engine`` names for ``inputs``: None for the local one, else a connected
+    Dask engine (which reads no standard input: refused before a cluster is started for it)."""
     if name not in ("local", "dask"):
         raise UsageError(f"--engine must be local or dask, got '{name}'")
     if name == "local":
@@ -257,6 +258,8 @@ def _engine(name: str, scheduler: Optional[str]):
         yield None
         return
     from normcli import engine_dask
+
+    engine_dask.refuse_stdin(inputs)
 
     with engine_dask.connect(scheduler, LOG) as eng:
         yield eng
@@ -322,7 +325,7 @@ def fit(
         turn = (io.exclusive(update, lambda: LOG("note", {"message": f"waiting for another update of '{update}'"}))
                 if in_place else contextlib.nullcontext())
         with turn:
-            with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "fit") as progress:
+            with _engine(engine, scheduler, inputs) as eng, _progress(inputs, quiet, "fit") as progress:
                 api.check_output(inputs, target, engine=eng)
                 stats, absorbed = api.update(api.load(update), inputs, fmt=fmt, delimiter=delimiter,
                                              progress=progress, log=LOG, engine=eng)
@@ -330,7 +333,7 @@ def fit(
                 return
             _write_stats(stats, target)
         return
-    with _engine(engine, scheduler) as eng:
+    with _engine(engine, scheduler, inputs) as eng:
         api.check_output(inputs, output, engine=eng)
         stats = _fit_stats(inputs, **fit_options, fit_fn=functools.partial(api.fit_paths, engine=eng))
     _write_stats(stats, output)
@@ -412,7 +415,7 @@ def _transform(inputs: list[str], stats_path: str, output: Optional[str], fmt: O
     stats = api.load(stats_path)
     _groups_for(unseen_group, stats, stats_path)
     label = "inverse" if inverse else "transform"
-    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, label) as progress:
+    with _engine(engine, scheduler, inputs) as eng, _progress(inputs, quiet, label) as progress:
         summaries = api.transform_paths(stats, inputs, output, fmt=fmt, to=to, delimiter=delimiter,
                                         inverse=inverse, progress=progress, overrides=overrides,
                                         out_options=out_options, log=LOG, engine=eng)
@@ -533,7 +536,7 @@ def check(
     _stdin_once([*inputs, stats])
     fitted = api.load(stats)
     thresholds = {"max_shift": max_shift, "max_null_rate_change": max_null_rate_change, "max_psi": max_psi}
-    with _engine(engine, scheduler) as eng, _progress(inputs, quiet, "check") as progress:
+    with _engine(engine, scheduler, inputs) as eng, _progress(inputs, quiet, "check") as progress:
         api.check_output(inputs, None, engine=eng)  # the report on stdout, redirected onto an input
         report = api.check(fitted, inputs, thresholds=thresholds, fmt=fmt, delimiter=delimiter,
                            progress=progress, log=LOG, engine=eng)

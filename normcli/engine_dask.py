@@ -170,12 +170,18 @@ class Partition:
     first_row: int = 1
 
 
+def refuse_stdin(specs: Sequence[str]) -> None:
+    """UsageError when ``specs`` name standard input, which the workers cannot read (called
+    before a cluster is started for them, too)."""
+    if "-" in specs:
+        raise UsageError("--engine dask reads files, not standard input")
+
+
 def expand_inputs(specs: Sequence[str]) -> list[io.InputFile]:
     """:func:`normcli.io.expand_inputs`, plus fsspec URLs (a file, a glob or a directory prefix)."""
+    refuse_stdin(specs)
     out: list[io.InputFile] = []
     for spec in specs:
-        if spec == "-":
-            raise UsageError("--engine dask reads files, not standard input")
         out.extend(_expand_url(spec) if is_url(spec) else io.expand_inputs([spec]))
     seen: set[str] = set()
     return [i for i in out if not (i.path in seen or seen.add(i.path))]

@@ -538,3 +538,15 @@ def test_a_scheduler_address_where_no_scheduler_answers_is_one_io_error(monkeypa
         for conn in accepted:
             conn.close()
     assert time.monotonic() - started < 10
+
+
+def test_standard_input_is_refused_before_a_local_cluster_starts(tmp_path):
+    """The workers cannot read stdin: refused (exit 2) before a cluster is started for them,
+    where the run started one (and said so on stderr) first."""
+    data = b"x\n1\n2\n"
+    (tmp_path / "s.json").write_bytes(run_cli("fit", "-", stdin=data).out)
+    for args in (["fit", "-"], ["fit", "-", "--update", tmp_path / "s.json", "-o", tmp_path / "u.json"],
+                 ["transform", "-", "--stats", tmp_path / "s.json", "-o", f"{tmp_path}/out/"],
+                 ["check", "-", "--stats", tmp_path / "s.json"]):
+        r = run_cli(*args, "--engine", "dask", stdin=data)
+        assert (r.code, r.err, r.out) == (2, "Error: --engine dask reads files, not standard input\n", b""), args
