@@ -420,6 +420,9 @@ class _CsvSource(Source):
         if dupes:
             names = ", ".join(f"'{c}'" for c in dict.fromkeys(dupes))
             raise DataError(f"{_display(self.path)} has duplicate column names: {names}")
+        nul = next((c for c in self.columns if "\0" in c), None)
+        if nul is not None:  # the parser's column names are C strings: it would abort the process
+            raise DataError(f"{_display(self.path)}: the column name '{nul}' holds a NUL character")
         self._first_line = line + header.count(_NL)
         self._pending = buf
 

@@ -105,6 +105,16 @@ def test_duplicate_column_names(tmp_path, ab_stats):
     assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "duplicate")
 
 
+def test_a_nul_in_a_column_name(tmp_path, ab_stats):
+    """Polars takes column names as C strings: a NUL in one aborted it with a Rust panic and two
+    tracebacks (exit 1). It is bad data, one line (a NUL in a value is only text)."""
+    src = tmp_path / "n.csv"
+    src.write_bytes(b"a,b\0c\n1,2\n3,4\n")
+    for r in (run_cli("fit", src), transform(src, ab_stats, tmp_path / "o.csv"), run_cli("fit", "-", stdin=src.read_bytes())):
+        assert_error(r, 3, "the column name 'b\\x00c' holds a NUL character")
+    no_leftovers(tmp_path, "n.csv", "s.json")
+
+
 def test_bytes_that_are_not_utf8(tmp_path, ab_stats):
     header = tmp_path / "h.csv"
     header.write_bytes(b"a,caf\xe9\n1,2\n")
