@@ -561,14 +561,15 @@ def _print_drift(report: dict) -> None:
     def num(v: Any, fmt: str = ".3g") -> str:
         return "" if v is None else format(v, fmt)
 
-    table = Table(title=f"drift of {report['rows']:,} rows against {report['stats']}")
+    # names from the data and the stats file, shown with what a terminal would act on escaped
+    table = Table(title=f"drift of {report['rows']:,} rows against {_visible(report['stats'])}")
     heads = ("column", "rows", "mean shift", "std ratio", "null rate change", "out of range", "PSI", "KS", "drift")
     for head in heads:
         table.add_column(head, justify="left" if head in ("column", "drift") else "right")
     for c in report["columns"]:
         # null in JSON, which has no infinity: the shift of a constant fitted column whose mean moved
         shift = "inf" if c["mean_shift"] is None and "mean_shift" in c["drift"] else num(c["mean_shift"])
-        table.add_row(c["column"], f"{c['count'] + c['nulls']:,}", shift, num(c["std_ratio"]),
+        table.add_row(_visible(c["column"]), f"{c['count'] + c['nulls']:,}", shift, num(c["std_ratio"]),
                       num(c["null_rate_change"], "+.3f"), num(c["out_of_range"], ".1%"), num(c["psi"]),
                       num(c["ks"]), ", ".join(c["drift"]) or "ok")
     _table_console().print(table)  # as inspect's
@@ -655,9 +656,10 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
 
     from normcli import methods
 
-    title = f"{stats}: {fitted.info.get('rows', 0):,} rows fitted"
+    # names from the stats file, shown with what a terminal would act on escaped (as in errors)
+    title = f"{_visible(stats)}: {fitted.info.get('rows', 0):,} rows fitted"
     if fitted.groups is not None:
-        title += f", {len(fitted.groups.keys):,} groups by {', '.join(fitted.group_by)}"
+        title += f", {len(fitted.groups.keys):,} groups by {_visible(', '.join(fitted.group_by))}"
     table = Table(title=title)
     for col in ("column", "method", "constant", "count", "nulls", "mean", "std", "min", "max", "flags"):
         table.add_column(col, justify="left" if col in ("column", "method", "constant", "flags") else "right")
@@ -688,13 +690,13 @@ def _print_stats_table(stats: str, fitted: Any) -> None:
         # blank when unknown (null in the file: an import's missing moments or extremes)
         num = (lambda v: "" if math.isnan(v) else f"{v:.6g}") if st.count else (lambda v: "")
         nulls = "" if st.nulls is None else f"{st.nulls:,}"  # unknown for imported statistics
-        table.add_row(name, col.method, col.options.get("constant", ""), f"{st.count:,}", nulls,
+        table.add_row(_visible(name), col.method, col.options.get("constant", ""), f"{st.count:,}", nulls,
                       num(st.mean), num(st.std(ddof)), num(st.min), num(st.max), ", ".join(flags))
     console = _table_console()
     console.print(table)
     for row in fitted.rows:
         opts = ", ".join(f"{k}={v}" for k, v in row.options.items() if v is not None)
-        console.print(f"{row.method} over {', '.join(row.columns)} ({opts})")
+        console.print(f"{row.method} over {_visible(', '.join(row.columns))} ({opts})")
 
 
 # The options of export each target reads.

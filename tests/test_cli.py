@@ -1185,6 +1185,20 @@ def test_messages_show_control_characters_of_the_data_escaped(tmp_path):
     assert_error(run_cli("fit", src, "-c", "x", "-o", tmp_path / "s.json"), 3, "'\\xa03' on line 3 is not a number")
 
 
+def test_tables_show_control_characters_of_names_escaped(tmp_path):
+    """inspect's and check's tables printed a column name's escape sequences, NUL and line
+    breaks raw (a terminal acts on them; a line break split a row), where errors escape them."""
+    src = tmp_path / "c.csv"
+    src.write_bytes(b'"a\x1b[31mRED\nFAKE\x07",b\n1,2\n3,5\n')
+    assert run_cli("fit", src, "-m", "layer:b", "-o", tmp_path / "s.json").code == 0
+    for args in (["inspect", tmp_path / "s.json"], ["check", src, "--stats", tmp_path / "s.json"]):
+        r = run_cli(*args, env={"COLUMNS": "200"})
+        assert r.code == 0, r.err
+        assert "\x1b" not in r.text and "\x07" not in r.text and "FAKE\\x07" in r.text, r.text
+        row = next(line for line in r.text.splitlines() if "RED" in line)
+        assert "a\\x1b[31mRED\\nFAKE\\x07" in row and row.count("\u2502") >= 3
+
+
 def test_a_file_name_that_is_not_utf8_is_shown_with_its_bytes_escaped(tmp_path):
     """Its byte 0xff showed as Python's stand-in '\\udcff' in messages, and JSON events held it
     as a lone surrogate, which a strict reader refuses: both now read '\\xff', as the
