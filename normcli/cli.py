@@ -49,6 +49,7 @@ import gc  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -113,6 +114,8 @@ class _EventLog:
     def __call__(self, event: str, fields: dict) -> None:
         if self.quiet and event not in ("error", "end"):
             return
+        if "message" in fields:
+            fields = {**fields, "message": _shortened(fields["message"])}
         if self.format == "json":
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
             line = json.dumps(_without_surrogates({"event": event, "time": now, **fields}), allow_nan=False, default=str)
@@ -129,6 +132,20 @@ class _EventLog:
                   flush=True)
         elif event == "error":
             print(f"Error: {_visible(fields['message'])}", file=sys.stderr, flush=True)
+
+
+_LONG_QUOTED = re.compile(r"'([^']{300,})'")
+_LONGEST_MESSAGE = 4000
+
+
+def _shortened(message: str) -> str:
+    """``message`` with a quoted value or name of 300 characters or more cut to its first 200
+    (a 20 MiB stray value made a 20 MB line in every cron log), and the whole kept under
+    4,000 characters."""
+    message = _LONG_QUOTED.sub(lambda m: f"'{m.group(1)[:200]}...' ({len(m.group(1)):,} characters)", message)
+    if len(message) > _LONGEST_MESSAGE:
+        message = message[:_LONGEST_MESSAGE - 600] + " ... " + message[-500:]
+    return message
 
 
 def _visible(text: str) -> str:

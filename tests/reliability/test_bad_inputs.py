@@ -115,6 +115,23 @@ def test_a_nul_in_a_column_name(tmp_path, ab_stats):
     no_leftovers(tmp_path, "n.csv", "s.json")
 
 
+def test_a_huge_bad_value_is_not_echoed_whole(tmp_path, ab_stats):
+    """A 1 MiB stray value (or a name as long) made a 1 MB error line in every cron log: the
+    quoted value is cut to its first 200 characters, with its length, and the line number stays."""
+    value = "v" * (1 << 20)
+    src = tmp_path / "h.csv"
+    src.write_text("a,b\n" + "1,10\n" * 400_000 + f"{value},20\n")  # past the first block: a numeric column
+    line = assert_error(run_cli("fit", src, "-c", "a"), 3,
+                        f"column 'a': value '{value[:200]}...' ({len(value):,} characters) on line 400002 is not a number")
+    assert len(line) < 400
+    line = assert_error(transform(src, ab_stats, tmp_path / "o.csv"), 3, "column 'a'", "on line 400002 is not a number")
+    assert len(line) < 400
+    r = run_cli("fit", src, "-c", "a", "--log-format", "json")
+    error = next(e for e in map(json.loads, r.err.splitlines()) if e["event"] == "error")
+    assert len(error["message"]) < 400 and "on line 400002" in error["message"]
+    no_leftovers(tmp_path, "h.csv", "s.json")
+
+
 def test_bytes_that_are_not_utf8(tmp_path, ab_stats):
     header = tmp_path / "h.csv"
     header.write_bytes(b"a,caf\xe9\n1,2\n")
