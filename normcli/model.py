@@ -23,7 +23,7 @@ from normcli.bitmaps import (decimals_as_float64, first_bad_float, float64_value
                              numbers_as_float64, validity)
 from normcli import sketch as _sketch
 from normcli.errors import DataError, RowError, StatsFileError, UsageError
-from normcli.groups import Grouped, GroupStats, describe, factorize, key_text
+from normcli.groups import Grouped, GroupStats, Key, describe, factorize, key_text
 from normcli.stats import TINY_VAR, ColumnStats, variance
 
 if TYPE_CHECKING:
@@ -487,12 +487,15 @@ class UnseenGroups:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, rows: int, keys: Sequence[Any]) -> None:
-        """Count ``rows`` more unseen rows, remembering up to five distinct ``keys``."""
+        """Count ``rows`` more unseen rows, remembering the five first of the distinct ``keys`` in
+        their sort order (nulls last): whatever order worker threads report them in, a run
+        names the same ones."""
+        def order(key: Key) -> tuple:
+            return tuple((v is None, v or "") for v in key)
+
         with self._lock:
             self.rows += rows
-            for k in keys:
-                if len(self.keys) < 5 and k not in self.keys:
-                    self.keys.append(k)
+            self.keys = sorted(set(self.keys).union(keys), key=order)[:5]
 
 
 @dataclass(frozen=True)

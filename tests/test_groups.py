@@ -664,3 +664,19 @@ def test_cli_refuses_unseen_group_for_statistics_without_groups(tmp_path):
         (tmp_path / "o.csv").unlink()
     r = run_cli("transform", src, "--stats", tmp_path / "s.json", "--unseen-group", "maybe")
     assert r.code == 2 and "--unseen-group must be one of" in r.err
+
+
+def test_the_unseen_group_warning_names_the_first_keys_in_sort_order(tmp_path):
+    """It named the first five keys worker threads happened to report, so the log of one run
+    differed from the next: now the five first in sort order (nulls last), whatever the order."""
+    rng = np.random.default_rng(5)
+    stores = [f"S{i}" for i in rng.permutation(40)]
+    df = pd.DataFrame({"store": np.repeat(stores, 50), "x": rng.normal(size=2000)})
+    (tmp_path / "fit.csv").write_text("store,x\nA,1\nA,3\n")
+    assert run_cli("fit", tmp_path / "fit.csv", "--group-by", "store", "-o", tmp_path / "s.json").code == 0
+    df.to_csv(tmp_path / "new.csv", index=False)
+    r = run_cli("transform", tmp_path / "new.csv", "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv",
+                env={"NORMCLI_BLOCK_SIZE": "4096"})
+    assert r.code == 0, r.err
+    named = "; ".join(f"store='{k}'" for k in sorted(set(stores))[:5])
+    assert f"2,000 rows belong to groups not seen in fit (e.g. {named})" in r.err, r.err
