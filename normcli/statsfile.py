@@ -10,6 +10,7 @@ import contextlib
 import datetime as _dt
 import errno
 import gzip
+import io
 import json
 import math
 import os
@@ -238,9 +239,22 @@ def load(path: str) -> Stats:
     reads it from standard input."""
     if path == "-":
         source = "stats file on standard input"
-        return loads(_decompressed(_stdin_bytes(), source), source=source)
+        return loads(_decompressed(_within_limit(_stdin_bytes(), source), source), source=source)
     source = f"stats file '{path}'"
-    return loads(_decompressed(read_bytes(path, "stats file"), source), source=source)
+    return loads(_decompressed(_within_limit(read_bytes(path, "stats file", MAX_STATS_BYTES + 1), source), source),
+                 source=source)
+
+
+#: The largest stats file read (decompressed): a million groups of one column take 43 MB. Past
+#: it, a file is refused before it is parsed (a gzip bomb, ``--stats /dev/zero``), not read
+#: until memory runs out.
+MAX_STATS_BYTES = 1 << 30
+
+
+def _within_limit(data: bytes, source: str) -> bytes:
+    if len(data) > MAX_STATS_BYTES:
+        raise StatsFileError(f"{source}: not a valid stats file (larger than {MAX_STATS_BYTES:,} bytes)")
+    return data
 
 
 def _stdin_bytes() -> bytes:
@@ -248,26 +262,29 @@ def _stdin_bytes() -> bytes:
     try:
         if sys.stdin is None:
             raise OSError(errno.EBADF, "it is closed")
-        return sys.stdin.buffer.read()
+        return sys.stdin.buffer.read(MAX_STATS_BYTES + 1)
     except OSError as exc:
         raise IOFailure(f"cannot read the stats file from standard input: {exc.strerror}") from None
 
 
 def _decompressed(data: bytes, source: str) -> bytes:
-    """A stats file's bytes, decompressed if they are gzip (a file saved under a ``.gz`` name)."""
+    """A stats file's bytes, decompressed if they are gzip (a file saved under a ``.gz`` name),
+    up to one byte past :data:`MAX_STATS_BYTES`."""
     if not data.startswith(_GZIP_MAGIC):
         return data
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            return _within_limit(f.read(MAX_STATS_BYTES + 1), source)
     except (OSError, EOFError, zlib.error) as exc:
         raise StatsFileError(f"{source}: not a valid stats file (a damaged gzip stream: {exc})") from None
 
 
-def read_bytes(path: str, what: str) -> bytes:
-    """The content of ``path``; IOFailure naming ``what`` it is when it cannot be read."""
+def read_bytes(path: str, what: str, most: int = -1) -> bytes:
+    """The content of ``path`` (its first ``most`` bytes, if given); IOFailure naming ``what``
+    it is when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(most)
     except OSError as exc:
         raise IOFailure(f"cannot read {what} '{path}': {exc.strerror}") from None
 

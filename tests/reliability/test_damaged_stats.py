@@ -282,3 +282,29 @@ def test_a_per_group_number_beyond_float64_is_named_by_its_place(tmp_path, field
     doc["columns"]["x"]["groups"][field][index] = "@@"
     stats.write_text(json.dumps(doc).replace('"@@"', text))
     assert_error(run_cli("inspect", stats), 4, f"columns.x.groups.{field}[{index}]: not finite")
+
+
+def test_a_stats_file_past_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
+    """A gzip bomb (or --stats /dev/zero) was read until memory ran out: past the limit, plain
+    or decompressed, the file is refused (exit 4) having read one byte more than it allows."""
+    import gzip
+
+    import pandas as pd
+
+    import normcli
+    from normcli import statsfile
+    from normcli.errors import StatsFileError
+
+    path = tmp_path / "s.json"
+    normcli.fit(pd.DataFrame({"x": [1.0, 2.0, 4.0]})).save(str(path))
+    text = path.read_bytes()
+    (tmp_path / "s.json.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "bomb.json.gz").write_bytes(gzip.compress(text + b" " * (1 << 20)))  # 1 MiB of blanks after it
+    monkeypatch.setattr(statsfile, "MAX_STATS_BYTES", len(text) + 100)
+    assert normcli.load(str(path)) == normcli.load(str(tmp_path / "s.json.gz"))  # within it: read
+    with pytest.raises(StatsFileError, match=rf"^stats file '.*bomb.json.gz': not a valid stats file "
+                                             rf"\(larger than {len(text) + 100:,} bytes\)$"):
+        normcli.load(str(tmp_path / "bomb.json.gz"))
+    (tmp_path / "big.json").write_bytes(text + b" " * 200)
+    with pytest.raises(StatsFileError, match="larger than"):
+        normcli.load(str(tmp_path / "big.json"))
