@@ -529,6 +529,8 @@ def transform_paths(stats: Stats, paths: Sequence[str], output: str | None, *, f
     # Every output is checked against every input and every other output before the first is
     # written: c1/x.csv and c2/x.csv both map to DIR/x.csv, and DIR/ may hold the inputs.
     targets = [io.output_path(output, item, to) if to_dir else output for item in items]
+    if to_dir:
+        io.check_directory_outputs(output, targets)
     io.check_outputs([(target, f"the output of '{item.path}'" if to_dir else None)
                       for item, target in zip(items, targets)], [item.path for item in items])
     # Outputs are atomic one by one, not as a set: an input missing among several, or one whose

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1488,3 +1489,31 @@ def test_stdout_redirected_onto_an_input_is_refused(tmp_path):
             p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], stdout=out,
                                stderr=subprocess.PIPE, timeout=120)
         assert p.returncode == 0 and (tmp_path / "elsewhere").stat().st_size > 0, (args, p.stderr)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_outputs_in_a_directory_replace_only_its_regular_files(tmp_path):
+    """A link planted in DIR/ sent an output outside DIR (replacing the file it points to), a
+    linked directory too, and a FIFO blocked the run: each is refused (exit 2) before anything
+    is read or written, and what lies outside DIR is untouched."""
+    src = write_csv(day_frame(1), tmp_path / "d.csv")
+    assert run_cli("fit", src, "-o", tmp_path / "s.json").code == 0
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    write_csv(day_frame(2), tmp_path / "in" / "sub" / "w.csv")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "v.txt").write_text("keep\n")
+    for plant, inputs, message in (
+            (lambda d: (d / "d.csv").symlink_to(outside / "v.txt"), [src], "is a symbolic link or not a regular file"),
+            (lambda d: os.mkfifo(d / "d.csv"), [src], "is a symbolic link or not a regular file"),
+            (lambda d: (d / "sub").symlink_to(outside), [tmp_path / "in"], "would be written outside")):
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        plant(out)
+        r = run_cli("transform", *inputs, "--stats", tmp_path / "s.json", "-o", f"{out}/", timeout=60)
+        assert r.code == errors.EXIT_USAGE and message in r.err and r.err.count("\n") == 1, r.err
+        assert sorted(p.name for p in outside.iterdir()) == ["v.txt"] and (outside / "v.txt").read_text() == "keep\n"
+    shutil.rmtree(tmp_path / "out")
+    r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", f"{tmp_path}/out/")
+    assert r.code == 0 and (tmp_path / "out" / "sub" / "w.csv").is_file(), r.err

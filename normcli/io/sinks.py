@@ -398,6 +398,21 @@ def same_file(a: str, b: str) -> bool:
     return not set(file_keys(a)).isdisjoint(file_keys(b))
 
 
+def check_directory_outputs(directory: str, targets: Sequence[str]) -> None:
+    """Refuse outputs under ``directory`` (``-o DIR/``) that are not new or regular files of it:
+    a symbolic link or a FIFO planted there would send the output elsewhere (outside DIR) or
+    block the run, and a linked directory on the way would lead out of DIR. (A single ``-o``
+    may name a link or a FIFO on purpose; a whole directory of outputs is written blind.)"""
+    root = os.path.realpath(directory)
+    for target in targets:
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isfile(target)):
+            raise UsageError(f"the output '{target}' is a symbolic link or not a regular file: "
+                             "outputs in a directory replace only its regular files")
+        if os.path.commonpath([root, os.path.realpath(os.path.dirname(target))]) != root:
+            raise UsageError(f"the output '{target}' would be written outside '{directory}' "
+                             "(a symbolic link among its directories)")
+
+
 def _stdout_keys() -> list[object]:
     """The device and inode of standard output when it is a regular file (none for a terminal,
     a pipe, a device or a closed stdout)."""
