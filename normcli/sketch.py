@@ -151,9 +151,55 @@ def from_dict(d: dict[str, Any]) -> Any:
     from datasketches import kll_doubles_sketch
 
     try:
-        sk = kll_doubles_sketch.deserialize(base64.b64decode(d["data"], validate=True))
+        data = base64.b64decode(d["data"], validate=True)
+        check_layout(data)
+        sk = kll_doubles_sketch.deserialize(data)
     except Exception as exc:  # the C++ deserializer raises various types on bad bytes
         raise ValueError(f"damaged sketch: {exc}") from None
     if sk.n != d["n"] or sk.k != d["k"]:
         raise ValueError("sketch 'n' or 'k' does not match its data")
     return sk
+
+
+_KLL_FAMILY, _KLL_M = 15, 8
+_POWERS_OF_THREE = [3**i for i in range(31)]
+
+
+def _level_capacity(k: int, num_levels: int, height: int) -> int:
+    """The capacity of level ``height`` of a KLL sketch of ``num_levels`` levels (k (2/3)^depth,
+    at least m), computed as DataSketches computes it, in integers."""
+    def scaled(k: int, depth: int) -> int:  # round(k (2/3)^depth) for depth <= 30
+        return (((2 * k) << depth) // _POWERS_OF_THREE[depth] + 1) >> 1
+
+    depth = num_levels - height - 1
+    cap = scaled(k, depth) if depth <= 30 else scaled(scaled(k, depth // 2), depth - depth // 2)
+    return max(_KLL_M, cap)
+
+
+def check_layout(data: bytes) -> None:
+    """Raise ValueError unless ``data`` is laid out as a serialized KLL doubles sketch: the
+    header's fields, the level offsets and the length agree. DataSketches' deserializer trusts
+    them, and reads out of bounds (a crash, not an error) on bytes that lie about them."""
+    if len(data) < 8:
+        raise ValueError("too short")
+    preamble, version, family, flags, m = data[0], data[1], data[2], data[3], data[6]
+    k = int.from_bytes(data[4:6], "little")
+    if family != _KLL_FAMILY or m != _KLL_M or not 8 <= k <= 65535:
+        raise ValueError("not a KLL sketch of doubles (family, k or m)")
+    if preamble == 2:  # empty (8 bytes) or of one value (16)
+        if (flags & 1 and len(data) == 8) or (flags & 4 and len(data) == 16):
+            return
+        raise ValueError("an empty or one-value sketch of the wrong length")
+    if preamble != 5 or version != 1 or flags & 5 or len(data) < 20:
+        raise ValueError("an unknown header")
+    num_levels = data[18]
+    min_k = int.from_bytes(data[16:18], "little")
+    levels_end = 20 + 4 * num_levels
+    if not 1 <= num_levels <= 61 or not 8 <= min_k <= k or len(data) < levels_end + 16:
+        raise ValueError("an impossible level count or min k")
+    levels = [int.from_bytes(data[i:i + 4], "little") for i in range(20, levels_end, 4)]
+    capacity = sum(_level_capacity(k, num_levels, h) for h in range(num_levels))
+    retained = (len(data) - levels_end - 16) // 8
+    if (len(data) - levels_end - 16) % 8 or retained < 1 or levels[0] + retained != capacity \
+            or any(b < a for a, b in zip(levels, levels[1:])) or levels[-1] > capacity:
+        raise ValueError("level offsets that do not fit its length")

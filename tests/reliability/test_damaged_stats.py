@@ -308,3 +308,65 @@ def test_a_stats_file_past_the_size_limit_is_refused_unread(tmp_path, monkeypatc
     (tmp_path / "big.json").write_bytes(text + b" " * 200)
     with pytest.raises(StatsFileError, match="larger than"):
         normcli.load(str(tmp_path / "big.json"))
+
+
+def test_sketch_bytes_that_lie_about_their_layout_are_refused_not_read(tmp_path):
+    """DataSketches' deserializer trusts a sketch's header and level offsets: one byte changed
+    there crashed the process (SIGSEGV, nothing on stderr). Such bytes are now exit 4; every
+    sketch DataSketches itself serializes (any k, any n, merged) still loads."""
+    import base64
+    import subprocess
+    import sys
+
+    import numpy as np
+    from datasketches import kll_doubles_sketch
+
+    from normcli import sketch
+
+    rng = np.random.default_rng(4)
+    valid = []
+    for k in (8, 200, 65535):
+        for n in (0, 1, 2, 8, 200, 201, 5000, 200_000):
+            sk = kll_doubles_sketch(k)
+            sk.update(rng.normal(size=n))
+            valid.append(bytes(sk.serialize()))
+    merged = kll_doubles_sketch(200)
+    for n in (3000, 777):
+        part = kll_doubles_sketch(200)
+        part.update(rng.normal(size=n))
+        merged.merge(part)
+    valid.append(bytes(merged.serialize()))
+    for data in valid:
+        sketch.check_layout(data)  # raises on none of them
+    # Mutants of the header and level offsets: those the check lets through must load safely
+    # (in a child process, which a crash would end with a signal, not this one).
+    mutants = []
+    for i in range(600):
+        data = bytearray(valid[(i % 4) + 4])  # sketches of k 200 with 8 to 200,000 values
+        data[int(rng.integers(0, 40))] = int(rng.integers(0, 256))
+        try:
+            sketch.check_layout(bytes(data))
+            mutants.append(base64.b64encode(bytes(data)).decode())
+        except ValueError:
+            pass
+    assert 50 < len(mutants) < 600
+    child = ("import base64, sys\nfrom datasketches import kll_doubles_sketch\n"
+             "for line in sys.stdin:\n"
+             "    try:\n"
+             "        sk = kll_doubles_sketch.deserialize(base64.b64decode(line))\n"
+             "        sk.get_quantile(0.5); list(sk)\n"
+             "    except Exception:\n"
+             "        pass\n")
+    p = subprocess.run([sys.executable, "-c", child], input="\n".join(mutants).encode(), timeout=120)
+    assert p.returncode == 0
+    # The command line: the damaged sketch is named, exit 4
+    src = tmp_path / "d.csv"
+    src.write_text("x\n" + "\n".join(str(v) for v in rng.normal(size=1000)) + "\n")
+    fit(src, tmp_path / "s.json", "--method", "robust")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    raw = bytearray(base64.b64decode(doc["columns"]["x"]["stats"]["sketch"]["data"]))
+    raw[24] = 60  # the second level's offset
+    doc["columns"]["x"]["stats"]["sketch"]["data"] = base64.b64encode(bytes(raw)).decode()
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    for args in (["inspect", tmp_path / "bad.json"], ["transform", src, "--stats", tmp_path / "bad.json"]):
+        assert_error(run_cli(*args), 4, "columns.x.sketch: damaged sketch: level offsets that do not fit its length")
