@@ -1392,3 +1392,26 @@ def test_parquet_batches_are_bounded_in_bytes_not_only_in_rows(tmp_path):
     with open_source(str(narrow)) as src:
         rows = [p.data.num_rows for p in src.pieces(["x"], keep_others=True)]
     assert rows[0] == _PARQUET_BATCH_ROWS and sum(rows) == 100_000
+
+
+def test_pieces_of_a_wide_file_hold_rows_enough_within_a_bound(tmp_path):
+    """With the default block size a piece of a file of thousands of columns held a few rows
+    (2 MiB of 150 KB records), and the per-column work of each piece dominated: pieces now hold
+    about 256 records (a record about as long as the header), up to 16 MiB, of whole records.
+    A narrow file keeps its 2 MiB pieces, and a block size that is asked for is kept."""
+    cols = 3000
+    header = ",".join(f"c{i:05d}" for i in range(cols)).encode() + b"\n"
+    row = ",".join(["1.2345"] * cols).encode() + b"\n"  # about as long as the header
+    path = tmp_path / "wide.csv"
+    path.write_bytes(header + row * 600)
+    with open_source(str(path)) as src:
+        pieces = list(src.pieces([f"c{i:05d}" for i in range(cols)], keep_others=True))
+    rows = [p.data.count(b"\n") for p in pieces]
+    assert sum(rows) == 600 and all(p.data.endswith(b"\n") for p in pieces)
+    assert min(rows[:-1]) >= 256 * len(header) // len(row) - 1 and max(len(p.data) for p in pieces) <= 16 << 20
+    with open_source(str(path), block_size=1 << 20) as src:  # asked for: kept (2 MiB would be the default)
+        assert max(len(p.data) for p in src.pieces(["c00000"], keep_others=True)) <= 1 << 20
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_bytes(b"a,b\n" + b"1.5,2.5\n" * 600_000)
+    with open_source(str(narrow)) as src:
+        assert max(len(p.data) for p in src.pieces(["a", "b"], keep_others=True)) <= 2 << 20

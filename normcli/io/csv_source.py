@@ -33,6 +33,9 @@ _QUOTE = b'"'
 _NL = b"\n"
 # The longest record read: memory stays bounded when a quote is left open early in a large file.
 MAX_RECORD_BYTES = 32 << 20
+# Pieces of a wide file: rows enough to spread the per-column work, within a bound.
+_WIDE_ROWS = 256
+_WIDE_PIECE = 16 << 20
 
 
 def _peek(stream, n: int) -> bytes:
@@ -423,6 +426,7 @@ class _CsvSource(Source):
         nul = next((c for c in self.columns if "\0" in c), None)
         if nul is not None:  # the parser's column names are C strings: it would abort the process
             raise DataError(f"{_display(self.path)}: the column name '{nul}' holds a NUL character")
+        self._header_bytes = len(header)
         self._first_line = line + header.count(_NL)
         self._pending = buf
 
@@ -552,6 +556,11 @@ class _CsvSource(Source):
         # Reading a few columns of a piece (fit, check) holds far less than transforming all of
         # them: twice the bytes per piece then halves the per-piece overhead at the same memory.
         size = self._block_size if keep_others or not self._default_size else 2 * self._block_size
+        if self._default_size:
+            # A wide file (thousands of columns) would give pieces of a few rows each, and the
+            # per-column work of a piece would dominate: at least about _WIDE_ROWS rows (a
+            # record is about as long as the header), up to _WIDE_PIECE bytes.
+            size = max(size, min(_WIDE_ROWS * self._header_bytes, _WIDE_PIECE))
         # One buffer, read into and reused: a piece is copied once, out of it, and the partial
         # record after the piece's last boundary moves to the front for the next piece.
         buf = bytearray(max(size, len(self._pending)))
