@@ -1296,7 +1296,7 @@ def test_parquet_from_a_named_pipe_is_read_as_from_stdin(tmp_path):
         with open(fifo, "wb") as f:
             f.write(real.read_bytes())
 
-    writer = threading.Thread(target=feed)
+    writer = threading.Thread(target=feed, daemon=True)  # one stuck on open() (no reader came) must not hold up the session
     writer.start()
     r = run_cli("fit", fifo, "-o", tmp_path / "s.json")
     writer.join()
@@ -1364,7 +1364,7 @@ def test_an_input_named_for_no_format_is_known_by_its_first_bytes(tmp_path, cont
             with open(src, "wb") as f:
                 f.write(data)
 
-        writer = threading.Thread(target=feed)
+        writer = threading.Thread(target=feed, daemon=True)  # one stuck on open() (no reader came) must not hold up the session
         writer.start()
     else:
         src.write_bytes(data)
