@@ -314,6 +314,8 @@ def check_output(paths: Sequence[str], output: str | None, *, engine: Any = None
     """
     from normcli import io
 
+    if output in (None, "-") and not io.stdout_file_keys():
+        return  # stdout is a terminal, a pipe or a device: no input to overwrite, nothing to list
     expand, _ = _engine(engine)
     io.check_outputs([(output, None)], [item.path for item in expand(paths)])
 

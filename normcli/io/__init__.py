@@ -10,11 +10,11 @@ from .inputs import (InputFile, check_readable, discard, expand_inputs, fingerpr
                      needs_spool, output_path, path_text, spool_input)
 from .outfile import exclusive, is_special, parent_directories
 from .sample import TextSample, text_samples
-from .sinks import Sink, check_directory_outputs, check_outputs, file_keys, open_sink, same_file
+from .sinks import Sink, check_directory_outputs, check_outputs, file_keys, open_sink, same_file, stdout_file_keys
 from .source import DEFAULT_BLOCK_SIZE, FORMATS, Piece, Source, detect_format, field_separator, format_of
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FORMATS", "InputFile", "Piece", "Sink", "Source", "TextSample",
            "check_directory_outputs", "check_outputs", "check_readable",
            "detect_format", "discard", "exclusive", "expand_inputs", "field_separator", "file_keys", "fingerprint", "format_of", "input_entry", "input_format", "open_input",
            "is_special", "needs_spool", "open_sink", "open_source", "output_path", "parent_directories", "path_text", "same_file",
-           "spool_input", "text_samples"]
+           "spool_input", "stdout_file_keys", "text_samples"]

@@ -413,7 +413,7 @@ def check_directory_outputs(directory: str, targets: Sequence[str]) -> None:
                              "(a symbolic link among its directories)")
 
 
-def _stdout_keys() -> list[object]:
+def stdout_file_keys() -> list[object]:
     """The device and inode of standard output when it is a regular file (none for a terminal,
     a pipe, a device or a closed stdout)."""
     try:
@@ -441,7 +441,7 @@ def check_outputs(outputs: Sequence[tuple[str | None, str | None]], inputs: Sequ
     written: dict[object, str] = {}
     for path, what in outputs:
         if path in (None, "-"):  # stdout redirected onto an input (>> in.csv) would grow or wreck it as it is read
-            source = next((read[k] for k in _stdout_keys() if k in read), None)
+            source = next((read[k] for k in stdout_file_keys() if k in read), None)
             if source is not None:
                 raise UsageError(f"standard output is {read_as} '{source}' (redirected onto it); "
                                  "write the output elsewhere")
