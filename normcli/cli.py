@@ -57,7 +57,7 @@ from typing import Annotated, Any, Optional  # noqa: E402
 
 import typer  # noqa: E402
 
-from normcli import __version__  # noqa: E402
+from normcli import __version__, threads  # noqa: E402
 from normcli.errors import (EXIT_DRIFT, EXIT_INTERNAL, EXIT_IO, EXIT_OK, EXIT_USAGE, IOFailure, Interrupted,  # noqa: E402
                             NormcliError, UsageError)
 
@@ -243,7 +243,8 @@ class _RichProgress:
         self._task = self._p.add_task(label, total=total, rows=0)
 
     def __enter__(self) -> "_RichProgress":
-        self._p.start()
+        with threads.signals_held():  # it starts a refresh thread
+            self._p.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:

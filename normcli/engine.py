@@ -12,12 +12,13 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import pyarrow as pa
 
+from normcli import threads
 from normcli.errors import RowError
 
 T = TypeVar("T")
@@ -73,8 +74,8 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = 
             pending.put(exc)
 
     producer = threading.Thread(target=produce, name="normcli-reader", daemon=True)
-    producer.start()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normcli-worker")
+    threads.start(producer)
+    pool = threads.Pool(max_workers=workers, thread_name_prefix="normcli-worker")
     inflight: deque[Future] = deque()
     try:
         exhausted = False

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from normcli import engine, io
+from normcli import engine, io, threads
 from normcli.errors import IOFailure, UsageError, naming_input
 from normcli.io.csv_source import _counted_quotes, last_record_end
 from normcli.io.inputs import _is_data_file
@@ -103,7 +103,7 @@ def _client(client_class: Any, scheduler: str) -> Any:
 
     # a daemon: should the scheduler never answer, nothing waits for this thread at exit
     thread = threading.Thread(target=make, name="normcli-dask-connect", daemon=True)
-    thread.start()
+    threads.start(thread)
     thread.join(CONNECT_SECONDS + CONNECT_GRACE)
     where = f"cannot connect to the Dask scheduler at '{scheduler}'"
     if thread.is_alive():

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 from conftest import ROOT, run_cli
 from reliability.helpers import assert_error
 import normcli
+import normcli.engine
 from normcli import errors
 
 TOL = 1e-12
@@ -887,6 +889,83 @@ def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     assert err.decode().count("\n") == 1 and "Traceback" not in err.decode()
     assert list(tmp_path.iterdir()) == []  # no target, no temporary file
 
+
+# Signals sent as fast as they come to a process that starts one thread after another; the
+# handler raises only while a start is in progress. CPython's Thread.start() races with such an
+# exception: the new thread then died with "Exception ignored in thread started by ... KeyError".
+_STARTS_UNDER_SIGNALS = """
+import os, signal, subprocess, sys, threading
+from normcli import threads
+
+class Stop(Exception):
+    pass
+
+armed = False
+
+def stop(signum, frame):
+    global armed
+    if armed:
+        armed = False
+        raise Stop()
+
+signal.signal(signal.SIGTERM, stop)
+KILLER = '''
+import os, random, signal, sys, time
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    try:
+        os.kill(int(sys.argv[1]), signal.SIGTERM)
+    except ProcessLookupError:
+        break
+    time.sleep(random.uniform(0, 0.0005))
+'''
+killer = subprocess.Popen([sys.executable, "-c", KILLER, str(os.getpid())])
+stopped = started = 0
+while killer.poll() is None:
+    try:
+        thread = threading.Thread(target=int, daemon=True)  # referenced here: freed while disarmed
+        armed = True
+        threads.start(thread)
+        armed = False
+        started += 1
+    except Stop:
+        stopped += 1
+print(stopped, started)
+"""
+
+
+def test_a_stopping_signal_during_a_thread_start_leaves_no_traceback():
+    p = subprocess.run([sys.executable, "-c", _STARTS_UNDER_SIGNALS], capture_output=True, cwd=ROOT, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stderr.decode() == "" and p.returncode == 0
+    stopped, started = map(int, p.stdout.split())
+    assert stopped > 100 and started > 100  # the signals did stop starts, and starts went on
+
+
+def test_the_engine_starts_its_threads_with_the_stopping_signals_held(tmp_path, monkeypatch):
+    from normcli.io import outfile
+
+    held_at_start = []
+    start = threading.Thread.start
+
+    def recording(thread):
+        held_at_start.append((thread.name.split("_")[0], signal.pthread_sigmask(signal.SIG_BLOCK, ())))
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    assert list(normcli.engine.ordered_map(range(20), abs, workers=3)) == list(range(20))
+    monkeypatch.setattr(outfile.Writeback, "STEP", 1)
+    target = tmp_path / "out"
+    target.write_bytes(b"x" * 10)
+    writeback = outfile.Writeback(str(target))
+    writeback.written()
+    writeback.finish()
+    stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+    names = {name for name, _ in held_at_start}
+    assert names == {"normcli-reader", "normcli-worker", "normcli-writeback"}
+    assert all(stopping <= held for _, held in held_at_start)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == before  # and the caller's mask is back
 
 def test_a_signal_the_parent_ignores_stays_ignored(big, tmp_path):
     # `nohup`, or a background job of a script: SIGHUP or SIGINT ignored before the run starts

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from .. import threads
 from ..errors import IOFailure
 
 
@@ -225,7 +226,7 @@ class Writeback:
             if self._thread is None:
                 self._running = True
                 self._thread = threading.Thread(target=self._run, name="normcli-writeback", daemon=True)
-                self._thread.start()
+                threads.start(self._thread)
 
     def _run(self) -> None:
         done = 0
