@@ -48,5 +48,7 @@ class Pool(ThreadPoolExecutor):
     are started with the stopping signals held."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if len(self._threads) >= self._max_workers:  # all started: no hold for each further piece
+            return super().submit(fn, *args, **kwargs)
         with signals_held():
             return super().submit(fn, *args, **kwargs)
