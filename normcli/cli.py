@@ -798,11 +798,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _catch_signals() -> None:
-    """Stop on SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGQUIT (Ctrl-\\) as on
+    """Stop on SIGTERM, SIGHUP (a closed terminal or ssh session), SIGQUIT (Ctrl-\\) and SIGXCPU
+    (a soft CPU time limit, ``ulimit -t``; the hard one follows with SIGKILL) as on
     SIGINT: cleaned up, one line. A signal the parent set to be ignored (``nohup``, a background
     job) stays ignored, and pyarrow is kept from setting its own SIGINT handler during long reads."""
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGXCPU):
             if signal.getsignal(signum) != signal.SIG_IGN:
                 signal.signal(signum, _on_sigterm)
         if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
@@ -961,8 +962,15 @@ def _run(args: list[str], debug: bool) -> int:
         if not asks_for_text:
             raise
         return 0  # Rich's own end of a help whose reader went away (it has silenced stdout)
+    except MemoryError as exc:  # under a memory limit (ulimit -v, strict overcommit); pyarrow's too
+        detail = f" ({type(exc).__name__}: {exc})" if str(exc) else ""
+        return _report(f"out of memory{detail}", debug, EXIT_IO)
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         return _report(f"internal error: {type(exc).__name__}: {exc}", debug, EXIT_INTERNAL)
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # pyo3's (Polars): a BaseException, not an Exception
+            raise
+        return _report(f"internal error: a Polars panic: {exc}", debug, EXIT_INTERNAL)
     finally:
         # a temporary file that a signal stopped before its output took charge of it
         outfile = sys.modules.get("normcli.io.outfile")

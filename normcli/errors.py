@@ -19,6 +19,7 @@ EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGQUIT = 131
 EXIT_SIGTERM = 143
+EXIT_SIGXCPU = 152
 
 
 class NormcliError(Exception):
@@ -65,13 +66,15 @@ class IOFailure(NormcliError):
 
 
 class Interrupted(NormcliError):
-    """The run was stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM; the exit code follows the signal."""
+    """The run was stopped by SIGHUP, SIGINT, SIGQUIT, SIGTERM or SIGXCPU (a CPU time limit); the
+    exit code follows the signal."""
 
     def __init__(self, signum: int) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}")
+        why = " (the CPU time limit, ulimit -t)" if signum == signal.SIGXCPU else ""
+        super().__init__(f"interrupted by {name}{why}")
         self.exit_code = 128 + signum
 
 

@@ -262,7 +262,7 @@ def _stdin_bytes() -> bytes:
     try:
         if sys.stdin is None:
             raise OSError(errno.EBADF, "it is closed")
-        return sys.stdin.buffer.read(MAX_STATS_BYTES + 1)
+        return _read_at_most(sys.stdin.buffer, MAX_STATS_BYTES + 1)
     except OSError as exc:
         raise IOFailure(f"cannot read the stats file from standard input: {exc.strerror}") from None
 
@@ -274,7 +274,7 @@ def _decompressed(data: bytes, source: str) -> bytes:
         return data
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            return _within_limit(f.read(MAX_STATS_BYTES + 1), source)
+            return _within_limit(_read_at_most(f, MAX_STATS_BYTES + 1), source)
     except (OSError, EOFError, zlib.error) as exc:
         raise StatsFileError(f"{source}: not a valid stats file (a damaged gzip stream: {exc})") from None
 
@@ -284,9 +284,23 @@ def read_bytes(path: str, what: str, most: int = -1) -> bytes:
     it is when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            return f.read(most)
+            return f.read() if most < 0 else _read_at_most(f, most)
     except OSError as exc:
         raise IOFailure(f"cannot read {what} '{path}': {exc.strerror}") from None
+
+
+def _read_at_most(f: Any, most: int) -> bytes:
+    """The first ``most`` bytes of the binary stream ``f`` (fewer at its end), read a MiB at a
+    time: ``f.read(most)`` allocates all of ``most`` before it reads, a GiB for a small file,
+    which fails under a memory limit (``ulimit -v``, strict overcommit)."""
+    parts = []
+    while most > 0:
+        part = f.read(min(most, 1 << 20))
+        if not part:
+            break
+        parts.append(part)
+        most -= len(part)
+    return b"".join(parts)
 
 
 @lru_cache(maxsize=1)

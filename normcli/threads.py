@@ -1,13 +1,13 @@
 """Starting threads so that a stopping signal cannot break the start.
 
 CPython's ``Thread.start()`` is not safe against an exception raised by a signal handler
-(SIGINT's KeyboardInterrupt, or the stop normcli raises on SIGTERM, SIGHUP and SIGQUIT): raised
-just as the new thread is created, it makes ``start()`` undo the registration the new thread is
-already doing, and that thread dies in its bootstrap with "Exception ignored in thread started
-by ... KeyError", a traceback on stderr beside the run's one line. The stopping signals are
-therefore held (blocked) while a thread starts; one that arrives meanwhile is handled as soon as
-the start is over. Threads started so keep them blocked, which leaves them to the main thread,
-the only one whose handlers run anyway.
+(SIGINT's KeyboardInterrupt, or the stop normcli raises on SIGTERM, SIGHUP, SIGQUIT and
+SIGXCPU): raised just as the new thread is created, it makes ``start()`` undo the registration
+the new thread is already doing, and that thread dies in its bootstrap with "Exception ignored
+in thread started by ... KeyError", a traceback on stderr beside the run's one line. The
+stopping signals are therefore held (blocked) while a thread starts; one that arrives meanwhile
+is handled as soon as the start is over. Threads started so keep them blocked, which leaves
+them to the main thread, the only one whose handlers run anyway.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGXCPU}
 
 
 @contextlib.contextmanager

@@ -871,7 +871,8 @@ def test_broken_pipe_is_quiet_success(big, to):
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, errors.EXIT_SIGTERM), (signal.SIGINT, errors.EXIT_SIGINT),
-                                         (signal.SIGHUP, errors.EXIT_SIGHUP), (signal.SIGQUIT, errors.EXIT_SIGQUIT)])
+                                         (signal.SIGHUP, errors.EXIT_SIGHUP), (signal.SIGQUIT, errors.EXIT_SIGQUIT),
+                                         (signal.SIGXCPU, errors.EXIT_SIGXCPU)])
 def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     target = tmp_path / "out.csv"
     p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
@@ -961,7 +962,7 @@ def test_the_engine_starts_its_threads_with_the_stopping_signals_held(tmp_path, 
     writeback = outfile.Writeback(str(target))
     writeback.written()
     writeback.finish()
-    stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+    stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGXCPU}
     names = {name for name, _ in held_at_start}
     assert names == {"normcli-reader", "normcli-worker", "normcli-writeback"}
     assert all(stopping <= held for _, held in held_at_start)

@@ -2,6 +2,7 @@
 replaced while read, a closed pipe. Nothing partial is ever left at a target."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
-from normcli import statsfile
+from conftest import ROOT, Result, run_cli
+from normcli import errors, statsfile
 from reliability.helpers import assert_error, fit, no_leftovers, zscore
 
 ROWS = 600_000
@@ -250,3 +251,97 @@ def test_a_signal_between_a_temporary_files_creation_and_its_output_leaves_nothi
     assert cli.main(args) == errors.EXIT_SIGTERM
     assert capsys.readouterr().err.count("\n") == 1
     no_leftovers(tmp_path, "d.csv", "s.json")
+
+
+def _run_with_memory(limit: int, *args, stdin: bytes | None = None, env: dict | None = None) -> Result:
+    """``python -m normcli ARGS`` with its address space limited to ``limit`` bytes (``ulimit -v``)."""
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], input=stdin, capture_output=True,
+                       preexec_fn=preexec, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize("how", ["file", "gzip", "stdin"])
+def test_a_small_stats_file_is_read_under_a_memory_limit(tmp_path, how):
+    # 900 MB of address space: ample for inspect (it runs in under 400 MB), too little for a read
+    # that first allocates the 1 GiB a stats file may hold.
+    src = tmp_path / "d.csv"
+    pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) ** 2}).to_csv(src, index=False)
+    stats = tmp_path / "s.json"
+    fit(src, stats)
+    expected = run_cli("inspect", stats)
+    assert expected.code == 0
+    if how == "gzip":
+        stats.with_suffix(".json.gz").write_bytes(gzip.compress(stats.read_bytes()))
+        r = _run_with_memory(900 << 20, "inspect", stats.with_suffix(".json.gz"))
+    elif how == "stdin":
+        r = _run_with_memory(900 << 20, "inspect", "-", stdin=stats.read_bytes())
+    else:
+        r = _run_with_memory(900 << 20, "inspect", stats)
+    assert (r.code, r.err) == (0, "")
+    table = "┏".encode()
+    assert table in expected.out  # the same table (the title above it names the file)
+    assert r.out[r.out.index(table):] == expected.out[expected.out.index(table):]
+
+
+def test_running_out_of_memory_is_one_line_and_exit_5_and_leaves_nothing(tmp_path):
+    # A CSV reader asking for a 3 GB buffer in a 2 GB address space: MemoryError, deterministically.
+    src = tmp_path / "d.csv"
+    pd.DataFrame({"a": np.arange(50.0)}).to_csv(src, index=False)
+    stats = tmp_path / "s.json"
+    fit(src, stats)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = _run_with_memory(2 << 30, "transform", src, "--stats", stats, "-o", out / "t.csv",
+                         env={"NORMCLI_BLOCK_SIZE": str(3 << 30)})
+    assert_error(r, errors.EXIT_IO, "out of memory")
+    assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def big_gz_input(tmp_path_factory):
+    """A CSV of a million rows and its stats: compressing its transform takes seconds of CPU."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    d = tmp_path_factory.mktemp("cpu")
+    rng = np.random.default_rng(3)
+    pacsv.write_csv(pa.table({c: rng.normal(size=1_000_000) for c in "xyz"}), d / "d.csv")
+    fit(d / "d.csv", d / "s.json")
+    return d / "d.csv", d / "s.json"
+
+
+def test_a_soft_cpu_time_limit_stops_the_run_with_one_line_and_leaves_nothing(big_gz_input, tmp_path):
+    src, stats = big_gz_input
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (1, 60))  # `ulimit -S -t 1`: SIGXCPU after a CPU second
+
+    p = subprocess.run([sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", tmp_path / "o.csv.gz"],
+                       capture_output=True, preexec_fn=preexec, cwd=ROOT, timeout=120)
+    r = Result(p.returncode, p.stdout, p.stderr.decode())
+    assert_error(r, errors.EXIT_SIGXCPU, "interrupted by SIGXCPU")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_polars_panic_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    # pyo3's PanicException derives from BaseException only (Polars panics on, for one, a thread
+    # it cannot spawn under a memory limit): still the one line of an internal error.
+    from polars.exceptions import PanicException
+
+    from normcli import api, cli
+
+    src = tmp_path / "d.csv"
+    src.write_text("x\n1\n2\n")
+    fit(src, tmp_path / "s.json")
+
+    def panics(*args, **kwargs):
+        raise PanicException("could not spawn threads")
+
+    monkeypatch.setattr(api, "transform_paths", panics)
+    code = cli.main(["transform", str(src), "--stats", str(tmp_path / "s.json"), "-o", str(tmp_path / "o.csv")])
+    assert code == errors.EXIT_INTERNAL
+    assert capsys.readouterr().err == "Error: internal error: a Polars panic: could not spawn threads\n"
+    assert not (tmp_path / "o.csv").exists()
