@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVa
 
 import pyarrow as pa
 
-from normcli import threads
+from normcli import threads, tuning
 from normcli.errors import RowError
 
 T = TypeVar("T")
@@ -39,9 +39,9 @@ class _NoProgress:
 
 def default_workers(spare: int = 0) -> int:
     """Worker threads: one per core plus ``spare``, at least one (``NORMCLI_THREADS`` sets the number)."""
-    env = os.environ.get("NORMCLI_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
+    threads = tuning.env_count("NORMCLI_THREADS", tuning.MOST_THREADS)
+    if threads is not None:
+        return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores) + spare
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import DataError, IOFailure, UsageError
+from ..tuning import MOST_BLOCK_SIZE, env_count
 from .source import (DEFAULT_BLOCK_SIZE, _EXTENSIONS, _PARQUET_BATCH_ROWS, Source, _read_failure, begins_as_parquet,
                      copy_stdin, detect_format, field_separator, format_of, spool_failure, stdin_stream)
 from .csv_source import _CsvSource, _peek
@@ -283,8 +284,7 @@ def open_source(
             fmt = "parquet"
     fmt = input_format(path, fmt)
     if block_size is None:
-        env = os.environ.get("NORMCLI_BLOCK_SIZE", "")
-        block_size = int(env) if env.isdigit() and int(env) > 0 else None
+        block_size = env_count("NORMCLI_BLOCK_SIZE", MOST_BLOCK_SIZE)
     if fmt == "parquet":
         return _ParquetSource(path, block_size or _PARQUET_BATCH_ROWS, label, stream)
     default_size = block_size is None

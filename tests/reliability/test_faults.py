@@ -287,15 +287,16 @@ def test_a_small_stats_file_is_read_under_a_memory_limit(tmp_path, how):
 
 
 def test_running_out_of_memory_is_one_line_and_exit_5_and_leaves_nothing(tmp_path):
-    # A CSV reader asking for a 3 GB buffer in a 2 GB address space: MemoryError, deterministically.
+    # The CSV reader's buffer of a 1 GiB piece in 1.2 GiB of address space, where Python, NumPy and
+    # pyarrow already take about 300 MB: MemoryError, deterministically (the run takes under 1 GB).
     src = tmp_path / "d.csv"
     pd.DataFrame({"a": np.arange(50.0)}).to_csv(src, index=False)
     stats = tmp_path / "s.json"
     fit(src, stats)
     out = tmp_path / "out"
     out.mkdir()
-    r = _run_with_memory(2 << 30, "transform", src, "--stats", stats, "-o", out / "t.csv",
-                         env={"NORMCLI_BLOCK_SIZE": str(3 << 30)})
+    r = _run_with_memory(int(1.2 * (1 << 30)), "transform", src, "--stats", stats, "-o", out / "t.csv",
+                         env={"NORMCLI_BLOCK_SIZE": str(1 << 30)})
     assert_error(r, errors.EXIT_IO, "out of memory")
     assert list(out.iterdir()) == []
 
@@ -345,3 +346,17 @@ def test_a_polars_panic_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     assert code == errors.EXIT_INTERNAL
     assert capsys.readouterr().err == "Error: internal error: a Polars panic: could not spawn threads\n"
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("name,value", [("NORMCLI_THREADS", "0"), ("NORMCLI_THREADS", "abc"), ("NORMCLI_THREADS", "10000"),
+                                        ("NORMCLI_BLOCK_SIZE", "-5"), ("NORMCLI_BLOCK_SIZE", "1e9"),
+                                        ("NORMCLI_BLOCK_SIZE", str((1 << 30) + 1))])
+def test_a_bad_tuning_setting_is_a_usage_error_not_dropped(tmp_path, name, value):
+    src = tmp_path / "d.csv"
+    src.write_text("x\n1\n2\n")
+    fit(src, tmp_path / "s.json")
+    r = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv", env={name: value})
+    assert_error(r, errors.EXIT_USAGE, name, repr(value))
+    assert not (tmp_path / "o.csv").exists()
+    ok = run_cli("transform", src, "--stats", tmp_path / "s.json", "-o", tmp_path / "o.csv", env={name: " 2 "})
+    assert ok.code == 0, ok.err
