@@ -1415,3 +1415,27 @@ def test_pieces_of_a_wide_file_hold_rows_enough_within_a_bound(tmp_path):
     narrow.write_bytes(b"a,b\n" + b"1.5,2.5\n" * 600_000)
     with open_source(str(narrow)) as src:
         assert max(len(p.data) for p in src.pieces(["a", "b"], keep_others=True)) <= 2 << 20
+
+
+def test_reading_the_umask_from_threads_leaves_it_as_it_was():
+    # A host calling the API from several threads: reading the umask by setting it to 0 and back
+    # could interleave, and then leave it at 0 for every file the process creates afterwards.
+    from normcli.io import outfile
+
+    old_umask, old_interval = os.umask(0o077), sys.getswitchinterval()
+    modes: set[int] = set()
+    try:
+        sys.setswitchinterval(1e-6)
+
+        def read() -> None:
+            modes.update(outfile.default_mode() for _ in range(20_000))
+
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+        left = os.umask(old_umask)
+    assert (left, modes) == (0o077, {0o600})

@@ -16,9 +16,30 @@ from ..errors import IOFailure
 
 def default_mode() -> int:
     """The mode ``open()`` gives a new file: 0666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux shows it (``/proc/self/status``, since 4.7).
+
+    Elsewhere it is set and put back, under a lock: ``os.umask`` is the only other way to read
+    it, and two threads interleaving there would both read the 0 the other set and leave it so,
+    for every file the process (a host application calling the API) creates afterwards.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        umask = os.umask(0)
+        os.umask(umask)
+    return umask
 
 
 def is_special(path: str) -> bool:
