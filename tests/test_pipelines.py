@@ -875,9 +875,12 @@ def test_broken_pipe_is_quiet_success(big, to):
                                          (signal.SIGXCPU, errors.EXIT_SIGXCPU)])
 def test_signal_stops_and_leaves_no_partial_output(big, tmp_path, signum, code):
     target = tmp_path / "out.csv"
+    # The signal's default action in the child, whatever this process inherited: a test session
+    # run in the background of a script ignores SIGINT and SIGQUIT, which normcli then keeps ignoring.
     p = subprocess.Popen([sys.executable, "-m", "normcli", "transform", big / "big.csv", "--stats", big / "s.json",
                           "-o", target], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={**os.environ, "NORMCLI_THREADS": "1"})
+                         env={**os.environ, "NORMCLI_THREADS": "1"},
+                         preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not glob.glob(str(tmp_path / ".out.csv.*")) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.005)

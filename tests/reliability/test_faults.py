@@ -318,6 +318,7 @@ def test_a_soft_cpu_time_limit_stops_the_run_with_one_line_and_leaves_nothing(bi
     src, stats = big_gz_input
 
     def preexec() -> None:
+        signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # not ignored, whatever this process inherited
         resource.setrlimit(resource.RLIMIT_CPU, (1, 60))  # `ulimit -S -t 1`: SIGXCPU after a CPU second
 
     p = subprocess.run([sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", tmp_path / "o.csv.gz"],
