@@ -39,9 +39,9 @@ class _NoProgress:
 
 def default_workers(spare: int = 0) -> int:
     """Worker threads: one per core plus ``spare``, at least one (``NORMCLI_THREADS`` sets the number)."""
-    threads = tuning.env_count("NORMCLI_THREADS", tuning.MOST_THREADS)
-    if threads is not None:
-        return threads
+    count = tuning.env_count("NORMCLI_THREADS", tuning.MOST_THREADS)
+    if count is not None:
+        return count
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores) + spare
 
