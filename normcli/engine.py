@@ -96,16 +96,28 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], workers: int | None = 
         for f in inflight:
             f.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
-        # Left running, the producer could still be executing Python while an interrupted
-        # process shuts down, and the interpreter then prints "Exception ignored in thread"
-        # beside the one error line. It sees stop within its 0.1 s put timeout; emptying the
-        # queue frees its last put (the end, or an error), which does not look at stop.
-        deadline = time.monotonic() + 1.0
-        while producer.is_alive() and time.monotonic() < deadline:
-            try:
-                pending.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        _drain(pending, producer)
+
+
+def _drain(pending: queue.Queue, producer: threading.Thread, seconds: float = 1.0) -> None:
+    """Empty ``pending`` until its producer has returned, for at most ``seconds``.
+
+    Left running, the producer could still be executing Python while an interrupted process
+    shuts down, and the interpreter then prints "Exception ignored in thread" beside the one
+    error line. It sees the stop within its 0.1 s put timeout; emptying the queue frees its last
+    put (the end, or an error), which does not look at the stop. A signal's exception raised just
+    after ``pending.get()`` took the queue's lock, before the ``with`` that releases it began,
+    leaves that lock held by this thread: then the queue is left as it is, not waited on forever.
+    """
+    deadline = time.monotonic() + seconds
+    while producer.is_alive() and time.monotonic() < deadline:
+        if not pending.mutex.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            return  # held all along, by this thread: it will never be released
+        pending.mutex.release()
+        try:
+            pending.get(timeout=0.05)
+        except queue.Empty:
+            pass
 
 
 class Source(Protocol):

@@ -106,3 +106,24 @@ def test_an_error_in_decode_reaches_the_caller():
 
     with pytest.raises(ValueError, match="piece 7"):
         _fold(Failing(50, decode_waits=True))
+
+
+def test_draining_the_queue_gives_up_on_a_lock_this_thread_holds():
+    # A signal's exception raised between Queue.get()'s taking of the lock and the `with` that
+    # would release it leaves the lock held by the consumer: the clean-up must not wait forever.
+    import queue
+
+    pending: queue.Queue = queue.Queue(maxsize=1)
+    pending.put(1)
+    blocked = threading.Thread(target=pending.put, args=(2,), daemon=True)  # a producer stuck in put()
+    blocked.start()
+    pending.mutex.acquire()  # as the interrupted get() leaves it
+    try:
+        start = time.monotonic()
+        engine._drain(pending, blocked, seconds=0.5)
+        assert time.monotonic() - start < 2
+    finally:
+        pending.mutex.release()
+    engine._drain(pending, blocked)  # with the lock free it frees the producer
+    blocked.join(1)
+    assert not blocked.is_alive()
