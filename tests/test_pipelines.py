@@ -1600,3 +1600,33 @@ def test_outputs_in_a_directory_replace_only_its_regular_files(tmp_path):
     shutil.rmtree(tmp_path / "out")
     r = run_cli("transform", tmp_path / "in", "--stats", tmp_path / "s.json", "-o", f"{tmp_path}/out/")
     assert r.code == 0 and (tmp_path / "out" / "sub" / "w.csv").is_file(), r.err
+
+
+# A host application whose SIGINT handler only sets a flag (a graceful shutdown), installed before
+# normcli's first file call imports Polars. pyarrow's own cancelling of reads, which the README
+# tells such hosts to turn off, is off.
+_HOST_KEEPS_ITS_SIGINT_HANDLER = """
+import os, signal, sys, threading, time
+import pyarrow
+import normcli
+
+pyarrow.enable_signal_handlers(False)
+got = []
+signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+stats = normcli.load(sys.argv[1])
+done = 0
+for i in range(10):
+    threading.Timer(0.02 + 0.03 * i, os.kill, (os.getpid(), signal.SIGINT)).start()
+    stats.transform(sys.argv[2], output=sys.argv[3])
+    done += 1
+    time.sleep(0.4)
+print(done, len(got))
+"""
+
+
+def test_a_host_s_own_sigint_handler_stays_in_charge(big, tmp_path):
+    p = subprocess.run([sys.executable, "-c", _HOST_KEEPS_ITS_SIGINT_HANDLER, big / "s.json", big / "big.csv",
+                        tmp_path / "o.csv"], capture_output=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (p.returncode, p.stderr.decode()[-2000:]) == (0, "")
+    assert p.stdout.split() == [b"10", b"10"]  # every call completed, every signal reached the handler

@@ -25,7 +25,8 @@ from ..bitmaps import first_bad_float, float64_values, from_values, validity
 from ..errors import DataError, IOFailure
 from .gunzip import GZIP_MAGIC, GzipError, open_gunzip
 from .sample import TextSample, text_samples
-from .source import LineCounts, Piece, Source, _display, _read_failure, begins_as_parquet, stdin_stream
+from .source import (LineCounts, Piece, Source, _display, _read_failure, begins_as_parquet, import_polars,
+                     stdin_stream)
 
 _BOM = b"\xef\xbb\xbf"
 _NULLS = tuple(pacsv.ConvertOptions().null_values)  # pyarrow's null values (empty, NA, NaN, ...)
@@ -297,6 +298,8 @@ class _CsvSource(Source):
         # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
         self._utf8 = encoding.lower().replace("-", "") == "utf8"
         self._polars_ok = self._utf8 and len(delimiter.encode()) == 1
+        if self._polars_ok:
+            import_polars()  # here, not first in a worker thread (see there)
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":

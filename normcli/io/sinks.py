@@ -26,7 +26,7 @@ import pyarrow as pa
 from .. import parquet_footer
 from ..errors import DataError, IOFailure, UsageError
 from .outfile import Writeback, is_special, open_output, settled
-from .source import _pq, detect_format, field_separator, no_gzip_parquet
+from .source import _pq, detect_format, field_separator, import_polars, no_gzip_parquet
 
 
 class Sink:
@@ -216,6 +216,7 @@ def _arrow_text(column: pa.Array) -> pa.Array:
 class _CsvSink(Sink):
     def __init__(self, path, fmt, schema, delimiter, out, tmp, target=None):
         super().__init__(path, fmt, schema, out, tmp, target)
+        import_polars()  # here, not first in a worker thread (see there)
         self._sep = delimiter
         self._header = (
             delimiter.join(_quote_field(name, delimiter) for name in schema.names) + "\n"

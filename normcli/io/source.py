@@ -2,6 +2,7 @@
 and the helpers both readers use (error messages, a bad value's position, pyarrow.parquet)."""
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 import threading
@@ -297,3 +298,21 @@ class Source:
         if piece.keep_others:
             return list(self.columns)
         return list(piece.numeric) + [c for c in piece.keep if c not in piece.numeric]
+
+
+def import_polars() -> None:
+    """Import Polars now, from the calling thread, keeping the process's SIGINT handler.
+
+    Importing Polars installs a SIGINT handler of its own at the C level, in place of the one
+    the process had, which Python's ``signal.getsignal`` still reports: a host application whose
+    handler does not raise (a graceful shutdown) would have its calls interrupted all the same.
+    From the main thread the previous handler is put back; readers and writers call this before
+    their worker threads import Polars, where that could not be done.
+    """
+    if "polars" in sys.modules:
+        return
+    before = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    import polars  # noqa: F401
+
+    if before is not None:
+        signal.signal(signal.SIGINT, before)
