@@ -801,15 +801,13 @@ def _catch_signals() -> None:
     """Stop on SIGTERM, SIGHUP (a closed terminal or ssh session), SIGQUIT (Ctrl-\\) and SIGXCPU
     (a soft CPU time limit, ``ulimit -t``; the hard one follows with SIGKILL) as on
     SIGINT: cleaned up, one line. A signal the parent set to be ignored (``nohup``, a background
-    job) stays ignored, and pyarrow is kept from setting its own SIGINT handler during long reads."""
+    job) stays ignored (Polars' own SIGINT handler is undone where it is imported, see
+    :func:`normcli.io.source.import_polars`), and pyarrow is kept from setting its own SIGINT
+    handler during long reads."""
     try:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGXCPU):
             if signal.getsignal(signum) != signal.SIG_IGN:
                 signal.signal(signum, _on_sigterm)
-        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-            import polars  # noqa: F401 - it sets a SIGINT handler of its own when imported ...
-
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # ... which the parent's choice overrides
     except ValueError:  # not in the main thread (embedded use)
         return
     import pyarrow

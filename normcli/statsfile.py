@@ -238,11 +238,10 @@ def load(path: str) -> Stats:
     """Read, parse and validate the stats file at ``path`` (gzip-compressed or not); ``-``
     reads it from standard input."""
     if path == "-":
-        source = "stats file on standard input"
-        return loads(_decompressed(_within_limit(_stdin_bytes(), source), source), source=source)
-    source = f"stats file '{path}'"
-    return loads(_decompressed(_within_limit(read_bytes(path, "stats file", MAX_STATS_BYTES + 1), source), source),
-                 source=source)
+        source, data = "stats file on standard input", _stdin_bytes()
+    else:
+        source, data = f"stats file '{path}'", read_bytes(path, "stats file", MAX_STATS_BYTES + 1)
+    return loads(_decompressed(_within_limit(data, source), source), source=source)
 
 
 #: The largest stats file read (decompressed): a million groups of one column take 43 MB. Past
