@@ -13,6 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 
 
+def read_csv_exact(source, **kwargs):
+    """``pandas.read_csv`` reading every number as the double nearest its text.
+
+    pandas 2's default float parser is not correctly rounded (about a third of printed doubles
+    come back an ulp off); its round-trip parser is, and so is pandas 3's default, which
+    deprecates the option.
+    """
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    return pd.read_csv(source, **kwargs)
+
+
 @dataclass
 class Result:
     code: int

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import normcli
 from normcli import sketch as _sketch
 from normcli.errors import DataError
-from tests.conftest import run_cli
+from tests.conftest import read_csv_exact, run_cli
 
 TOL = 1e-12
 
@@ -34,11 +34,12 @@ def grouped_frame(n=3000, groups=40, seed=3, nan=0.05):
 def instance_norm_reference(df, cols, key, eps=0.0):
     """torch.nn.InstanceNorm's formula, per group instead of per sample: (x - mean_g) / sqrt(var_g + eps)."""
     out = df[cols].copy()
-    for _, idx in df.groupby(key, dropna=False).groups.items():
-        block = df.loc[idx, cols].to_numpy(np.float64)
+    # .indices, not .groups: pandas 2 cannot build .groups of a float key holding NaN
+    for idx in df.groupby(key, dropna=False).indices.values():
+        block = df.iloc[idx][cols].to_numpy(np.float64)
         mean = np.nanmean(block, axis=0)
         var = np.nanmean((block - mean) ** 2, axis=0)
-        out.loc[idx, cols] = (block - mean) / np.sqrt(var + eps)
+        out.iloc[idx, [out.columns.get_loc(c) for c in cols]] = (block - mean) / np.sqrt(var + eps)
     return out.to_numpy(np.float64)
 
 
@@ -366,7 +367,7 @@ def fitted(tmp_path):
 
 def _cli_transform(test_path, stats_path, *args):
     r = run_cli("transform", test_path, "--stats", stats_path, *args)
-    return r, (pd.read_csv(pd.io.common.BytesIO(r.out), dtype={"key": str}) if r.code == 0 else None)
+    return r, (read_csv_exact(pd.io.common.BytesIO(r.out), dtype={"key": str}) if r.code == 0 else None)
 
 
 def test_cli_group_fit_matches_groupby_and_keeps_key_text(fitted):

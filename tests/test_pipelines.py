@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, read_csv_exact, run_cli
 from reliability.helpers import assert_error
 import normcli
 import normcli.engine
@@ -371,7 +371,7 @@ def test_a_fit_of_several_inputs_does_not_depend_on_which_comes_first(tmp_path, 
     assert r.code == 0, r.err
     doc, other = load_stats(tmp_path / "s.json"), load_stats(tmp_path / "r.json")
     assert list(doc["columns"]) == list(other["columns"]) == ["x", "y"]
-    both = pd.concat([pd.read_csv(f) for f in files])
+    both = pd.concat([read_csv_exact(f) for f in files])
     for col in ("x", "y"):
         for fitted in (doc, other):
             assert_moments(fitted["columns"][col], both[col].to_numpy(dtype=np.float64))
@@ -1482,7 +1482,7 @@ def test_decimal_parquet_columns_read_as_the_nearest_double(tmp_path):
     # applied, the stats of the text and the decimals give the same numbers
     r = run_cli("transform", tmp_path / "d.parquet", "--stats", tmp_path / "d.csv.json", "--to", "csv")
     assert r.code == 0, r.err
-    got = pd.read_csv(io.BytesIO(r.out))["x"].to_numpy()
+    got = read_csv_exact(io.BytesIO(r.out))["x"].to_numpy()
     lo, hi = np.nanmin(exact), np.nanmax(exact)
     np.testing.assert_array_equal(got, (exact - lo) / (hi - lo))
 
