@@ -40,8 +40,9 @@ def numbers_as_float64(arr: pa.Array) -> pa.Array:
     if len(arr) == 0:
         return from_values(np.empty(0), pa.float64())
     # the dtype named here, not kind.to_pandas_dtype(), which imports pandas on pyarrow 25
-    dtype = np.float32 if kind == pa.float32() else f"{'u' if pa.types.is_unsigned_integer(kind) else 'i'}{kind.byte_width}"
-    values = _values(arr, np.dtype(dtype)).astype(np.float64)
+    sign = "u" if pa.types.is_unsigned_integer(kind) else "i"
+    dtype = np.dtype(np.float32) if kind == pa.float32() else np.dtype(f"{sign}{kind.byte_width}")
+    values = _values(arr, dtype).astype(np.float64)
     return from_values(values, pa.float64(), validity(arr) if arr.null_count else None)
 
 
