@@ -527,6 +527,32 @@ def test_torch_keeps_an_imported_fixed_scale():
                 new.columns)
 
 
+def _batchnorm_eval(blob: bytes, x: np.ndarray) -> np.ndarray:
+    """torch.nn.BatchNorm1d in eval mode, from its documented formula, on the exported tensors:
+    (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+    from safetensors.numpy import load
+
+    t = load(blob)
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    eps = json.loads(header["__metadata__"]["batchnorm"])["eps"]
+    return ((x - t["batchnorm.running_mean"]) / np.sqrt(t["batchnorm.running_var"] + eps)
+            * t["batchnorm.weight"] + t["batchnorm.bias"])
+
+
+@pytest.mark.parametrize("kind", ["fitted", "edited"])
+def test_batchnorm_tensors_of_an_imported_scaler_transform_as_sklearn(kind):
+    """Without torch: a constant column, whose var_ scikit-learn makes exactly 0 and scale_ 1,
+    must not come out as 0/0."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("safetensors")
+    est = _standard_scalers()[kind]
+    new = _small(4).dropna().reset_index(drop=True)
+    new["tiny"] = 0.1
+    got = _batchnorm_eval(normcli.from_sklearn(est).export("torch"), new.to_numpy(np.float64))
+    assert_same(pd.DataFrame(got, columns=new.columns), pd.DataFrame(est.transform(new), columns=new.columns),
+                new.columns)
+
+
 def test_torch_refuses_clip():
     pytest.importorskip("safetensors")
     _, stats, _ = fitted("zscore_clip_fill")

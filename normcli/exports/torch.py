@@ -64,7 +64,9 @@ def _batchnorm_row(name: str, fit: Any, p: M.Affine, eps: float) -> tuple[float,
         raise UsageError(f"column '{name}': clipping and fill-missing have no BatchNorm1d equivalent")
     if p.const_zero:
         return 0.0, 1.0 - eps, 0.0, 0.0
-    exact = (fit.method == "zscore" and fit.stats.scale is None and not fit.stats.is_constant()
-             and fit.stats.count > 0)
+    # As transform decides (a zero scale is degenerate too: an imported StandardScaler's var_ of 0,
+    # with no minimum or maximum to show the column constant), else the stored variance gives 0/0.
+    exact = (fit.method == "zscore" and fit.stats.scale is None and fit.stats.count > 0
+             and not M.degenerate(fit.method, fit.stats, fit.options))
     var = fit.stats.var(fit.options["ddof"]) if exact else float(p.scale) ** 2 - eps
     return float(p.center) + float(p.center_lo), var, float(p.gain), float(p.offset)
