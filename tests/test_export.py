@@ -527,16 +527,49 @@ def test_torch_keeps_an_imported_fixed_scale():
                 new.columns)
 
 
-def _batchnorm_eval(blob: bytes, x: np.ndarray) -> np.ndarray:
-    """torch.nn.BatchNorm1d in eval mode, from its documented formula, on the exported tensors:
-    (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+def _safetensors(blob: bytes) -> tuple[dict, dict]:
+    """The NumPy tensors and the JSON metadata of a safetensors file (its header is an 8-byte
+    little-endian length, then JSON)."""
     from safetensors.numpy import load
 
-    t = load(blob)
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    eps = json.loads(header["__metadata__"]["batchnorm"])["eps"]
+    return load(blob), {k: json.loads(v) for k, v in header["__metadata__"].items()}
+
+
+def _batchnorm_eval(t: dict, eps: float, x: np.ndarray) -> np.ndarray:
+    """torch.nn.BatchNorm1d in eval mode, from its documented formula:
+    (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
     return ((x - t["batchnorm.running_mean"]) / np.sqrt(t["batchnorm.running_var"] + eps)
             * t["batchnorm.weight"] + t["batchnorm.bias"])
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_torch_tensors_by_the_modules_formulas_equal_transform(name):
+    """test_torch_modules_equal_transform without torch: BatchNorm1d, LayerNorm (population
+    variance of each row) and normalize (x / max(norm, 1e-12)) from torch's documented formulas."""
+    pytest.importorskip("safetensors")
+    new, stats, _ = fitted(name, offset_column=False)
+    new = new.dropna().reset_index(drop=True)
+    ref = stats.transform(new)
+    t, meta = _safetensors(stats.export("torch"))
+    assert meta["columns"] == list(stats.columns)
+    if "batchnorm" in meta:
+        cols = meta["batchnorm"]["columns"]
+        got = _batchnorm_eval(t, meta["batchnorm"]["eps"], new[cols].to_numpy(np.float64))
+        assert_same(pd.DataFrame(got, columns=cols), ref, cols)
+    for i, spec in enumerate(meta["layer"]):
+        cols = spec["columns"]
+        x = new[cols].to_numpy(np.float64)
+        mean = x.mean(axis=1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+        got = (x - mean) / np.sqrt(var + spec["eps"]) * t[f"layer{i}.weight"] + t[f"layer{i}.bias"]
+        assert_same(pd.DataFrame(got, columns=cols), ref, cols)
+    for spec in meta["normalize"]:
+        cols = spec["columns"]
+        x = new[cols].to_numpy(np.float64)
+        norm = np.linalg.norm(x, ord=spec["p"], axis=1, keepdims=True)
+        assert_same(pd.DataFrame(x / np.maximum(norm, 1e-12), columns=cols), ref, cols)
+    assert "batchnorm" in meta or meta["layer"] or meta["normalize"]
 
 
 @pytest.mark.parametrize("kind", ["fitted", "edited"])
@@ -548,7 +581,8 @@ def test_batchnorm_tensors_of_an_imported_scaler_transform_as_sklearn(kind):
     est = _standard_scalers()[kind]
     new = _small(4).dropna().reset_index(drop=True)
     new["tiny"] = 0.1
-    got = _batchnorm_eval(normcli.from_sklearn(est).export("torch"), new.to_numpy(np.float64))
+    t, meta = _safetensors(normcli.from_sklearn(est).export("torch"))
+    got = _batchnorm_eval(t, meta["batchnorm"]["eps"], new.to_numpy(np.float64))
     assert_same(pd.DataFrame(got, columns=new.columns), pd.DataFrame(est.transform(new), columns=new.columns),
                 new.columns)
 
