@@ -138,7 +138,8 @@ def test_sql_refuses_an_unseen_group_policy_it_has_no_form_for_also_without_grou
 def _grouped_frame():
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"id": np.arange(300), "store": rng.choice(["a", "b", "c'q", None], 300),
-                       "k2": rng.integers(0, 3, 300), "x": rng.normal(5, 2, 300), "y": rng.normal(-1, 4, 300), "t": ["z"] * 300})
+                       "k2": rng.integers(0, 3, 300), "x": rng.normal(5, 2, 300), "y": rng.normal(-1, 4, 300),
+                       "t": ["z"] * 300})
     df.loc[rng.random(300) < 0.1, "x"] = np.nan
     return df
 
