@@ -42,10 +42,16 @@ def _limit_file_size(limit: int):
     return preexec
 
 
+def _run_child(preexec, *args, stdin: bytes | None = None, env: dict | None = None) -> Result:
+    """``python -m normcli ARGS`` in a child that runs ``preexec`` first (to set a limit)."""
+    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], input=stdin, capture_output=True,
+                       preexec_fn=preexec, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
 def _run_limited(limit: int, *args) -> tuple[int, str]:
-    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], capture_output=True,
-                       preexec_fn=_limit_file_size(limit), timeout=120)
-    return p.returncode, p.stderr.decode()
+    r = _run_child(_limit_file_size(limit), *args)
+    return r.code, r.err
 
 
 def test_sigkill_mid_transform_leaves_no_target_and_the_next_run_succeeds(big, tmp_path):
@@ -255,12 +261,7 @@ def test_a_signal_between_a_temporary_files_creation_and_its_output_leaves_nothi
 
 def _run_with_memory(limit: int, *args, stdin: bytes | None = None, env: dict | None = None) -> Result:
     """``python -m normcli ARGS`` with its address space limited to ``limit`` bytes (``ulimit -v``)."""
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    p = subprocess.run([sys.executable, "-m", "normcli", *map(str, args)], input=stdin, capture_output=True,
-                       preexec_fn=preexec, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
-    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+    return _run_child(lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)), *args, stdin=stdin, env=env)
 
 
 @pytest.mark.parametrize("how", ["file", "gzip", "stdin"])
@@ -321,9 +322,7 @@ def test_a_soft_cpu_time_limit_stops_the_run_with_one_line_and_leaves_nothing(bi
         signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # not ignored, whatever this process inherited
         resource.setrlimit(resource.RLIMIT_CPU, (1, 60))  # `ulimit -S -t 1`: SIGXCPU after a CPU second
 
-    p = subprocess.run([sys.executable, "-m", "normcli", "transform", src, "--stats", stats, "-o", tmp_path / "o.csv.gz"],
-                       capture_output=True, preexec_fn=preexec, cwd=ROOT, timeout=120)
-    r = Result(p.returncode, p.stdout, p.stderr.decode())
+    r = _run_child(preexec, "transform", src, "--stats", stats, "-o", tmp_path / "o.csv.gz")
     assert_error(r, errors.EXIT_SIGXCPU, "interrupted by SIGXCPU")
     assert list(tmp_path.iterdir()) == []
 
