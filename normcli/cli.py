@@ -42,6 +42,7 @@ def _keep_freed_buffers() -> None:
 _keep_freed_buffers()
 
 import contextlib  # noqa: E402
+import copy  # noqa: E402
 import datetime as _dt  # noqa: E402
 import errno  # noqa: E402
 import functools  # noqa: E402
@@ -918,13 +919,29 @@ _USAGE = (_CX.UsageError,)
 _ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_CX, "Abort", typer.Abort)})
 
 
+def _command(args: list[str]) -> Any:
+    """The click command that runs ``args``: the group with only the subcommand they name.
+
+    Typer builds a command's options by inspecting its signature, about 2 ms each: a run needs
+    its own command only. With no subcommand first (``--help``, ``--version``, a misspelt one)
+    the whole group is built, to list or suggest the others.
+    """
+    named = [info for info in app.registered_commands
+             if args and args[0] == (info.name or info.callback.__name__.replace("_", "-"))]
+    if not named:
+        return typer.main.get_command(app)
+    one = copy.copy(app)
+    one.registered_commands = named
+    return typer.main.get_command(one)
+
+
 def _run(args: list[str], debug: bool) -> int:
     asks_for_text = _asks_for_text(args)  # before parsing, which consumes args
     try:
         _catch_signals()  # imports pyarrow: a SIGINT meanwhile is handled as any other, below
         # Not click's main(): it turns a closed pipe into exit 1 and SIGINT into a blank line on
         # stderr before this function could map them.
-        command = typer.main.get_command(app)
+        command = _command(args)
         # bare `normcli`: the help, which Typer prints as it parses, goes to stderr with the exit
         # code 2 of a usage error (stdout carries only data); `normcli --help` prints it on stdout
         with contextlib.redirect_stdout(sys.stderr) if not args else contextlib.nullcontext():

@@ -1,6 +1,7 @@
 """The core commands through the real CLI (a subprocess), asserted against independent references."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -935,6 +936,33 @@ def test_bare_normcli_prints_its_help_on_stderr():
     r = run_cli()
     assert r.code == 2 and r.out == b"" and "Usage: normcli" in r.err
 
+
+def _parsed(command, args: list[str]) -> tuple:
+    """What parsing ``args`` prints and raises, in process."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            command.main(args=args, prog_name="normcli", standalone_mode=False)
+        except Exception as exc:
+            return type(exc).__name__, getattr(exc, "format_message", exc.__str__)(), out.getvalue()
+    return None, None, out.getvalue()
+
+
+def test_a_run_builds_only_its_own_command_and_parses_as_the_whole_group_does():
+    """Each command is parsed by a group that holds it alone: the same help, the same usage errors."""
+    import typer.main
+
+    from normcli import cli
+
+    group = typer.main.get_command(cli.app)
+    assert len(group.commands) == 9
+    for name in group.commands:
+        alone = cli._command([name, "--help"])
+        assert list(alone.commands) == [name]
+        for args in ([name, "--help"], [name, "--no-such-option"], [name]):
+            assert _parsed(alone, args) == _parsed(group, args)
+    for args in ([], ["--help"], ["--version"], ["fitt"]):  # no command named first: the whole group
+        assert list(cli._command(args).commands) == list(group.commands)
 
 def test_json_log_on_a_terminal_is_json_alone(tmp_path, sample_csv):
     """No progress bar between the events when stderr is a terminal (a pty here)."""
