@@ -927,7 +927,7 @@ def _command(args: list[str]) -> Any:
     the whole group is built, to list or suggest the others.
     """
     named = [info for info in app.registered_commands
-             if args and args[0] == (info.name or info.callback.__name__.replace("_", "-"))]
+             if args and args[0] == (info.name or typer.main.get_command_name(info.callback.__name__))]
     if not named:
         return typer.main.get_command(app)
     one = copy.copy(app)
