@@ -964,6 +964,7 @@ def test_a_run_builds_only_its_own_command_and_parses_as_the_whole_group_does():
     for args in ([], ["--help"], ["--version"], ["fitt"]):  # no command named first: the whole group
         assert list(cli._command(args).commands) == list(group.commands)
 
+
 def test_json_log_on_a_terminal_is_json_alone(tmp_path, sample_csv):
     """No progress bar between the events when stderr is a terminal (a pty here)."""
     import pty
