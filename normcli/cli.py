@@ -398,13 +398,20 @@ def _stdout_writes():
         raise IOFailure(f"cannot write standard output: {exc.strerror or exc}") from exc
 
 
+def _write_json(text: str) -> None:
+    """Write the JSON ``text`` to stdout in UTF-8, as the stats file holds it, whatever the
+    locale's encoding (a latin-1 or ASCII one could not hold every column name)."""
+    with _stdout_writes():
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.flush()
+
+
 def _write_stats(stats: Any, output: Optional[str]) -> None:
     from normcli import statsfile
 
     if output in (None, "-"):
-        with _stdout_writes():
-            sys.stdout.write(statsfile.dumps(stats))
-            sys.stdout.flush()
+        _write_json(statsfile.dumps(stats))
     else:
         stats.save(output)
 
@@ -649,11 +656,11 @@ def inspect(
     LOG.configure(log_format, quiet)
     io.check_outputs([(None, None)], [stats], read_as="the stats file")
     fitted = api.load(stats)
+    if as_json:
+        _write_json(statsfile.dumps(fitted))
+        return
     with _stdout_writes():
-        if as_json:
-            sys.stdout.write(statsfile.dumps(fitted))
-        else:
-            _print_stats_table(stats, fitted)
+        _print_stats_table(stats, fitted)
 
 
 def _option_flags(method: str, options: dict) -> list[str]:
@@ -1029,6 +1036,11 @@ def run() -> None:
     sys.stderr = _MessageStream(sys.stderr)  # type: ignore[assignment]
     if sys.stdout is None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
+    else:
+        # Tables on a terminal whose encoding cannot hold a column's name show it escaped
+        # (as stderr does): not a UnicodeEncodeError. JSON is written in UTF-8 regardless.
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdout.reconfigure(errors="backslashreplace")
     code = main()
     if code != 0:
         # An error or a signal stops a run without waiting for its worker threads, which may

@@ -965,6 +965,34 @@ def test_a_run_builds_only_its_own_command_and_parses_as_the_whole_group_does():
         assert list(cli._command(args).commands) == list(group.commands)
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_stats_on_stdout_are_utf8_whatever_the_locale_encoding(tmp_path, encoding):
+    """A stats file written to stdout is UTF-8 JSON, as one written with -o, also where the
+    locale's encoding cannot hold a column's name; a table shows the name escaped."""
+    src = tmp_path / "d.csv"
+    src.write_text("温度,b\n1.5,2\n4,3\n", encoding="utf-8")
+    env = {"PYTHONIOENCODING": encoding}
+    fit = run_cli("fit", src, env=env)
+    assert (fit.code, fit.err) == (0, "")
+    doc = json.loads(fit.out.decode("utf-8"))
+    assert list(doc["columns"]) == ["温度", "b"]
+    assert doc["columns"]["温度"]["stats"]["mean"] == np.mean([1.5, 4.0])
+    stats = tmp_path / "s.json"
+    stats.write_bytes(fit.out)
+    shown = run_cli("inspect", stats, "--json", env=env)
+    assert (shown.code, shown.err, shown.out) == (0, "", fit.out)  # the file's text, unchanged
+    more = tmp_path / "e.csv"
+    more.write_text("温度,b\n10,1\n", encoding="utf-8")
+    (tmp_path / "s2.json").write_bytes(run_cli("fit", more, env=env).out)
+    merged = run_cli("merge", stats, tmp_path / "s2.json", env=env)
+    assert (merged.code, merged.err) == (0, "")
+    st = json.loads(merged.out.decode("utf-8"))["columns"]["温度"]["stats"]
+    assert st["count"] == 3 and st["mean"] + st["mean_lo"] == pytest.approx(np.mean([1.5, 4.0, 10.0]), rel=1e-15)
+    table = run_cli("inspect", stats, env=env)
+    assert (table.code, table.err) == (0, "")
+    assert b"\\u6e29\\u5ea6" in table.out and table.out.decode("ascii")
+
+
 def test_json_log_on_a_terminal_is_json_alone(tmp_path, sample_csv):
     """No progress bar between the events when stderr is a terminal (a pty here)."""
     import pty
