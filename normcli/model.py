@@ -429,6 +429,12 @@ def _not_numeric(name: str, kind: pa.DataType, sample: TextSample | None) -> Dat
     return DataError(f"column '{name}' is not numeric ({why})")
 
 
+def _first_names(names: Sequence[str], most: int = 4) -> str:
+    """The first ``most`` of ``names``, each quoted as a message quotes a value, and how many more."""
+    shown = ", ".join(_shown(n) for n in names[:most])
+    return shown + (f" and {len(names) - most:,} more" if len(names) > most else "")
+
+
 def _shown(value: str) -> str:
     """``value`` quoted for a one-line message: line breaks escaped, cut after 40 characters."""
     if len(value) > 40:
@@ -554,6 +560,18 @@ class Stats:
         return content(self) == content(other)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq is
+
+    def __repr__(self) -> str:
+        """One line saying what was fitted, as short for a million groups or columns as for one:
+        the dataclass's own repr lists every statistic (megabytes in a notebook's cell)."""
+        by_method: dict[str, list[str]] = {}
+        for name, fit in self.columns.items():
+            by_method.setdefault(fit.method, []).append(name)
+        methods = "; ".join(f"{method} {_first_names(names)}" for method, names in by_method.items())
+        rows = self.info.get("rows")
+        fitted = f", {rows:,} rows" if isinstance(rows, int) else ""
+        groups = f", {len(self.groups.keys):,} groups of {_first_names(self.group_by)}" if self.groups else ""
+        return f"<normcli.Stats: {len(self.columns):,} columns ({methods}){fitted}{groups}>"
 
     def __getstate__(self) -> dict[str, Any]:  # sent to Dask workers: without the lock and cache
         return {**self.__dict__, "_params": {}, "_params_lock": None}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -956,6 +957,23 @@ def test_stats_compare_by_what_they_fitted():
     assert (a == 3) is False
     with pytest.raises(TypeError):
         hash(a)
+
+
+def test_stats_show_in_one_short_line_what_was_fitted():
+    """repr (a notebook's cell, a log line) names the methods, the first columns, the rows and
+    the groups; its length does not grow with the columns or the groups."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"k": rng.integers(0, 10_000, 20_000).astype(str), "x": rng.normal(size=20_000),
+                       **{f"c{i}": rng.normal(size=20_000) for i in range(500)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stats = normcli.fit(df, ["zscore", "minmax:x"], group_by="k")
+    groups = df["k"].nunique()
+    assert repr(stats) == str(stats) == (
+        f"<normcli.Stats: 501 columns (minmax 'x'; zscore 'c0', 'c1', 'c2', 'c3' and 496 more), "
+        f"20,000 rows, {groups:,} groups of 'k'>")
+    small = normcli.fit(pd.DataFrame({"a b": [1.0, 2.0], "y": [3.0, 5.0]}), ["zscore", "layer:a b,y"])
+    assert repr(small) == "<normcli.Stats: 2 columns (layer 'a b', 'y'), 2 rows>"
 
 
 def test_transform_refuses_what_is_not_stats_and_an_output_that_is_not_a_path(tmp_path):
