@@ -429,6 +429,11 @@ def _not_numeric(name: str, kind: pa.DataType, sample: TextSample | None) -> Dat
     return DataError(f"column '{name}' is not numeric ({why})")
 
 
+def _counted(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``3,000 rows``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _first_names(names: Sequence[str], most: int = 4) -> str:
     """The first ``most`` of ``names``, each quoted as a message quotes a value, and how many more."""
     shown = ", ".join(_shown(n) for n in names[:most])
@@ -569,9 +574,9 @@ class Stats:
             by_method.setdefault(fit.method, []).append(name)
         methods = "; ".join(f"{method} {_first_names(names)}" for method, names in by_method.items())
         rows = self.info.get("rows")
-        fitted = f", {rows:,} rows" if isinstance(rows, int) else ""
-        groups = f", {len(self.groups.keys):,} groups of {_first_names(self.group_by)}" if self.groups else ""
-        return f"<normcli.Stats: {len(self.columns):,} columns ({methods}){fitted}{groups}>"
+        fitted = f", {_counted(rows, 'row')}" if isinstance(rows, int) else ""
+        groups = f", {_counted(len(self.groups.keys), 'group')} of {_first_names(self.group_by)}" if self.groups else ""
+        return f"<normcli.Stats: {_counted(len(self.columns), 'column')} ({methods}){fitted}{groups}>"
 
     def __getstate__(self) -> dict[str, Any]:  # sent to Dask workers: without the lock and cache
         return {**self.__dict__, "_params": {}, "_params_lock": None}

@@ -974,6 +974,9 @@ def test_stats_show_in_one_short_line_what_was_fitted():
         f"20,000 rows, {groups:,} groups of 'k'>")
     small = normcli.fit(pd.DataFrame({"a b": [1.0, 2.0], "y": [3.0, 5.0]}), ["zscore", "layer:a b,y"])
     assert repr(small) == "<normcli.Stats: 2 columns (layer 'a b', 'y'), 2 rows>"
+    with pytest.warns(UserWarning, match="constant"):
+        one = normcli.fit(pd.DataFrame({"k": ["a"], "x": [1.0]}), group_by="k")
+    assert repr(one) == "<normcli.Stats: 1 column (zscore 'x'), 1 row, 1 group of 'k'>"
 
 
 def test_transform_refuses_what_is_not_stats_and_an_output_that_is_not_a_path(tmp_path):
