@@ -1037,8 +1037,8 @@ def run() -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
     else:
-        # Tables on a terminal whose encoding cannot hold a column's name show it escaped
-        # (as stderr does): not a UnicodeEncodeError. JSON is written in UTF-8 regardless.
+        # A table naming a column that stdout's encoding cannot hold shows the name escaped,
+        # as stderr does, instead of failing. JSON is written in UTF-8 regardless.
         with contextlib.suppress(AttributeError, ValueError):
             sys.stdout.reconfigure(errors="backslashreplace")
     code = main()
