@@ -46,9 +46,17 @@ def _as_table(data: Any, mixed_as_text: bool = False, unread: Collection[str] = 
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         return _frame_to_arrow(data, mixed_as_text, unread)
+    if _is_polars_frame(data):
+        return data.to_arrow()  # its columns as they are: no copy of numbers
     module = type(data).__module__.partition(".")[0]
     kind = type(data).__name__ if module == "builtins" else f"{module}.{type(data).__name__}"
-    raise UsageError(f"cannot read data of type {kind}: pass a pandas DataFrame, an Arrow table or a path")
+    raise UsageError(f"cannot read data of type {kind}: pass a pandas or Polars DataFrame, an Arrow table or a path")
+
+
+def _is_polars_frame(data: Any) -> bool:
+    """Whether ``data`` is a Polars DataFrame (told without importing Polars)."""
+    polars = sys.modules.get("polars")
+    return polars is not None and isinstance(data, polars.DataFrame)
 
 
 def _frame_to_arrow(frame: Any, mixed_as_text: bool | Collection[str] = False,
@@ -130,7 +138,7 @@ def fit(data: Any, method: str | Sequence[str] = "zscore", *, columns: Sequence[
 
     Parameters
     ----------
-    data : DataFrame, pyarrow Table, path, or list of paths
+    data : pandas or Polars DataFrame, pyarrow Table, path, or list of paths
         The training data. Paths are streamed in bounded memory.
     method : str or list of str
         Method specs: ``"zscore"`` (default for every numeric column), or ``"minmax:a,b"`` for
@@ -685,6 +693,14 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         out = data.copy()
         for name in stats.needed_columns:
             out.isetitem(label[name], done.column(name).to_numpy(zero_copy_only=False))
+    elif _is_polars_frame(data):
+        import polars as pl
+
+        stats.check_columns(data.columns)
+        done = _map_table(stats, data.select(stats.needed_columns + stats.group_by).to_arrow(), inverse,
+                          overrides, output_options, unseen)
+        # the other columns stay the frame's own, in their places
+        out = data.with_columns([pl.from_arrow(done.column(name)).alias(name) for name in stats.needed_columns])
     else:
         table = _as_table(data)
         done = _map_table(stats, table, inverse, overrides, output_options, unseen)

@@ -679,7 +679,7 @@ def test_the_api_refuses_what_it_cannot_read_in_its_own_words():
     with pytest.raises(DataError, match="^cannot read column 'z' of the DataFrame: complex numbers are not supported$"):
         normcli.fit(pd.DataFrame({"a": [1.0, 2.0], "z": np.array([1 + 2j, 3 + 0j])}), columns=["a", "z"])
     for data, kind in ((pd.Series([1.0, 2.0]), "pandas.Series"), ({"a": [1.0]}, "dict")):
-        with pytest.raises(UsageError, match=rf"^cannot read data of type {kind}: pass a pandas DataFrame"):
+        with pytest.raises(UsageError, match=rf"^cannot read data of type {kind}: pass a pandas or Polars DataFrame"):
             normcli.fit(data)
     with pytest.raises(UsageError, match="^load takes the path of a stats file, not DataFrame$"):
         normcli.load(pd.DataFrame({"a": [1.0]}))
@@ -1007,8 +1007,36 @@ def test_a_frame_of_another_library_is_refused_without_being_queried():
     lazy = pl.LazyFrame({"x": [1.0, 2.0]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(UsageError, match=r"^cannot read data of type polars.LazyFrame: pass a pandas DataFrame"):
+        with pytest.raises(UsageError, match=r"^cannot read data of type polars.LazyFrame: pass a pandas or Polars DataFrame"):
             normcli.fit(lazy, columns=["x"])
+
+
+def test_a_polars_frame_is_fitted_and_transformed_into_a_polars_frame():
+    """A Polars DataFrame is read as the Arrow table it holds: the same statistics as the pandas
+    frame of the same data, scikit-learn's z-scores, and its other columns untouched in place."""
+    pl = pytest.importorskip("polars")
+    rng = np.random.default_rng(8)
+    n = 2_000
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(n)], "x": rng.normal(5, 2, n),
+                          "k": rng.choice(["a", "b", "c"], n), "y": rng.integers(-50, 50, n),
+                          "when": pd.date_range("2024-01-01", periods=n, freq="s")})
+    frame = frame.with_columns(pl.when(pl.col("y") > 40).then(None).otherwise(pl.col("x")).alias("x"))
+    stats = normcli.fit(frame)
+    assert stats == normcli.fit(frame.to_pandas())
+    out = stats.transform(frame)
+    assert isinstance(out, pl.DataFrame) and out.columns == frame.columns
+    for name in ("id", "k", "when"):
+        assert out[name].equals(frame[name])
+    ref = StandardScaler().fit_transform(frame.select("x", "y").to_pandas().astype(float))
+    got = out.select("x", "y").to_numpy()
+    assert (np.isnan(got) == np.isnan(ref)).all() and out["x"].null_count() == frame["x"].null_count()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    back = stats.inverse(out)
+    np.testing.assert_allclose(back["x"].to_numpy(), frame["x"].to_numpy(), rtol=1e-14, atol=1e-14)  # about 5 +- 2
+    grouped = normcli.fit(frame, group_by="k")
+    assert grouped == normcli.fit(frame.to_pandas(), group_by="k")
+    np.testing.assert_array_equal(grouped.transform(frame)["x"].to_numpy(),
+                                  grouped.transform(frame.to_pandas())["x"].to_numpy())
 
 
 @pytest.mark.parametrize("method, options", [("maxabs", {}), ("zscore", {"constant": "passthrough"}),
