@@ -575,7 +575,9 @@ class Stats:
         methods = "; ".join(f"{method} {_first_names(names)}" for method, names in by_method.items())
         rows = self.info.get("rows")
         fitted = f", {_counted(rows, 'row')}" if isinstance(rows, int) else ""
-        groups = f", {_counted(len(self.groups.keys), 'group')} of {_first_names(self.group_by)}" if self.groups else ""
+        groups = ""
+        if self.groups is not None:
+            groups = f", {_counted(len(self.groups.keys), 'group')} of {_first_names(self.group_by)}"
         return f"<normcli.Stats: {_counted(len(self.columns), 'column')} ({methods}){fitted}{groups}>"
 
     def __getstate__(self) -> dict[str, Any]:  # sent to Dask workers: without the lock and cache

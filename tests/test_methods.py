@@ -1001,13 +1001,12 @@ def test_transform_refuses_what_is_not_stats_and_an_output_that_is_not_a_path(tm
 def test_a_frame_of_another_library_is_refused_without_being_queried():
     """A Polars LazyFrame is refused with the one UsageError, before anything asks it for its
     columns (Polars warns that resolving them costs a query)."""
-    import warnings
-
     pl = pytest.importorskip("polars")
     lazy = pl.LazyFrame({"x": [1.0, 2.0]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(UsageError, match=r"^cannot read data of type polars.LazyFrame: pass a pandas or Polars DataFrame"):
+        with pytest.raises(UsageError, match=r"^cannot read data of type polars.LazyFrame: "
+                                             r"pass a pandas or Polars DataFrame"):
             normcli.fit(lazy, columns=["x"])
 
 
