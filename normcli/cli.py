@@ -398,20 +398,11 @@ def _stdout_writes():
         raise IOFailure(f"cannot write standard output: {exc.strerror or exc}") from exc
 
 
-def _write_json(text: str) -> None:
-    """Write the JSON ``text`` to stdout in UTF-8, as the stats file holds it, whatever the
-    locale's encoding (a latin-1 or ASCII one could not hold every column name)."""
-    with _stdout_writes():
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.flush()
-
-
 def _write_stats(stats: Any, output: Optional[str]) -> None:
     from normcli import statsfile
 
     if output in (None, "-"):
-        _write_json(statsfile.dumps(stats))
+        _write(None, statsfile.dumps(stats).encode("utf-8"), text=True)
     else:
         stats.save(output)
 
@@ -657,7 +648,7 @@ def inspect(
     io.check_outputs([(None, None)], [stats], read_as="the stats file")
     fitted = api.load(stats)
     if as_json:
-        _write_json(statsfile.dumps(fitted))
+        _write(None, statsfile.dumps(fitted).encode("utf-8"), text=True)
         return
     with _stdout_writes():
         _print_stats_table(stats, fitted)
@@ -781,13 +772,15 @@ def import_(
 
 
 def _write(output: Optional[str], data: bytes, text: bool) -> None:
-    """``data`` to stdout (text only) or atomically to ``output``."""
+    """``data`` to stdout (text only) or atomically to ``output``. Text is bytes here, written
+    as they are: a stats file is UTF-8 on stdout too, whatever the locale's encoding."""
     from normcli import statsfile
 
     if output in (None, "-"):
         if not text and sys.stdout.isatty():
             raise UsageError("refusing to write binary output to a terminal: give -o FILE")
         with _stdout_writes():
+            sys.stdout.flush()  # what the text layer holds goes first
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
     else:
@@ -1038,7 +1031,7 @@ def run() -> None:
         sys.stdout = _ClosedStream()  # type: ignore[assignment]
     else:
         # A table naming a column that stdout's encoding cannot hold shows the name escaped,
-        # as stderr does, instead of failing. JSON is written in UTF-8 regardless.
+        # as stderr does, instead of failing. JSON is written in UTF-8 regardless (see _write).
         with contextlib.suppress(AttributeError, ValueError):
             sys.stdout.reconfigure(errors="backslashreplace")
     code = main()
