@@ -1050,6 +1050,73 @@ def test_fast_path_is_taken_only_when_it_is_exact(tmp_path, body, fast, keep_oth
     src.close()
 
 
+def _spelled(i: int, rng: np.random.Generator) -> str:
+    """A number of the many spellings a CSV holds, or a null; row by row."""
+    kind = i % 7
+    if kind == 0:
+        return ""
+    if kind == 1:
+        return "NaN"
+    value = float(1e6 + rng.normal() * 10.0 ** rng.integers(-3, 4))
+    return {2: repr(value), 3: f"{value:.3e}", 4: f"{value:.17g}", 5: "-0.0", 6: str(int(value))}[kind]
+
+
+def test_a_small_file_read_for_statistics_is_parsed_without_polars(tmp_path, monkeypatch):
+    # Under POLARS_FROM the fit's pieces go to pyarrow, and Polars is not even imported: its
+    # import costs more than its parse saves there. The statistics must be those of the Polars path.
+    from normcli import api
+    from normcli.io import csv_source
+
+    rng = np.random.default_rng(5)
+    rows = [(f"r{i}", _spelled(i, rng), f"{rng.normal():.6f}", f"é{i % 3}") for i in range(3000)]
+    path = tmp_path / "small.csv"
+    path.write_text("id,x,y,t\n" + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    assert path.stat().st_size < csv_source.POLARS_FROM
+    code = ("import json, sys, normcli\n"
+            "stats = normcli.fit(sys.argv[1])\n"
+            "print(json.dumps(['polars' in sys.modules, json.loads(stats.to_json())['columns']]))\n")
+    env = dict(os.environ, NORMCLI_BLOCK_SIZE="16384")  # several pieces
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, env=env, check=True)
+    imported, columns = __import__("json").loads(done.stdout)
+    assert imported is False
+
+    parsed = []
+    monkeypatch.setenv("NORMCLI_BLOCK_SIZE", "16384")
+    monkeypatch.setattr(csv_source, "POLARS_FROM", 0)
+    real = csv_source._CsvSource._decode_polars
+    monkeypatch.setattr(csv_source._CsvSource, "_decode_polars", lambda self, piece: parsed.append(1) or real(self, piece))
+    by_polars = __import__("json").loads(api.fit(str(path)).to_json())["columns"]
+    assert len(parsed) > 1
+    assert columns == by_polars
+
+    x = np.array([float(r[1]) if r[1] not in ("", "NaN") else np.nan for r in rows])
+    got = columns["x"]["stats"]
+    values = x[~np.isnan(x)]
+    assert got["count"] == values.size and got["nulls"] == x.size - values.size
+    assert math.isclose(got["mean"], math.fsum(values) / values.size, rel_tol=1e-15)
+    assert math.isclose(math.sqrt(got["m2"] / got["count"]), float(np.std(values)), rel_tol=1e-12)
+    assert (got["min"], got["max"]) == (values.min(), values.max())
+
+
+def test_whole_rows_of_a_small_file_are_parsed_by_polars(tmp_path, monkeypatch):
+    # A transform's pieces: Polars reads them faster, in the layout the CSV writer takes, at any size.
+    from normcli.io import csv_source
+
+    path = tmp_path / "small.csv"
+    path.write_bytes(b"id,x\n" + b"".join(b"r%d,%d.25\n" % (i, i) for i in range(100)))
+    parsed = []
+    real = csv_source._CsvSource._decode_polars
+    monkeypatch.setattr(csv_source._CsvSource, "_decode_polars", lambda self, piece: parsed.append(1) or real(self, piece))
+    src = open_source(str(path))
+    try:
+        assert not src.decode_waits  # a fit of it: pyarrow parses in the worker itself
+        table = read_all(src, ["x"], keep_others=True)
+    finally:
+        src.close()
+    assert parsed == [1]
+    assert table.column("x").to_pylist() == [i + 0.25 for i in range(100)]
+
+
 def _rows(batch: pa.RecordBatch, keep_others: bool) -> list[dict]:
     """The batch's rows; NaN as None for a piece read for statistics, which count both as missing
     (a transform's piece must hold null itself)."""

@@ -5,6 +5,9 @@ bytes at record boundaries (cheap, sequential, one producer thread) and :meth:`S
 parses one piece (heavy, thread-safe, a worker pool): with Polars when that provably reads what
 pyarrow reads, else with ``pyarrow.csv.read_csv``. pyarrow's own streaming reader parses on one
 core only (see MEASUREMENTS.md).
+
+Pieces read for statistics alone (fit, check) of a file under :data:`POLARS_FROM` are parsed by
+pyarrow: both give the same batch, and there Polars' import costs more than its parse saves.
 """
 from __future__ import annotations
 
@@ -37,6 +40,12 @@ MAX_RECORD_BYTES = 32 << 20
 # Pieces of a wide file: rows enough to spread the per-column work, within a bound.
 _WIDE_ROWS = 256
 _WIDE_PIECE = 16 << 20
+# The smallest file whose pieces read for statistics Polars parses. Of those (numeric columns
+# only) its parse costs about the CPU time of pyarrow's, each piece having a thread of its own,
+# and importing Polars takes 0.1-0.2 s: on two cores, fitting a 30 MB CSV without it took 0.81x
+# the time, 114 MB 0.97x, 570 MB 1.01x-1.04x. Whole rows (transform) it parses faster, in the
+# string_view layout the CSV writer takes: those it parses whatever the size.
+POLARS_FROM = 64 << 20
 
 
 def _peek(stream, n: int) -> bytes:
@@ -298,8 +307,6 @@ class _CsvSource(Source):
         # The Polars parser is used for UTF-8 with a one-byte separator; otherwise pyarrow.
         self._utf8 = encoding.lower().replace("-", "") == "utf8"
         self._polars_ok = self._utf8 and len(delimiter.encode()) == 1
-        if self._polars_ok:
-            import_polars()  # here, not first in a worker thread (see there)
         self._raw = None  # the file whose position measures progress (compressed for .gz)
         self._used = False
         if path == "-":
@@ -322,6 +329,10 @@ class _CsvSource(Source):
                 if self.size is not None:  # a pipe has no position to tell
                     self._raw = stream
                 self._stream = open_gunzip(stream)
+        # a regular file under POLARS_FROM (gzip: the compressed file's size)
+        self._small = self.size is not None and self.size < POLARS_FROM
+        if self._polars_ok and not self._small:
+            import_polars()  # here, not first in a worker thread (see there)
         self._consumed = 0
         self._lines: LineCounts | None = None  # of the pieces read
         self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
@@ -334,8 +345,13 @@ class _CsvSource(Source):
 
     @property
     def decode_waits(self) -> bool:
-        """Polars, where it parses, does so on its own threads while the caller waits."""
-        return self._polars_ok
+        """Polars, where it parses pieces read for statistics, does so on its own threads while
+        the caller waits."""
+        return self._polars_ok and not self._small
+
+    def _by_polars(self, piece: Piece) -> bool:
+        """Whether Polars is to try ``piece`` first (see :data:`POLARS_FROM`)."""
+        return self._polars_ok and (piece.keep_others or not self._small)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -554,6 +570,11 @@ class _CsvSource(Source):
         return _Sample(table, data, self._first_line, tuple(skipped), self._delimiter)
 
     def pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str] = ()) -> Iterator[Piece]:
+        if keep_others and self._polars_ok:
+            import_polars()  # by the caller, before the generator runs in a reader thread (see there)
+        return self._pieces(numeric, keep_others, keep)
+
+    def _pieces(self, numeric: Sequence[str], keep_others: bool, keep: Sequence[str]) -> Iterator[Piece]:
         numeric, keep = self._claim(numeric, keep)
         self._sampled = None
         # Reading a few columns of a piece (fit, check) holds far less than transforming all of
@@ -650,7 +671,7 @@ class _CsvSource(Source):
     def decode(self, piece: Piece) -> pa.RecordBatch:
         newlines = None
         try:
-            if self._polars_ok:
+            if self._by_polars(piece):
                 try:
                     batch = self._decode_polars(piece)
                     # Polars read one row per line (a blank line fails its checks): the last
