@@ -907,23 +907,25 @@ def _empty_text_as_null(batch: pa.RecordBatch, numeric: Sequence[str],
     empty field and an empty string as ``""``. ``empty_fields`` is asked, with the names of the
     text columns holding empty strings, where those are empty fields (None: everywhere).
     """
-    import pyarrow.compute as pc  # imported where used, as pyarrow.parquet: 50 ms of start-up
-
     arrays = list(batch.columns)
     names = batch.schema.names
+    text = [i for i, name in enumerate(names) if name not in numeric and pa.types.is_string(arrays[i].type)]
+    if not text:  # a fit's numeric columns: nothing to do, nor pyarrow.compute to import
+        return batch
+    import pyarrow.compute as pc  # imported where used, as pyarrow.parquet: 50 ms of start-up
+
     empty = {}
-    for i, name in enumerate(names):
-        if name not in numeric and pa.types.is_string(arrays[i].type):
-            found = pc.equal(pc.utf8_length(arrays[i]), 0)
-            if pc.any(found).as_py():
-                empty[name] = found
+    for i in text:
+        found = pc.equal(pc.utf8_length(arrays[i]), 0)
+        if pc.any(found).as_py():
+            empty[names[i]] = found
     fields = empty_fields(list(empty)) if empty else None
-    for i, name in enumerate(names):
+    for i in text:
+        name = names[i]
         if name in empty:
             mask = empty[name] if fields is None else fields[name]
             arrays[i] = pc.if_else(mask, pa.scalar(None, pa.string()), arrays[i])
-        if name not in numeric and pa.types.is_string(arrays[i].type):
-            arrays[i] = arrays[i].cast(pa.string_view())
+        arrays[i] = arrays[i].cast(pa.string_view())
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
