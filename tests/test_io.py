@@ -5,6 +5,7 @@ import contextlib
 import errno
 import gzip
 import io
+import json
 import math
 import os
 import subprocess
@@ -1061,6 +1062,21 @@ def _spelled(i: int, rng: np.random.Generator) -> str:
     return {2: repr(value), 3: f"{value:.3e}", 4: f"{value:.17g}", 5: "-0.0", 6: str(int(value))}[kind]
 
 
+def _polars_parses(monkeypatch) -> list:
+    """A list that gets an item for every piece the CSV reader hands to Polars from now on."""
+    from normcli.io import csv_source
+
+    parsed = []
+    real = csv_source._CsvSource._decode_polars
+
+    def counted(self, piece):
+        parsed.append(piece)
+        return real(self, piece)
+
+    monkeypatch.setattr(csv_source._CsvSource, "_decode_polars", counted)
+    return parsed
+
+
 def test_a_small_file_read_for_statistics_is_parsed_without_polars(tmp_path, monkeypatch):
     # Under POLARS_FROM the fit's pieces go to pyarrow, and Polars is not even imported: its
     # import costs more than its parse saves there. The statistics must be those of the Polars path.
@@ -1079,15 +1095,13 @@ def test_a_small_file_read_for_statistics_is_parsed_without_polars(tmp_path, mon
             "print(json.dumps([imported, json.loads(stats.to_json())['columns']]))\n")
     env = dict(os.environ, NORMCLI_BLOCK_SIZE="16384")  # several pieces
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, env=env, check=True)
-    imported, columns = __import__("json").loads(done.stdout)
+    imported, columns = json.loads(done.stdout)
     assert imported == []
 
-    parsed = []
     monkeypatch.setenv("NORMCLI_BLOCK_SIZE", "16384")
     monkeypatch.setattr(csv_source, "POLARS_FROM", 0)
-    real = csv_source._CsvSource._decode_polars
-    monkeypatch.setattr(csv_source._CsvSource, "_decode_polars", lambda self, piece: parsed.append(1) or real(self, piece))
-    by_polars = __import__("json").loads(api.fit(str(path)).to_json())["columns"]
+    parsed = _polars_parses(monkeypatch)
+    by_polars = json.loads(api.fit(str(path)).to_json())["columns"]
     assert len(parsed) > 1
     assert columns == by_polars
 
@@ -1102,20 +1116,16 @@ def test_a_small_file_read_for_statistics_is_parsed_without_polars(tmp_path, mon
 
 def test_whole_rows_of_a_small_file_are_parsed_by_polars(tmp_path, monkeypatch):
     # A transform's pieces: Polars reads them faster, in the layout the CSV writer takes, at any size.
-    from normcli.io import csv_source
-
     path = tmp_path / "small.csv"
     path.write_bytes(b"id,x\n" + b"".join(b"r%d,%d.25\n" % (i, i) for i in range(100)))
-    parsed = []
-    real = csv_source._CsvSource._decode_polars
-    monkeypatch.setattr(csv_source._CsvSource, "_decode_polars", lambda self, piece: parsed.append(1) or real(self, piece))
+    parsed = _polars_parses(monkeypatch)
     src = open_source(str(path))
     try:
         assert not src.decode_waits  # a fit of it: pyarrow parses in the worker itself
         table = read_all(src, ["x"], keep_others=True)
     finally:
         src.close()
-    assert parsed == [1]
+    assert len(parsed) == 1
     assert table.column("x").to_pylist() == [i + 0.25 for i in range(100)]
 
 
