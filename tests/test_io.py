@@ -1129,6 +1129,25 @@ def test_whole_rows_of_a_small_file_are_parsed_by_polars(tmp_path, monkeypatch):
     assert table.column("x").to_pylist() == [i + 0.25 for i in range(100)]
 
 
+def test_a_small_wide_file_read_for_statistics_is_parsed_by_polars(tmp_path, monkeypatch):
+    # pyarrow's parse costs more per column: past NARROW columns Polars pays for its import.
+    from normcli.io import csv_source
+
+    names = [f"c{i}" for i in range(csv_source.NARROW + 1)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + "".join(",".join(f"{r}.{i}" for i in range(len(names))) + "\n"
+                                                      for r in range(3)))
+    parsed = _polars_parses(monkeypatch)
+    src = open_source(str(path))
+    try:
+        assert src.decode_waits
+        table = read_all(src, names, keep_others=False)
+    finally:
+        src.close()
+    assert len(parsed) == 1
+    assert table.column(names[-1]).to_pylist() == [float(f"{r}.{len(names) - 1}") for r in range(3)]
+
+
 def _rows(batch: pa.RecordBatch, keep_others: bool) -> list[dict]:
     """The batch's rows; NaN as None for a piece read for statistics, which count both as missing
     (a transform's piece must hold null itself)."""
