@@ -676,11 +676,11 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         import pandas as pd
     except ImportError:  # pragma: no cover
         pd = None
+    wanted = stats.needed_columns + stats.group_by
     if pd is not None and isinstance(data, pd.DataFrame):
         # the stats file names columns as text; a frame may name them 0, 1, ... (as fit read them)
         label = {str(c): i for i, c in enumerate(data.columns)}  # by position: a label True is no row mask
         stats.check_columns(list(label))
-        wanted = stats.needed_columns + stats.group_by
         if len(label) < len(data.columns):  # 1 and "1", or a label given twice: which one is meant?
             names = [str(c) for c in data.columns]
             twice = next((n for n in wanted if names.count(n) > 1), None)
@@ -697,8 +697,7 @@ def transform(stats: Stats, data: Any, *, inverse: bool = False, output: str | N
         import polars as pl
 
         stats.check_columns(data.columns)
-        done = _map_table(stats, data.select(stats.needed_columns + stats.group_by).to_arrow(), inverse,
-                          overrides, output_options, unseen)
+        done = _map_table(stats, data.select(wanted).to_arrow(), inverse, overrides, output_options, unseen)
         # the other columns stay the frame's own, in their places
         out = data.with_columns([pl.from_arrow(done.column(name)).alias(name) for name in stats.needed_columns])
     else:

@@ -338,9 +338,11 @@ class _CsvSource(Source):
         self._lines: LineCounts | None = None  # of the pieces read
         self._sampled: _Sample | bool | None = None  # see _sample(); False: no record
         self._read_header()
-        # a regular file under POLARS_FROM (gzip: the compressed file's size), at most NARROW wide
-        self._small = self.size is not None and self.size < POLARS_FROM and len(self.columns) <= NARROW
-        if self._polars_ok and not self._small:
+        # Polars parses pieces read for statistics but those of a regular file under POLARS_FROM
+        # (gzip: the compressed file's size) at most NARROW columns wide
+        small = self.size is not None and self.size < POLARS_FROM and len(self.columns) <= NARROW
+        self._polars_for_statistics = self._polars_ok and not small
+        if self._polars_for_statistics:
             import_polars()  # here, not first in a worker thread (see there)
 
     @property
@@ -352,11 +354,11 @@ class _CsvSource(Source):
     def decode_waits(self) -> bool:
         """Polars, where it parses pieces read for statistics, does so on its own threads while
         the caller waits."""
-        return self._polars_ok and not self._small
+        return self._polars_for_statistics
 
     def _by_polars(self, piece: Piece) -> bool:
         """Whether Polars is to try ``piece`` first (see :data:`POLARS_FROM`)."""
-        return self._polars_ok and (piece.keep_others or not self._small)
+        return self._polars_for_statistics or (piece.keep_others and self._polars_ok)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
